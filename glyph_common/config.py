@@ -1,0 +1,392 @@
+"""The deployment config: one YAML file describing components, exporter and remediator."""
+
+from __future__ import annotations
+
+import ipaddress
+import re
+from importlib import resources
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import yaml
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+
+NAME_PATTERN = r"^[a-z][a-z0-9_-]{0,31}$"
+
+
+class ConfigError(Exception):
+    """An invalid config; the message names the field and the problem."""
+
+
+class _Frozen(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+def _parse_listen(value: str) -> tuple[str, int]:
+    host, sep, port = value.rpartition(":")
+    if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
+        raise ValueError(f"expected HOST:PORT, got {value!r}")
+    return host.strip("[]"), int(port)
+
+
+def is_loopback(host: str) -> bool:
+    """True when a bind address only accepts connections from this machine."""
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+class Matcher(_Frozen):
+    """How to recognise a component's main process; a component is its whole tree."""
+
+    cmdline: str | None = Field(
+        default=None, description="regular expression searched in the space-joined argv"
+    )
+    pidfile: Path | None = Field(default=None, description="file holding the main PID")
+
+    @field_validator("cmdline")
+    @classmethod
+    def _compiles(cls, value: str | None) -> str | None:
+        if value is not None:
+            try:
+                re.compile(value)
+            except re.error as exc:
+                raise ValueError(f"not a valid regular expression: {exc}") from None
+        return value
+
+    @model_validator(mode="after")
+    def _one_way(self) -> Matcher:
+        if self.cmdline is None and self.pidfile is None:
+            raise ValueError("set cmdline or pidfile")
+        return self
+
+
+class Probe(_Frozen):
+    """An HTTP check of a component: a GET probe or a tiny completion (canary)."""
+
+    name: Annotated[str, Field(pattern=NAME_PATTERN)]
+    kind: Literal["http", "canary"] = "http"
+    path: Annotated[str, Field(pattern=r"^/")] = "/health"
+    method: Literal["GET", "HEAD", "POST"] = "GET"
+    expect_status: tuple[int, ...] = Field(default=(200,), min_length=1)
+    timeout_seconds: Annotated[float, Field(gt=0, le=300)] = 2.0
+    model: str = Field(default="glyph", description="model name a canary asks for")
+    enabled: bool = True
+
+    @field_validator("expect_status")
+    @classmethod
+    def _statuses(cls, value: tuple[int, ...]) -> tuple[int, ...]:
+        for code in value:
+            if not 100 <= code <= 599:
+                raise ValueError(f"{code} is not an HTTP status")
+        return value
+
+    @model_validator(mode="after")
+    def _canary_posts(self) -> Probe:
+        if self.kind == "canary" and self.method != "POST":
+            return self.model_copy(update={"method": "POST"})
+        return self
+
+
+class Cache(_Frozen):
+    """A cache directory glob whose files count against the component."""
+
+    glob: Annotated[str, Field(min_length=2)]
+
+    @field_validator("glob")
+    @classmethod
+    def _absolute(cls, value: str) -> str:
+        if not value.startswith("/"):
+            raise ValueError("must be an absolute path glob")
+        if ".." in Path(value).parts:
+            raise ValueError("must not contain '..'")
+        return value
+
+    @property
+    def root(self) -> Path:
+        """The longest leading directory without wildcards; nothing outside it is touched."""
+        parts: list[str] = []
+        for part in Path(self.glob).parts:
+            if any(ch in part for ch in "*?["):
+                break
+            parts.append(part)
+        return Path(*parts)
+
+
+class CommandRestart(_Frozen):
+    """Restart by stopping the process tree and running a start argv."""
+
+    backend: Literal["command"] = "command"
+    start: tuple[str, ...] = Field(min_length=1, description="argv, no shell")
+    stop: tuple[str, ...] | None = Field(default=None, description="optional argv run first")
+    cwd: Path | None = None
+    env: dict[str, str] = Field(default_factory=dict)
+    log_file: Path | None = None
+
+
+class SystemdRestart(_Frozen):
+    """Restart a systemd unit with systemctl."""
+
+    backend: Literal["systemd"]
+    unit: Annotated[str, Field(pattern=r"^[A-Za-z0-9:_.@-]+\.(service|scope)$")]
+    systemctl: str = "systemctl"
+
+
+class DockerRestart(_Frozen):
+    """Restart a container through the Docker Engine API on its unix socket."""
+
+    backend: Literal["docker"]
+    container: Annotated[str, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")]
+    socket: Path = Path("/var/run/docker.sock")
+
+
+RestartMethod = Annotated[
+    CommandRestart | SystemdRestart | DockerRestart, Field(discriminator="backend")
+]
+
+
+class Remediation(_Frozen):
+    """What the remediator may do to a component, and how."""
+
+    actions: tuple[Literal["restart", "clean_cache"], ...] = ("restart",)
+    restart: RestartMethod | None = None
+    stop_grace_seconds: Annotated[float, Field(ge=0, le=600)] = 10.0
+    release_timeout_seconds: Annotated[float, Field(gt=0, le=600)] = 30.0
+    startup_timeout_seconds: Annotated[float, Field(gt=0, le=7200)] = 600.0
+    kill_port_holders: bool = Field(
+        default=False, description="also stop foreign processes holding the port"
+    )
+    clean_cache_min_age_seconds: Annotated[float, Field(ge=0)] = 3600.0
+
+    @model_validator(mode="after")
+    def _restart_needs_method(self) -> Remediation:
+        if "restart" in self.actions and self.restart is None:
+            raise ValueError("the 'restart' action needs a 'restart' method")
+        return self
+
+
+class Component(_Frozen):
+    """One guarded part of the service (e.g. the vLLM API or the Gradio UI)."""
+
+    name: Annotated[str, Field(pattern=NAME_PATTERN)]
+    match: Matcher
+    host: str = "127.0.0.1"
+    port: Annotated[int, Field(gt=0, lt=65536)] | None = None
+    probes: tuple[Probe, ...] = ()
+    caches: tuple[Cache, ...] = ()
+    memory_limit_bytes: Annotated[int, Field(gt=0)] | None = Field(
+        default=None, description="limit for the RSS leak trend; default: host memory"
+    )
+    remediation: Remediation = Remediation(actions=())
+
+    @field_validator("caches", mode="before")
+    @classmethod
+    def _glob_strings(cls, value: Any) -> Any:
+        if isinstance(value, list):
+            return [{"glob": item} if isinstance(item, str) else item for item in value]
+        return value
+
+    @model_validator(mode="after")
+    def _probes_need_port(self) -> Component:
+        if self.probes and self.port is None:
+            raise ValueError("probes need a 'port'")
+        names = [probe.name for probe in self.probes]
+        if len(names) != len(set(names)):
+            raise ValueError("probe names must be unique")
+        if "clean_cache" in self.remediation.actions and not self.caches:
+            raise ValueError("the 'clean_cache' action needs 'caches'")
+        return self
+
+    def base_url(self) -> str:
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return f"http://{host}:{self.port}"
+
+
+class Intervals(_Frozen):
+    """How often each sampler runs, in seconds."""
+
+    liveness: Annotated[float, Field(ge=0.1, le=3600)] = 1.0
+    probes: Annotated[float, Field(ge=0.1, le=3600)] = 2.0
+    canary: Annotated[float, Field(ge=1, le=3600)] = 15.0
+    gpu: Annotated[float, Field(ge=0.1, le=3600)] = 2.0
+    caches: Annotated[float, Field(ge=1, le=86400)] = 30.0
+
+
+class ExporterSettings(_Frozen):
+    """The exporter's own section."""
+
+    listen: str = "127.0.0.1:9842"
+    intervals: Intervals = Intervals()
+    nvml: bool = Field(default=True, description="read GPUs through NVML when available")
+
+    @field_validator("listen")
+    @classmethod
+    def _listen(cls, value: str) -> str:
+        _parse_listen(value)
+        return value
+
+    @property
+    def address(self) -> tuple[str, int]:
+        return _parse_listen(self.listen)
+
+
+class BasicAuth(_Frozen):
+    username: Annotated[str, Field(min_length=1)]
+    password_file: Path
+
+
+class Budget(_Frozen):
+    """Crash-loop safety: cooldown, back-off and a restart budget per window."""
+
+    cooldown_seconds: Annotated[float, Field(ge=0)] = 30.0
+    backoff_initial_seconds: Annotated[float, Field(ge=0)] = 10.0
+    backoff_max_seconds: Annotated[float, Field(ge=0)] = 300.0
+    backoff_reset_seconds: Annotated[float, Field(gt=0)] = 600.0
+    max_restarts: Annotated[int, Field(ge=1)] = 5
+    window_seconds: Annotated[float, Field(gt=0)] = 3600.0
+
+    @model_validator(mode="after")
+    def _ordered(self) -> Budget:
+        if self.backoff_max_seconds < self.backoff_initial_seconds:
+            raise ValueError("backoff_max_seconds must be >= backoff_initial_seconds")
+        return self
+
+
+class RemediatorSettings(_Frozen):
+    """The remediator's own section."""
+
+    listen: str = "127.0.0.1:9843"
+    token_file: Path | None = None
+    basic_auth: BasicAuth | None = None
+    state_db: Path = Path("/var/lib/glyph-guard/remediator.sqlite")
+    log_dir: Path = Path("/var/log/glyph-guard")
+    max_body_bytes: Annotated[int, Field(ge=1024, le=64 * 1024 * 1024)] = 1024 * 1024
+    budget: Budget = Budget()
+    dry_run: bool = False
+
+    @field_validator("listen")
+    @classmethod
+    def _listen(cls, value: str) -> str:
+        _parse_listen(value)
+        return value
+
+    @property
+    def address(self) -> tuple[str, int]:
+        return _parse_listen(self.listen)
+
+
+class Deployment(_Frozen):
+    """A whole deployment: its components and both services' settings."""
+
+    components: tuple[Component, ...] = Field(min_length=1)
+    exporter: ExporterSettings = ExporterSettings()
+    remediator: RemediatorSettings = RemediatorSettings()
+
+    @field_validator("components", mode="before")
+    @classmethod
+    def _named_mapping(cls, value: Any) -> Any:
+        if isinstance(value, dict):
+            return [
+                {"name": name, **body} if isinstance(body, dict) else body
+                for name, body in value.items()
+            ]
+        return value
+
+    @model_validator(mode="after")
+    def _unique_names(self) -> Deployment:
+        names = [component.name for component in self.components]
+        if len(names) != len(set(names)):
+            raise ValueError("component names must be unique")
+        return self
+
+    def component(self, name: str) -> Component | None:
+        return next((c for c in self.components if c.name == name), None)
+
+
+_UNION_TAGS = frozenset({"command", "systemd", "docker"})
+
+
+def _field_path(loc: tuple[int | str, ...], data: Any) -> str:
+    """Turn pydantic's error location into a dotted path, naming components instead of indexes."""
+    parts: list[str] = []
+    node = data
+    for item in loc:
+        if isinstance(item, str) and item in _UNION_TAGS and not (
+            isinstance(node, dict) and item in node
+        ):
+            continue  # pydantic adds the discriminator's value to the location
+        if isinstance(item, int) and parts == ["components"]:
+            node, name = _component_at(node, item)
+            parts.append(name)
+        elif isinstance(item, int):
+            parts[-1] = f"{parts[-1] if parts else ''}[{item}]"
+            node = node[item] if isinstance(node, list) and item < len(node) else None
+        else:
+            parts.append(item)
+            node = node.get(item) if isinstance(node, dict) else None
+    return ".".join(parts) or "(top level)"
+
+
+def _component_at(node: Any, index: int) -> tuple[Any, str]:
+    if isinstance(node, dict) and index < len(node):
+        name = list(node)[index]
+        return node[name], str(name)
+    if isinstance(node, list) and index < len(node):
+        item = node[index]
+        named = isinstance(item, dict) and isinstance(item.get("name"), str)
+        return item, item["name"] if named else f"[{index}]"
+    return None, f"[{index}]"
+
+
+def parse_config(data: Any, source: str = "config") -> Deployment:
+    """Validate already-loaded YAML data into a Deployment."""
+    if not isinstance(data, dict):
+        raise ConfigError(f"{source}: the top level must be a mapping")
+    try:
+        return Deployment.model_validate(data)
+    except ValidationError as exc:
+        lines = []
+        for error in exc.errors():
+            where = _field_path(tuple(error["loc"]), data)
+            message = error["msg"].removeprefix("Value error, ")
+            lines.append(f"{source}: {where}: {message}")
+        raise ConfigError("\n".join(lines)) from None
+
+
+def load_config(path: Path) -> Deployment:
+    """Read and validate a deployment YAML file."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot read: {exc.strerror or exc}") from None
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        problem = getattr(exc, "problem", None) or str(exc)
+        raise ConfigError(f"{path}: not valid YAML{where}: {problem}") from None
+    return parse_config(data, str(path))
+
+
+def default_config() -> Deployment:
+    """The built-in Glyph profile."""
+    text = resources.files("glyph_common").joinpath("default.yaml").read_text(encoding="utf-8")
+    return parse_config(yaml.safe_load(text), "built-in profile")
+
+
+def dump_config(config: Deployment) -> str:
+    """The effective config as YAML, defaults filled in."""
+    data = config.model_dump(mode="json")
+    data["components"] = {c.pop("name"): c for c in data["components"]}
+    return yaml.safe_dump(data, sort_keys=False)
