@@ -29,7 +29,7 @@ class _Frozen(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
 
-def _parse_listen(value: str) -> tuple[str, int]:
+def parse_listen(value: str) -> tuple[str, int]:
     host, sep, port = value.rpartition(":")
     if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
         raise ValueError(f"expected HOST:PORT, got {value!r}")
@@ -232,12 +232,12 @@ class ExporterSettings(_Frozen):
     @field_validator("listen")
     @classmethod
     def _listen(cls, value: str) -> str:
-        _parse_listen(value)
+        parse_listen(value)
         return value
 
     @property
     def address(self) -> tuple[str, int]:
-        return _parse_listen(self.listen)
+        return parse_listen(self.listen)
 
 
 class BasicAuth(_Frozen):
@@ -277,12 +277,12 @@ class RemediatorSettings(_Frozen):
     @field_validator("listen")
     @classmethod
     def _listen(cls, value: str) -> str:
-        _parse_listen(value)
+        parse_listen(value)
         return value
 
     @property
     def address(self) -> tuple[str, int]:
-        return _parse_listen(self.listen)
+        return parse_listen(self.listen)
 
 
 class Deployment(_Frozen):
@@ -321,8 +321,10 @@ def _field_path(loc: tuple[int | str, ...], data: Any) -> str:
     parts: list[str] = []
     node = data
     for item in loc:
-        if isinstance(item, str) and item in _UNION_TAGS and not (
-            isinstance(node, dict) and item in node
+        if (
+            isinstance(item, str)
+            and item in _UNION_TAGS
+            and not (isinstance(node, dict) and item in node)
         ):
             continue  # pydantic adds the discriminator's value to the location
         if isinstance(item, int) and parts == ["components"]:

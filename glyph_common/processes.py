@@ -60,10 +60,10 @@ class ProcessTable:
     def refresh(self) -> None:
         """Read pid, parent and start time of every process; command lines only of new ones."""
         current: dict[int, _Seen] = {}
-        for proc in psutil.process_iter(["ppid", "create_time"]):
+        for proc in psutil.process_iter(["ppid", "create_time", "status"]):
             ppid, created = proc.info["ppid"], proc.info["create_time"]
-            if ppid is None or created is None:
-                continue
+            if ppid is None or created is None or proc.info["status"] == psutil.STATUS_ZOMBIE:
+                continue  # a zombie has exited; only its parent has not reaped it yet
             old = self._seen.get(proc.pid)
             if old is not None and old.create_time == created:
                 old.ppid = ppid
@@ -136,6 +136,8 @@ def read_stats(pid: int) -> ProcessStats | None:
     try:
         proc = psutil.Process(pid)
         with proc.oneshot():
+            if proc.status() == psutil.STATUS_ZOMBIE:
+                return None
             cpu = proc.cpu_times()
             stats = ProcessStats(
                 pid=pid,
@@ -146,9 +148,7 @@ def read_stats(pid: int) -> ProcessStats | None:
                 threads=proc.num_threads(),
                 open_fds=_open_fds(proc),
             )
-    except (psutil.NoSuchProcess, psutil.ZombieProcess):
-        return None
-    except psutil.AccessDenied:
+    except (psutil.NoSuchProcess, psutil.ZombieProcess, psutil.AccessDenied):
         return None
     return stats
 

@@ -9,7 +9,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from pathlib import Path
 from typing import TypeVar
 
@@ -45,7 +45,7 @@ class Spawned:
     """A process group started by a test, ended by its process group only."""
 
     def __init__(self, argv: Sequence[str], **kwargs: object) -> None:
-        self.proc = subprocess.Popen(  # noqa: S603
+        self.proc = subprocess.Popen(
             list(argv),
             start_new_session=True,
             stdin=subprocess.DEVNULL,
@@ -59,20 +59,16 @@ class Spawned:
     def stop(self, grace: float = 5.0) -> None:
         if self.proc.poll() is None:
             _signal_group(self.proc.pid, signal.SIGTERM)
-            try:
+            with suppress(subprocess.TimeoutExpired):
                 self.proc.wait(grace)
-            except subprocess.TimeoutExpired:
-                pass
         _signal_group(self.proc.pid, signal.SIGKILL)  # children that outlived their leader
         if self.proc.poll() is None:
             self.proc.wait(5)
 
 
 def _signal_group(pgid: int, sig: signal.Signals) -> None:
-    try:
+    with suppress(ProcessLookupError, PermissionError):
         os.killpg(pgid, sig)
-    except (ProcessLookupError, PermissionError):
-        pass
 
 
 @contextmanager
@@ -83,3 +79,21 @@ def spawned(argv: Sequence[str], **kwargs: object) -> Iterator[Spawned]:
         yield proc
     finally:
         proc.stop()
+
+
+def parse_metrics(text: str) -> dict[tuple[str, frozenset[tuple[str, str]]], float]:
+    """Samples of an exposition, keyed by sample name and label set."""
+    from prometheus_client.parser import text_string_to_metric_families  # noqa: PLC0415
+
+    return {
+        (sample.name, frozenset(sample.labels.items())): sample.value
+        for family in text_string_to_metric_families(text)
+        for sample in family.samples
+    }
+
+
+def sample(
+    samples: dict[tuple[str, frozenset[tuple[str, str]]], float], name: str, /, **labels: str
+) -> float | None:
+    """One sample's value, or None when it is absent."""
+    return samples.get((name, frozenset(labels.items())))

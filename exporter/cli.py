@@ -1,0 +1,134 @@
+"""The glyph-exporter command: serve metrics, check a config, or replay a trace."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import signal
+import sys
+import threading
+from pathlib import Path
+from types import FrameType
+
+from prometheus_client import CollectorRegistry
+
+from exporter import __version__
+from exporter.metrics import SnapshotCollector
+from exporter.nvml import NvmlReader, load_pynvml
+from exporter.sampler import Sampler
+from exporter.server import MetricsServer
+from glyph_common.config import (
+    ConfigError,
+    Deployment,
+    default_config,
+    dump_config,
+    load_config,
+    parse_listen,
+)
+
+log = logging.getLogger("glyph-exporter")
+
+
+class Exporter:
+    """Sampler plus HTTP server; constructing it is cheap, start() does the work."""
+
+    def __init__(self, config: Deployment, *, nvml: NvmlReader | None) -> None:
+        self.config = config
+        self.sampler = Sampler(config, nvml)
+        self.registry = CollectorRegistry(auto_describe=False)
+        self.registry.register(SnapshotCollector(self.sampler.snapshot))
+        host, port = config.exporter.address
+        self.server = MetricsServer(host, port, self.registry)
+
+    def start(self) -> None:
+        self.sampler.start()
+        self.server.start()
+
+    def stop(self) -> None:
+        self.server.stop()
+        self.sampler.stop()
+
+
+def _load(path: str | None) -> Deployment:
+    return default_config() if path is None else load_config(Path(path))
+
+
+def _run(argv: list[str]) -> int:
+    parser = argparse.ArgumentParser(
+        prog="glyph-exporter",
+        description="Prometheus exporter for a Glyph deployment. Other commands: "
+        "'glyph-exporter check-config [FILE]', "
+        "'glyph-exporter replay TRACE.csv --limit-bytes N'.",
+    )
+    parser.add_argument("--config", help="deployment YAML (default: the built-in Glyph profile)")
+    parser.add_argument("--listen", help="HOST:PORT to serve /metrics on (overrides the config)")
+    parser.add_argument("--no-nvml", action="store_true", help="do not read GPUs")
+    parser.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING"])
+    parser.add_argument("--version", action="version", version=__version__)
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=args.log_level, format="%(asctime)s %(levelname)s %(message)s")
+    config = _load(args.config)
+    if args.listen:
+        try:
+            parse_listen(args.listen)
+        except ValueError as exc:
+            raise ConfigError(f"--listen: {exc}") from None
+        settings = config.exporter.model_copy(update={"listen": args.listen})
+        config = config.model_copy(update={"exporter": settings})
+    use_nvml = config.exporter.nvml and not args.no_nvml
+    nvml = NvmlReader(load_pynvml()) if use_nvml else None
+    try:
+        exporter = Exporter(config, nvml=nvml)
+    except OSError as exc:
+        print(
+            f"glyph-exporter: cannot listen on {config.exporter.listen}: {exc.strerror}",
+            file=sys.stderr,
+        )
+        return 1
+    done = threading.Event()
+
+    def _stop(signum: int, frame: FrameType | None) -> None:
+        done.set()
+
+    signal.signal(signal.SIGTERM, _stop)
+    signal.signal(signal.SIGINT, _stop)
+    exporter.start()
+    log.info(
+        "serving http://%s:%d/metrics for components %s",
+        config.exporter.address[0],
+        exporter.server.port,
+        ", ".join(c.name for c in config.components),
+    )
+    done.wait()
+    exporter.stop()
+    return 0
+
+
+def _check_config(argv: list[str]) -> int:
+    parser = argparse.ArgumentParser(
+        prog="glyph-exporter check-config",
+        description="Validate a deployment config and print the effective one.",
+    )
+    parser.add_argument("file", nargs="?", help="deployment YAML (default: the built-in profile)")
+    args = parser.parse_args(argv)
+    print(dump_config(_load(args.file)), end="")
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    try:
+        if argv[:1] == ["check-config"]:
+            return _check_config(argv[1:])
+        if argv[:1] == ["replay"]:
+            from exporter.replay import replay_main  # noqa: PLC0415 (only this command needs it)
+
+            return replay_main(argv[1:])
+        return _run(argv)
+    except ConfigError as exc:
+        print(f"glyph-exporter: invalid config:\n{exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,263 @@
+"""Turning a snapshot into Prometheus metric families (pure: no I/O, no clocks)."""
+
+from __future__ import annotations
+
+import platform
+from collections.abc import Callable, Iterable, Iterator
+
+from prometheus_client.core import (
+    CounterMetricFamily,
+    GaugeMetricFamily,
+    HistogramMetricFamily,
+    Metric,
+)
+from prometheus_client.registry import Collector
+
+from exporter import __version__
+from exporter.probestats import PROBE_BUCKETS
+from exporter.snapshot import (
+    CacheUsage,
+    CollectorRun,
+    ComponentLiveness,
+    GpuSnapshot,
+    LeakTrend,
+    ProbeStats,
+    Snapshot,
+)
+
+PREFIX = "glyph"
+LEAK_METHOD = (
+    "Robust slope of the current segment (the exporter keeps a window of samples per series; "
+    "a large drop or a process restart starts a new segment)."
+)
+
+
+def _gauge(name: str, doc: str, labels: Iterable[str] = ()) -> GaugeMetricFamily:
+    return GaugeMetricFamily(f"{PREFIX}_{name}", doc, labels=list(labels))
+
+
+def liveness_families(readings: Iterable[ComponentLiveness]) -> Iterator[Metric]:
+    readings = list(readings)
+    up = _gauge("component_up", "1 when the component has at least one process.", ["component"])
+    count = _gauge("component_processes", "Processes in the component's tree.", ["component"])
+    rss = _gauge(
+        "component_resident_memory_bytes",
+        "Resident memory summed over the component's process tree.",
+        ["component"],
+    )
+    cpu = CounterMetricFamily(
+        f"{PREFIX}_component_cpu_seconds",
+        "User and system CPU time of the processes now in the component's tree.",
+        labels=["component"],
+    )
+    start = _gauge(
+        "component_start_time_seconds",
+        "Unix time the component's main process started.",
+        ["component"],
+    )
+    fds = _gauge("component_open_fds", "Open file descriptors of the tree.", ["component"])
+    threads = _gauge("component_threads", "Threads of the tree.", ["component"])
+    listening = _gauge(
+        "component_port_listening", "1 when something listens on the port.", ["component", "port"]
+    )
+    conflict = _gauge(
+        "component_port_conflict",
+        "1 when the port is held by a process outside the component's tree.",
+        ["component", "port"],
+    )
+    for r in readings:
+        name = [r.component]
+        up.add_metric(name, 1.0 if r.up else 0.0)
+        count.add_metric(name, r.processes)
+        rss.add_metric(name, r.rss_bytes)
+        cpu.add_metric(name, r.cpu_seconds)
+        threads.add_metric(name, r.threads)
+        if r.start_time is not None:
+            start.add_metric(name, r.start_time)
+        if r.open_fds is not None:
+            fds.add_metric(name, r.open_fds)
+        if r.port is not None:
+            port = [r.component, str(r.port)]
+            listening.add_metric(port, 1.0 if r.port_listening else 0.0)
+            conflict.add_metric(port, 1.0 if r.port_conflict else 0.0)
+    yield from (up, count, rss, cpu, start, fds, threads, listening, conflict)
+
+
+def gpu_families(gpu: GpuSnapshot, readings: Iterable[ComponentLiveness]) -> Iterator[Metric]:
+    labels = ["gpu", "uuid", "name"]
+    info = _gauge("gpu_info", "Static device information; always 1.", [*labels, "driver_version"])
+    readable = _gauge("gpu_readable", "1 when the device answered this cycle.", labels)
+    total = _gauge("gpu_memory_total_bytes", "Device memory (NVML memory info).", labels)
+    used = _gauge("gpu_memory_used_bytes", "Device memory in use.", labels)
+    reserved = _gauge(
+        "gpu_memory_reserved_bytes", "Device memory reserved by the driver and firmware.", labels
+    )
+    utilization = _gauge("gpu_utilization_ratio", "GPU busy share of the last period.", labels)
+    temperature = _gauge("gpu_temperature_celsius", "GPU core temperature.", labels)
+    power = _gauge("gpu_power_watts", "Power draw.", labels)
+    per_component = _gauge(
+        "component_gpu_memory_bytes",
+        "GPU memory used by the component's processes on the device.",
+        ["component", "gpu"],
+    )
+    orphan = _gauge(
+        "gpu_orphan_memory_bytes",
+        "GPU memory used by processes that belong to no component (e.g. an engine left behind "
+        "by a crash).",
+        labels,
+    )
+    trees = [(r.component, r.pids) for r in readings]
+    for device in gpu.devices:
+        values = [str(device.index), device.uuid, device.name]
+        info.add_metric([*values, gpu.driver_version], 1.0)
+        readable.add_metric(values, 1.0 if device.readable else 0.0)
+        for family, value in (
+            (total, device.memory_total_bytes),
+            (used, device.memory_used_bytes),
+            (reserved, device.memory_reserved_bytes),
+            (utilization, device.utilization_ratio),
+            (temperature, device.temperature_celsius),
+            (power, device.power_watts),
+        ):
+            if value is not None:
+                family.add_metric(values, value)
+        if device.processes is None:
+            continue
+        claimed: set[int] = set()
+        for component, pids in trees:
+            mine = [p for p in device.processes if p.pid in pids]
+            claimed.update(p.pid for p in mine)
+            if all(p.used_bytes is not None for p in mine):
+                per_component.add_metric(
+                    [component, str(device.index)], sum(p.used_bytes or 0 for p in mine)
+                )
+        others = [p for p in device.processes if p.pid not in claimed]
+        if all(p.used_bytes is not None for p in others):
+            orphan.add_metric(values, sum(p.used_bytes or 0 for p in others))
+    yield from (info, readable, total, used, reserved, utilization, temperature, power)
+    yield from (per_component, orphan)
+
+
+def probe_families(stats: Iterable[ProbeStats]) -> Iterator[Metric]:
+    labels = ["component", "probe"]
+    success = _gauge("probe_success", "1 when the last attempt succeeded.", labels)
+    duration = HistogramMetricFamily(
+        f"{PREFIX}_probe_duration_seconds", "Time each probe attempt took.", labels=labels
+    )
+    status = _gauge(
+        "probe_http_status", "HTTP status of the last attempt; 0 when none came back.", labels
+    )
+    last_success = _gauge(
+        "probe_last_success_timestamp_seconds", "Unix time of the last success.", labels
+    )
+    failures = _gauge(
+        "probe_consecutive_failures", "Failed attempts since the last success.", labels
+    )
+    for s in stats:
+        values = [s.component, s.probe]
+        success.add_metric(values, 1.0 if s.success else 0.0)
+        buckets = [
+            (_bound(b), float(c)) for b, c in zip(PROBE_BUCKETS, s.bucket_counts, strict=True)
+        ]
+        duration.add_metric(values, [*buckets, ("+Inf", float(s.count))], s.duration_sum)
+        status.add_metric(values, s.http_status or 0)
+        if s.last_success_timestamp is not None:
+            last_success.add_metric(values, s.last_success_timestamp)
+        failures.add_metric(values, s.consecutive_failures)
+    yield from (success, duration, status, last_success, failures)
+
+
+def cache_families(usages: Iterable[CacheUsage]) -> Iterator[Metric]:
+    files = _gauge("cache_files", "Regular files matching the cache glob.", ["component", "glob"])
+    size = _gauge(
+        "cache_bytes", "Size of the files matching the cache glob.", ["component", "glob"]
+    )
+    for u in usages:
+        files.add_metric([u.component, u.glob], u.files)
+        size.add_metric([u.component, u.glob], u.bytes)
+    yield from (files, size)
+
+
+def leak_families(trends: Iterable[LeakTrend]) -> Iterator[Metric]:
+    labels = ["component", "resource"]
+    slope = _gauge(
+        "leak_slope_bytes_per_second",
+        f"Growth rate of the resource. {LEAK_METHOD}",
+        labels,
+    )
+    suspected = _gauge(
+        "leak_suspected",
+        "1 when growth is sustained, significant against the series' own noise and above the "
+        f"rate floor, after the start-up grace period. {LEAK_METHOD}",
+        labels,
+    )
+    until = _gauge(
+        "leak_seconds_until_exhausted",
+        "Seconds until the limit (host memory, device memory or free disk) is reached at the "
+        f"current slope; absent when not growing. {LEAK_METHOD}",
+        labels,
+    )
+    age = _gauge("leak_segment_age_seconds", f"Age of the current segment. {LEAK_METHOD}", labels)
+    for t in trends:
+        values = [t.component, t.resource]
+        if t.slope_bytes_per_second is not None:
+            slope.add_metric(values, t.slope_bytes_per_second)
+        suspected.add_metric(values, 1.0 if t.suspected else 0.0)
+        if t.seconds_until_exhausted is not None:
+            until.add_metric(values, t.seconds_until_exhausted)
+        age.add_metric(values, t.segment_age_seconds)
+    yield from (slope, suspected, until, age)
+
+
+def self_families(runs: Iterable[CollectorRun], gpu: GpuSnapshot) -> Iterator[Metric]:
+    build = _gauge(
+        "exporter_build_info", "glyph-exporter's version; always 1.", ["version", "python"]
+    )
+    build.add_metric([__version__, platform.python_version()], 1.0)
+    nvml = _gauge("exporter_nvml_available", "1 when NVML answered this cycle.")
+    nvml.add_metric([], 1.0 if gpu.available else 0.0)
+    duration = _gauge(
+        "exporter_collector_duration_seconds",
+        "How long the sampler's last run took.",
+        ["collector"],
+    )
+    errors = CounterMetricFamily(
+        f"{PREFIX}_exporter_collector_errors",
+        "Sampler runs that failed with an unexpected error.",
+        labels=["collector"],
+    )
+    last = _gauge(
+        "exporter_last_sample_timestamp_seconds",
+        "Unix time the sampler last finished; scrapes serve this sample.",
+        ["collector"],
+    )
+    for run in runs:
+        duration.add_metric([run.collector], run.duration_seconds)
+        errors.add_metric([run.collector], run.errors)
+        if run.last_timestamp is not None:
+            last.add_metric([run.collector], run.last_timestamp)
+    yield from (build, nvml, duration, errors, last)
+
+
+def families(snapshot: Snapshot) -> Iterator[Metric]:
+    """Every family of one snapshot."""
+    yield from liveness_families(snapshot.liveness)
+    yield from gpu_families(snapshot.gpu, snapshot.liveness)
+    yield from probe_families(snapshot.probes)
+    yield from cache_families(snapshot.caches)
+    yield from leak_families(snapshot.leaks)
+    yield from self_families(snapshot.collectors, snapshot.gpu)
+
+
+class SnapshotCollector(Collector):
+    """A registry collector that serialises whatever snapshot its source returns."""
+
+    def __init__(self, source: Callable[[], Snapshot]) -> None:
+        self._source = source
+
+    def collect(self) -> Iterator[Metric]:
+        return families(self._source())
+
+
+def _bound(value: float) -> str:
+    return repr(float(value))

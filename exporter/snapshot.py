@@ -1,0 +1,121 @@
+"""The immutable readings the samplers produce and the scrape serialises."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class ComponentLiveness:
+    """A component's process tree, summed, and its port."""
+
+    component: str
+    processes: int = 0
+    rss_bytes: int = 0
+    cpu_seconds: float = 0.0
+    threads: int = 0
+    open_fds: int | None = 0
+    start_time: float | None = None
+    pids: frozenset[int] = frozenset()
+    port: int | None = None
+    port_listening: bool = False
+    port_conflict: bool = False
+
+    @property
+    def up(self) -> bool:
+        return self.processes > 0
+
+
+@dataclass(frozen=True)
+class GpuProcess:
+    """A process using a GPU; memory is None when the driver does not say."""
+
+    pid: int
+    used_bytes: int | None
+
+
+@dataclass(frozen=True)
+class GpuDevice:
+    """One device as read in one cycle; a field is None when not supported or not permitted."""
+
+    index: int
+    uuid: str
+    name: str
+    readable: bool
+    memory_total_bytes: int | None = None
+    memory_used_bytes: int | None = None
+    memory_reserved_bytes: int | None = None
+    utilization_ratio: float | None = None
+    temperature_celsius: float | None = None
+    power_watts: float | None = None
+    processes: tuple[GpuProcess, ...] | None = None  # None when the process list is unreadable
+
+
+@dataclass(frozen=True)
+class GpuSnapshot:
+    """All devices; available is False when NVML is missing or failed to initialise."""
+
+    available: bool = False
+    devices: tuple[GpuDevice, ...] = ()
+    driver_version: str = ""
+    error: str = ""
+
+
+@dataclass(frozen=True)
+class ProbeStats:
+    """Accumulated results of one probe; bucket counts are cumulative, as exposed."""
+
+    component: str
+    probe: str
+    success: bool
+    http_status: int | None
+    duration_seconds: float
+    last_success_timestamp: float | None
+    consecutive_failures: int
+    bucket_counts: tuple[int, ...]
+    count: int
+    duration_sum: float
+
+
+@dataclass(frozen=True)
+class CacheUsage:
+    """Files matching one cache glob."""
+
+    component: str
+    glob: str
+    files: int
+    bytes: int
+
+
+@dataclass(frozen=True)
+class LeakTrend:
+    """The leak detector's latest reading for one component and resource."""
+
+    component: str
+    resource: str
+    slope_bytes_per_second: float | None
+    suspected: bool
+    seconds_until_exhausted: float | None
+    segment_age_seconds: float
+
+
+@dataclass(frozen=True)
+class CollectorRun:
+    """How the last run of one sampler went."""
+
+    collector: str
+    duration_seconds: float = 0.0
+    errors: int = 0
+    last_timestamp: float | None = None
+
+
+@dataclass(frozen=True)
+class Snapshot:
+    """Everything a scrape serialises."""
+
+    liveness: tuple[ComponentLiveness, ...] = ()
+    gpu: GpuSnapshot = GpuSnapshot()
+    probes: tuple[ProbeStats, ...] = ()
+    caches: tuple[CacheUsage, ...] = ()
+    leaks: tuple[LeakTrend, ...] = ()
+    collectors: tuple[CollectorRun, ...] = ()

@@ -1,0 +1,48 @@
+#!/usr/bin/env bash
+# Installs what glyph-guard needs on a fresh Debian machine: a virtualenv with the package
+# (and its test tools with --test), plus Prometheus, Alertmanager and promtool from Debian.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+extras="."
+if [ "${1:-}" = "--test" ]; then extras=".[test]"; fi
+
+python=${PYTHON:-python3}
+if [ ! -x .venv/bin/python ]; then
+    "$python" -m venv .venv
+fi
+stamp=".venv/.installed-$(sha256sum pyproject.toml | cut -c1-16)-${extras//[^a-z]/}"
+if [ ! -f "$stamp" ]; then
+    .venv/bin/python -m pip install --quiet --upgrade pip
+    .venv/bin/python -m pip install --quiet --editable "$extras"
+    touch "$stamp"
+fi
+
+missing=()
+command -v promtool >/dev/null || missing+=(prometheus)
+{ command -v prometheus-alertmanager >/dev/null || command -v alertmanager >/dev/null; } \
+    || missing+=(prometheus-alertmanager)
+if [ ${#missing[@]} -gt 0 ]; then
+    sudo=()
+    if [ "$(id -u)" -ne 0 ]; then
+        command -v sudo >/dev/null || {
+            echo "bootstrap: need root (or sudo) to install: ${missing[*]}" >&2
+            exit 1
+        }
+        sudo=(sudo -n)
+    fi
+    # Keep the packages' own services from starting: the tests and the demo start their own
+    # instances on loopback with free ports.
+    policy=/usr/sbin/policy-rc.d
+    created_policy=""
+    if [ ! -e "$policy" ]; then
+        printf '#!/bin/sh\nexit 101\n' | "${sudo[@]}" tee "$policy" >/dev/null
+        "${sudo[@]}" chmod +x "$policy"
+        created_policy=yes
+    fi
+    echo "bootstrap: installing ${missing[*]} from Debian" >&2
+    "${sudo[@]}" apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive "${sudo[@]}" apt-get install -y -qq --no-install-recommends \
+        "${missing[@]}" >/dev/null
+    if [ -n "$created_policy" ]; then "${sudo[@]}" rm -f "$policy"; fi
+fi
