@@ -1,0 +1,287 @@
+"""The `glyph-standin` command line: run the stand-in's components, its faults, a port holder."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from standin.api import ApiOptions, run_api
+from standin.gpu import NEEDS_GPU, backend_installed
+from standin.holdport import hold_port
+from standin.launcher import AllOptions, run_all
+from standin.names import STAND_IN_NOTICE
+from standin.ui import UiOptions, default_cache_dir, run_ui
+
+COMMANDS = ("all", "api", "ui", "hold-port")
+LOG_LEVELS = ("critical", "error", "warning", "info", "debug")
+
+_API_ADMIN = """run-time faults (loopback clients only):
+  POST /admin/fault {"fault": "engine_death", "exit_code": 1}
+  POST /admin/fault {"fault": "hang", "enabled": true}
+  POST /admin/fault {"fault": "crash", "orphan_engine": true}   (exit code 70)
+  POST /admin/fault {"fault": "slow", "seconds": 2.5}
+  POST /admin/fault {"fault": "rss_leak", "mb_per_request": 50, "mb_per_minute": 0,
+                     "where": "engine"}
+  POST /admin/fault {"fault": "gpu_leak", "mb_per_request": 100, "allocate_mb": 0}
+  POST /admin/fault {"fault": "clear"}   (stops them; leaked memory stays held)
+  GET  /admin/faults"""
+
+_UI_ADMIN = """run-time faults (loopback clients only):
+  POST /admin/fault {"fault": "cache_growth", "kb_per_minute": 1024}
+  POST /admin/fault {"fault": "slow", "seconds": 2.5}
+  POST /admin/fault {"fault": "crash"}   (exit code 70)
+  POST /admin/fault {"fault": "clear"}
+  GET  /admin/faults"""
+
+_DESCRIPTION = f"""{STAND_IN_NOTICE}.
+
+Runs a vLLM-shaped API (with an engine child process) and a Gradio-shaped UI on loopback,
+without a GPU or model weights, with faults on demand for tests, demos and benchmarks.
+Faults can also be switched at run time: POST /admin/fault (loopback clients only)."""
+
+
+def _port(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a port number: {text!r}") from None
+    if not 0 < value < 65536:
+        raise argparse.ArgumentTypeError(f"port out of range 1-65535: {value}")
+    return value
+
+
+def _seconds(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+    if not 0 <= value <= 86400:
+        raise argparse.ArgumentTypeError(f"must be between 0 and 86400: {text}")
+    return value
+
+
+def _amount(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+    if not 0 <= value <= 1 << 24:
+        raise argparse.ArgumentTypeError(f"must be a non-negative amount: {text}")
+    return value
+
+
+def _common(parser: argparse.ArgumentParser, port: int) -> argparse._ArgumentGroup:
+    """Options both components take; returns the group for their run-time faults."""
+    parser.add_argument("--host", default="127.0.0.1", help="bind address (default: %(default)s)")
+    parser.add_argument("--port", type=_port, default=port, help="port (default: %(default)s)")
+    parser.add_argument("--log-level", choices=LOG_LEVELS, default="info")
+    faults = parser.add_argument_group("start-up faults")
+    faults.add_argument(
+        "--startup-delay",
+        type=_seconds,
+        default=0.0,
+        metavar="S",
+        help="slow start: the port opens only after S seconds (like model loading)",
+    )
+    faults.add_argument(
+        "--fail-start-after",
+        type=_seconds,
+        default=None,
+        metavar="S",
+        help="a start that fails: exit 1 after S seconds (for crash loops)",
+    )
+    running = parser.add_argument_group(
+        "run-time faults, switched on at start (or later: POST /admin/fault)"
+    )
+    running.add_argument(
+        "--slow-seconds",
+        type=_seconds,
+        default=0.0,
+        metavar="S",
+        help="slow responses: every completion or predict takes S extra seconds",
+    )
+    return running
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="glyph-standin",
+        description=_DESCRIPTION,
+        epilog="Without a command, runs `all`. See `glyph-standin COMMAND --help`.",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND")
+
+    run_all = commands.add_parser(
+        "all",
+        help="run the api and ui components as child processes (default)",
+        description=f"{STAND_IN_NOTICE}. Runs api and ui; SIGTERM / SIGINT stops both.",
+    )
+    run_all.add_argument("--host", default="127.0.0.1")
+    run_all.add_argument("--api-port", type=_port, default=5002)
+    run_all.add_argument("--ui-port", type=_port, default=7860)
+    run_all.add_argument("--cache-dir", type=Path, default=None, help="the ui's cache directory")
+    run_all.add_argument("--pages-dir", type=Path, default=None, help="the api's pages directory")
+    run_all.add_argument("--log-level", choices=LOG_LEVELS, default="info")
+
+    api = commands.add_parser(
+        "api",
+        help="the vLLM-shaped API process with its engine child",
+        description=f"{STAND_IN_NOTICE}. A vLLM-shaped API process (/health, /v1/models, "
+        "/v1/chat/completions, /metrics) that spawns an engine child process.",
+        epilog=_API_ADMIN,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    faults = _common(api, 5002)
+    api.add_argument(
+        "--pages-dir",
+        type=Path,
+        default=Path("/tmp/glyph-standin-pages"),
+        help="where the engine writes rendered PNG pages (default: %(default)s)",
+    )
+    api.add_argument(
+        "--keep-alive-on-engine-death",
+        action="store_true",
+        help="stay up when the engine dies (also env VLLM_KEEP_ALIVE_ON_ENGINE_DEATH=1)",
+    )
+    api.add_argument(
+        "--orphan-engine-on-crash",
+        action="store_true",
+        help="when the API process crashes or is killed, the engine stays behind as an orphan",
+    )
+    faults.add_argument("--hang", action="store_true", help="the engine takes no requests")
+    faults.add_argument(
+        "--engine-death-after",
+        type=_seconds,
+        default=None,
+        metavar="S",
+        help="the engine exits S seconds after loading",
+    )
+    faults.add_argument(
+        "--crash-after",
+        type=_seconds,
+        default=None,
+        metavar="S",
+        help="the API process crashes S seconds after loading",
+    )
+    faults.add_argument("--rss-leak-mb-per-request", type=_amount, default=0.0, metavar="MB")
+    faults.add_argument("--rss-leak-mb-per-minute", type=_amount, default=0.0, metavar="MB")
+    faults.add_argument(
+        "--leak-in",
+        choices=("engine", "api"),
+        default="engine",
+        help="which process holds the RSS leak (default: %(default)s)",
+    )
+    faults.add_argument(
+        "--gpu-memory-mb",
+        type=_amount,
+        default=0.0,
+        metavar="MB",
+        help="GPU memory the engine holds (needs torch or cupy and a GPU)",
+    )
+    faults.add_argument(
+        "--gpu-leak-mb-per-request",
+        type=_amount,
+        default=0.0,
+        metavar="MB",
+        help="GPU memory leaked per request (needs torch or cupy and a GPU)",
+    )
+
+    ui = commands.add_parser(
+        "ui",
+        help="the Gradio-shaped UI process",
+        description=f"{STAND_IN_NOTICE}. A Gradio-shaped UI: GET /config, GET /, "
+        'POST /gradio_api/predict {"data": [text]}; copies rendered pages into its cache.',
+        epilog=_UI_ADMIN,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    ui_faults = _common(ui, 7860)
+    ui.add_argument("--api-url", default="http://127.0.0.1:5002", help="the api component")
+    ui.add_argument(
+        "--cache-dir",
+        type=Path,
+        default=None,
+        help="cache directory, never cleaned (default: $GRADIO_TEMP_DIR or /tmp/gradio-standin)",
+    )
+    ui.add_argument("--request-timeout", type=_seconds, default=1200.0, metavar="S")
+    ui_faults.add_argument(
+        "--cache-growth-kb-per-minute",
+        type=_amount,
+        default=0.0,
+        metavar="KB",
+        help="cache growth: write this many KB of files per minute into the cache",
+    )
+
+    hold = commands.add_parser(
+        "hold-port",
+        help="hold a port like a leftover process (listen, never answer)",
+        description=f"{STAND_IN_NOTICE}. Binds HOST:PORT, listens, never answers; "
+        "exits on SIGTERM / SIGINT.",
+    )
+    hold.add_argument("port", type=_port)
+    hold.add_argument("--host", default="127.0.0.1")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args_in = list(sys.argv[1:] if argv is None else argv)
+    if not args_in or (args_in[0].startswith("-") and args_in[0] not in ("-h", "--help")):
+        args_in.insert(0, "all")
+    parser = build_parser()
+    args = parser.parse_args(args_in)
+    if args.command == "api":
+        return _api(parser, args)
+    if args.command == "ui":
+        return run_ui(
+            UiOptions(
+                host=args.host,
+                port=args.port,
+                api_url=args.api_url,
+                cache_dir=args.cache_dir or default_cache_dir(),
+                request_timeout=args.request_timeout,
+                log_level=args.log_level,
+                startup_delay=args.startup_delay,
+                fail_start_after=args.fail_start_after,
+                slow_seconds=args.slow_seconds,
+                cache_growth_kb_per_minute=args.cache_growth_kb_per_minute,
+            )
+        )
+    if args.command == "hold-port":
+        return hold_port(args.host, args.port)
+    return run_all(
+        AllOptions(
+            host=args.host,
+            api_port=args.api_port,
+            ui_port=args.ui_port,
+            cache_dir=args.cache_dir,
+            pages_dir=args.pages_dir,
+            log_level=args.log_level,
+        )
+    )
+
+
+def _api(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
+    if (args.gpu_memory_mb or args.gpu_leak_mb_per_request) and backend_installed() is None:
+        parser.exit(2, f"glyph-standin api: error: {NEEDS_GPU}: neither is installed\n")
+    return run_api(
+        ApiOptions(
+            host=args.host,
+            port=args.port,
+            pages_dir=args.pages_dir,
+            log_level=args.log_level,
+            keep_alive_on_engine_death=args.keep_alive_on_engine_death,
+            orphan_engine_on_crash=args.orphan_engine_on_crash,
+            startup_delay=args.startup_delay,
+            fail_start_after=args.fail_start_after,
+            hang=args.hang,
+            slow_seconds=args.slow_seconds,
+            rss_leak_mb_per_request=args.rss_leak_mb_per_request,
+            rss_leak_mb_per_minute=args.rss_leak_mb_per_minute,
+            leak_in=args.leak_in,
+            gpu_memory_mb=args.gpu_memory_mb,
+            gpu_leak_mb_per_request=args.gpu_leak_mb_per_request,
+            engine_death_after=args.engine_death_after,
+            crash_after=args.crash_after,
+        )
+    )
