@@ -1,18 +1,17 @@
-"""Summing each component's process tree and port into liveness readings."""
+"""Summing each component's process tree, and finding who holds its port."""
 
 from __future__ import annotations
 
-from exporter.snapshot import ComponentLiveness
+from exporter.snapshot import ComponentLiveness, PortReading
 from glyph_common.config import Component
 from glyph_common.ports import port_state
 from glyph_common.processes import ProcessTable, ProcessTree
 
 
 def summarise(component: Component, tree: ProcessTree) -> ComponentLiveness:
-    """One component's reading from its tree (and a look at who holds its port)."""
+    """One component's reading from its tree."""
     procs = tree.processes
     fds = [p.open_fds for p in procs]
-    port = port_state(component.port, [p.pid for p in procs]) if component.port else None
     return ComponentLiveness(
         component=component.name,
         processes=len(procs),
@@ -22,9 +21,6 @@ def summarise(component: Component, tree: ProcessTree) -> ComponentLiveness:
         open_fds=None if None in fds else sum(f for f in fds if f is not None),
         start_time=tree.start_time,
         pids=tree.pids,
-        port=component.port,
-        port_listening=port.listening if port else False,
-        port_conflict=port.conflict if port else False,
     )
 
 
@@ -35,3 +31,19 @@ def sample_liveness(
     table.refresh()
     trees = table.find(components)
     return tuple(summarise(c, trees[c.name]) for c in components)
+
+
+def sample_ports(
+    components: tuple[Component, ...], liveness: tuple[ComponentLiveness, ...]
+) -> tuple[PortReading, ...]:
+    """Who listens on each component's port, given the trees of the last liveness sample."""
+    pids = {reading.component: reading.pids for reading in liveness}
+    readings = []
+    for component in components:
+        if component.port is None:
+            continue
+        state = port_state(component.port, pids.get(component.name, ()))
+        readings.append(
+            PortReading(component.name, component.port, state.listening, state.conflict)
+        )
+    return tuple(readings)

@@ -21,6 +21,7 @@ from exporter.snapshot import (
     ComponentLiveness,
     GpuSnapshot,
     LeakTrend,
+    PortReading,
     ProbeStats,
     Snapshot,
 )
@@ -36,8 +37,9 @@ def _gauge(name: str, doc: str, labels: Iterable[str] = ()) -> GaugeMetricFamily
     return GaugeMetricFamily(f"{PREFIX}_{name}", doc, labels=list(labels))
 
 
-def liveness_families(readings: Iterable[ComponentLiveness]) -> Iterator[Metric]:
-    readings = list(readings)
+def liveness_families(
+    readings: Iterable[ComponentLiveness], ports: Iterable[PortReading]
+) -> Iterator[Metric]:
     up = _gauge("component_up", "1 when the component has at least one process.", ["component"])
     count = _gauge("component_processes", "Processes in the component's tree.", ["component"])
     rss = _gauge(
@@ -76,10 +78,10 @@ def liveness_families(readings: Iterable[ComponentLiveness]) -> Iterator[Metric]
             start.add_metric(name, r.start_time)
         if r.open_fds is not None:
             fds.add_metric(name, r.open_fds)
-        if r.port is not None:
-            port = [r.component, str(r.port)]
-            listening.add_metric(port, 1.0 if r.port_listening else 0.0)
-            conflict.add_metric(port, 1.0 if r.port_conflict else 0.0)
+    for p in ports:
+        port = [p.component, str(p.port)]
+        listening.add_metric(port, 1.0 if p.listening else 0.0)
+        conflict.add_metric(port, 1.0 if p.conflict else 0.0)
     yield from (up, count, rss, cpu, start, fds, threads, listening, conflict)
 
 
@@ -241,7 +243,7 @@ def self_families(runs: Iterable[CollectorRun], gpu: GpuSnapshot) -> Iterator[Me
 
 def families(snapshot: Snapshot) -> Iterator[Metric]:
     """Every family of one snapshot."""
-    yield from liveness_families(snapshot.liveness)
+    yield from liveness_families(snapshot.liveness, snapshot.ports)
     yield from gpu_families(snapshot.gpu, snapshot.liveness)
     yield from probe_families(snapshot.probes)
     yield from cache_families(snapshot.caches)

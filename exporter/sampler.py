@@ -1,19 +1,18 @@
-"""The sampling loops: each source on its own interval, off the scrape path, latest result kept."""
+"""The sampling loops: each source on its own thread and interval, off the scrape path."""
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import logging
 import threading
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 
 import httpx
 
 from exporter.caches import measure_caches
 from exporter.leaks import LeakTracker
-from exporter.liveness import sample_liveness
+from exporter.liveness import sample_liveness, sample_ports
 from exporter.nvml import NvmlReader
 from exporter.probestats import ProbeAccumulator
 from exporter.snapshot import (
@@ -21,18 +20,19 @@ from exporter.snapshot import (
     CollectorRun,
     ComponentLiveness,
     GpuSnapshot,
+    PortReading,
     ProbeStats,
     Snapshot,
 )
 from glyph_common.config import Component, Deployment, Probe
-from glyph_common.probes import run_probe
+from glyph_common.probes import probe_once
 from glyph_common.processes import ProcessTable
 
 log = logging.getLogger(__name__)
 
 
 class Sampler:
-    """Runs the samplers in a background thread; snapshot() never waits on any of them."""
+    """Runs each sampler on its own thread; snapshot() never waits on any of them."""
 
     def __init__(
         self,
@@ -46,29 +46,34 @@ class Sampler:
         self._clock = clock
         self._table = ProcessTable()
         self._leaks = LeakTracker(self._components)
-        self._accumulators = {
-            (c.name, p.name): ProbeAccumulator(c.name, p.name)
-            for c in self._components
-            for p in c.probes
-            if p.enabled
-        }
-        # Each attribute below is replaced whole by one loop and read whole by scrapes.
-        self._liveness: tuple[ComponentLiveness, ...] = tuple(
-            ComponentLiveness(c.name, port=c.port) for c in self._components
+        probes = [(c, p) for c in self._components for p in c.probes if p.enabled]
+        self._http_probes = [(c, p) for c, p in probes if p.kind != "canary"]
+        self._canaries = [(c, p) for c, p in probes if p.kind == "canary"]
+        self._accumulators = {(c.name, p.name): ProbeAccumulator(c.name, p.name) for c, p in probes}
+        # A fresh connection per probe, as a new client would need. Sync httpx in a pool costs
+        # far less CPU per probe than its async client on an event loop.
+        self._client = httpx.Client(
+            limits=httpx.Limits(max_connections=32, max_keepalive_connections=0), trust_env=False
         )
+        self._pool = ThreadPoolExecutor(max_workers=8, thread_name_prefix="probe")
+        self._stopping = threading.Event()
+        self._ports_due = 0.0
+        self._threads: list[threading.Thread] = []
+        # Each attribute below is replaced whole by one thread and read whole by scrapes.
+        self._liveness: tuple[ComponentLiveness, ...] = tuple(
+            ComponentLiveness(c.name) for c in self._components
+        )
+        self._ports: tuple[PortReading, ...] = ()
         self._gpu = GpuSnapshot()
         self._probes: dict[tuple[str, str], ProbeStats] = {}
         self._caches: tuple[CacheUsage, ...] = ()
         self._runs: dict[str, CollectorRun] = {}
-        self._thread: threading.Thread | None = None
-        self._loop: asyncio.AbstractEventLoop | None = None
-        self._stopping: asyncio.Event | None = None
-        self._started = threading.Event()
 
     def snapshot(self) -> Snapshot:
         """The latest readings of every sampler."""
         return Snapshot(
             liveness=self._liveness,
+            ports=self._ports,
             gpu=self._gpu,
             probes=tuple(self._probes.values()),
             caches=self._caches,
@@ -77,84 +82,78 @@ class Sampler:
         )
 
     def start(self) -> None:
-        self._thread = threading.Thread(target=self._run, name="sampler", daemon=True)
-        self._thread.start()
-        self._started.wait(10)
+        intervals = self._config.exporter.intervals
+        loops: list[tuple[str, float, Callable[[], None]]] = [
+            ("processes", intervals.liveness, self._sample_liveness)
+        ]
+        if self._http_probes:
+            loops.append(("probes", intervals.probes, self._prober(self._http_probes)))
+        if self._canaries:
+            loops.append(("canary", intervals.canary, self._prober(self._canaries)))
+        if self._nvml is not None:
+            loops.append(("gpu", intervals.gpu, self._sample_gpu))
+        if any(c.caches for c in self._components):
+            loops.append(("caches", intervals.caches, self._sample_caches))
+        for name, _, _ in loops:  # every key exists before scrapes iterate the dict
+            self._runs[name] = CollectorRun(name)
+        for name, interval, sample in loops:
+            thread = threading.Thread(
+                target=self._every, args=(name, interval, sample), name=name, daemon=True
+            )
+            self._threads.append(thread)
+            thread.start()
 
     def stop(self, timeout: float = 10.0) -> None:
-        if self._loop is not None and self._stopping is not None:
-            self._loop.call_soon_threadsafe(self._stopping.set)
-        if self._thread is not None:
-            self._thread.join(timeout)
+        self._stopping.set()
+        deadline = time.monotonic() + timeout
+        for thread in self._threads:
+            thread.join(max(0.0, deadline - time.monotonic()))
+        self._pool.shutdown(wait=False, cancel_futures=True)
+        self._client.close()
         if self._nvml is not None:
             self._nvml.close()
 
-    def _run(self) -> None:
-        asyncio.run(self._main())
-
-    async def _main(self) -> None:
-        self._loop = asyncio.get_running_loop()
-        self._stopping = asyncio.Event()
-        self._started.set()
-        intervals = self._config.exporter.intervals
-        http_probes = [(c, p) for c in self._components for p in c.probes if p.enabled]
-        canaries = [(c, p) for c, p in http_probes if p.kind == "canary"]
-        http_probes = [(c, p) for c, p in http_probes if p.kind != "canary"]
-        limits = httpx.Limits(max_connections=32, max_keepalive_connections=0)
-        async with httpx.AsyncClient(limits=limits, trust_env=False) as client:
-            loops = [self._every("processes", intervals.liveness, self._sample_liveness)]
-            if http_probes:
-                loops.append(
-                    self._every("probes", intervals.probes, self._prober(client, http_probes))
-                )
-            if canaries:
-                loops.append(
-                    self._every("canary", intervals.canary, self._prober(client, canaries))
-                )
-            if self._nvml is not None:
-                loops.append(self._every("gpu", intervals.gpu, self._sample_gpu))
-            if any(c.caches for c in self._components):
-                loops.append(self._every("caches", intervals.caches, self._sample_caches))
-            await asyncio.gather(*loops)
-
-    async def _every(
-        self, name: str, interval: float, sample: Callable[[], Awaitable[None]]
-    ) -> None:
-        assert self._stopping is not None
+    def _every(self, name: str, interval: float, sample: Callable[[], None]) -> None:
         errors = 0
         while not self._stopping.is_set():
             started = time.perf_counter()
             try:
-                await sample()
+                sample()
             except Exception:
                 errors += 1
                 log.exception("sampler %s failed", name)
             elapsed = time.perf_counter() - started
             self._runs[name] = CollectorRun(name, elapsed, errors, self._clock())
-            with contextlib.suppress(TimeoutError, asyncio.TimeoutError):
-                await asyncio.wait_for(self._stopping.wait(), max(0.0, interval - elapsed))
+            self._stopping.wait(max(0.0, interval - elapsed))
 
-    async def _sample_liveness(self) -> None:
-        readings = await asyncio.to_thread(sample_liveness, self._table, self._components)
+    def _sample_liveness(self) -> None:
+        readings = sample_liveness(self._table, self._components)
+        if time.monotonic() >= self._ports_due:  # ports are costlier to read: less often
+            self._ports_due = time.monotonic() + self._config.exporter.intervals.ports
+            ports = sample_ports(self._components, readings)
+            if any(p.conflict for p in ports):
+                # The holder may be the component itself, started since its tree was read.
+                readings = sample_liveness(self._table, self._components)
+                ports = sample_ports(self._components, readings)
+            self._ports = ports
         self._liveness = readings
         now = self._clock()
         for reading in readings:
             self._leaks.observe_rss(reading, now)
 
-    async def _sample_gpu(self) -> None:
+    def _sample_gpu(self) -> None:
         assert self._nvml is not None
-        self._gpu = await asyncio.to_thread(self._nvml.read)
+        self._gpu = self._nvml.read()
         self._leaks.observe_gpu(self._gpu, self._liveness, self._clock())
 
-    async def _sample_caches(self) -> None:
-        self._caches = await asyncio.to_thread(measure_caches, self._components)
+    def _sample_caches(self) -> None:
+        self._caches = measure_caches(self._components)
         self._leaks.observe_caches(self._caches, self._clock())
 
-    def _prober(
-        self, client: httpx.AsyncClient, probes: list[tuple[Component, Probe]]
-    ) -> Callable[[], Awaitable[None]]:
-        async def sample() -> None:
-            results = await asyncio.gather(*(run_probe(client, c, p) for c, p in probes))
+    def _prober(self, probes: list[tuple[Component, Probe]]) -> Callable[[], None]:
+        def sample() -> None:
+            futures = [self._pool.submit(probe_once, self._client, c, p) for c, p in probes]
+            results = [future.result() for future in futures]
             now = self._clock()
             updated = dict(self._probes)
             for result in results:

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 
 @dataclass(frozen=True)
 class ComponentLiveness:
-    """A component's process tree, summed, and its port."""
+    """A component's process tree, summed."""
 
     component: str
     processes: int = 0
@@ -17,13 +17,20 @@ class ComponentLiveness:
     open_fds: int | None = 0
     start_time: float | None = None
     pids: frozenset[int] = frozenset()
-    port: int | None = None
-    port_listening: bool = False
-    port_conflict: bool = False
 
     @property
     def up(self) -> bool:
         return self.processes > 0
+
+
+@dataclass(frozen=True)
+class PortReading:
+    """Who listens on a component's port."""
+
+    component: str
+    port: int
+    listening: bool
+    conflict: bool
 
 
 @dataclass(frozen=True)
@@ -114,6 +121,7 @@ class Snapshot:
     """Everything a scrape serialises."""
 
     liveness: tuple[ComponentLiveness, ...] = ()
+    ports: tuple[PortReading, ...] = ()
     gpu: GpuSnapshot = GpuSnapshot()
     probes: tuple[ProbeStats, ...] = ()
     caches: tuple[CacheUsage, ...] = ()

@@ -168,6 +168,13 @@ class Remediation(_Frozen):
     )
     clean_cache_min_age_seconds: Annotated[float, Field(ge=0)] = 3600.0
 
+    @field_validator("restart", mode="before")
+    @classmethod
+    def _command_by_default(cls, value: Any) -> Any:
+        if isinstance(value, dict) and "backend" not in value:
+            return {"backend": "command", **value}
+        return value
+
     @model_validator(mode="after")
     def _restart_needs_method(self) -> Remediation:
         if "restart" in self.actions and self.restart is None:
@@ -216,6 +223,7 @@ class Intervals(_Frozen):
     """How often each sampler runs, in seconds."""
 
     liveness: Annotated[float, Field(ge=0.1, le=3600)] = 1.0
+    ports: Annotated[float, Field(ge=0.1, le=3600)] = 10.0
     probes: Annotated[float, Field(ge=0.1, le=3600)] = 2.0
     canary: Annotated[float, Field(ge=1, le=3600)] = 15.0
     gpu: Annotated[float, Field(ge=0.1, le=3600)] = 2.0

@@ -33,14 +33,14 @@ def port_state(port: int, tree_pids: Iterable[int]) -> PortState:
     attributable = True
     for pid in tree_pids:
         try:
-            if _listens(psutil.Process(pid).net_connections(kind="inet"), port):
+            if _listens(psutil.Process(pid).net_connections(kind="tcp"), port):
                 return PortState(listening=True, owned=True)
         except (psutil.NoSuchProcess, psutil.ZombieProcess):
             continue
         except psutil.AccessDenied:
             attributable = False
     try:
-        conns = [c for c in psutil.net_connections(kind="inet") if _listens((c,), port)]
+        conns = [c for c in psutil.net_connections(kind="tcp") if _listens((c,), port)]
     except psutil.AccessDenied:
         return PortState(listening=False, owned=False, attributable=False)
     holders = frozenset(c.pid for c in conns if c.pid is not None)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import re
+import time
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 
@@ -17,7 +18,6 @@ class ProcessStats:
     """One process of a tree, as read in one pass."""
 
     pid: int
-    ppid: int
     create_time: float
     rss_bytes: int
     cpu_seconds: float
@@ -45,39 +45,51 @@ class ProcessTree:
 
 @dataclass
 class _Seen:
-    create_time: float
+    proc: psutil.Process
     ppid: int
     cmdline: str
+    detail: tuple[int, int | None] | None = None  # threads and open fds, last read
+
+
+FRESH_SECONDS = 5.0  # a process this young may still exec: read its command line again
+DETAIL_EVERY = 5  # threads and open fds change slowly: read them on every fifth pass
 
 
 @dataclass
 class ProcessTable:
-    """Scans the process table; remembers command lines so each is read once per process."""
+    """Knows every process's parent and command line; reads each only when a process is new.
+
+    A scan lists /proc and looks only at new (or very young) PIDs, so its cost does not grow
+    with the number of long-lived processes. Tree members are read on every find(), so a
+    death is seen at once, and with it the departure of the dead process's children.
+    """
 
     own_pid: int = field(default_factory=os.getpid)
     _seen: dict[int, _Seen] = field(default_factory=dict)
+    _passes: int = 0
 
     def refresh(self) -> None:
-        """Read pid, parent and start time of every process; command lines only of new ones."""
+        """List the processes; read parent and command line of the new ones."""
+        now = time.time()
         current: dict[int, _Seen] = {}
-        for proc in psutil.process_iter(["ppid", "create_time", "status"]):
-            ppid, created = proc.info["ppid"], proc.info["create_time"]
-            if ppid is None or created is None or proc.info["status"] == psutil.STATUS_ZOMBIE:
-                continue  # a zombie has exited; only its parent has not reaped it yet
-            old = self._seen.get(proc.pid)
-            if old is not None and old.create_time == created:
-                old.ppid = ppid
-                current[proc.pid] = old
+        for pid in psutil.pids():
+            old = self._seen.get(pid)
+            if old is not None and now - old.proc.create_time() > FRESH_SECONDS:
+                current[pid] = old
                 continue
             try:
-                cmdline = " ".join(proc.cmdline())
+                proc = old.proc if old is not None else psutil.Process(pid)
+                with proc.oneshot():
+                    if proc.status() == psutil.STATUS_ZOMBIE:
+                        continue  # it has exited; only its parent has not reaped it yet
+                    current[pid] = _Seen(proc, proc.ppid(), " ".join(proc.cmdline()))
             except (psutil.NoSuchProcess, psutil.AccessDenied, psutil.ZombieProcess):
                 continue
-            current[proc.pid] = _Seen(created, ppid, cmdline)
         self._seen = current
 
     def find(self, components: Iterable[Component]) -> dict[str, ProcessTree]:
         """Each component's tree, from the last refresh, with fresh resource figures."""
+        self._passes += 1
         children: dict[int, list[int]] = {}
         for pid, seen in self._seen.items():
             children.setdefault(seen.ppid, []).append(pid)
@@ -86,16 +98,23 @@ class ProcessTable:
     def _tree(self, matcher: Matcher, children: Mapping[int, list[int]]) -> ProcessTree:
         matched = self._matching(matcher)
         roots = sorted(pid for pid in matched if not self._has_matched_ancestor(pid, matched))
-        members: dict[int, None] = {}  # insertion-ordered set: roots first
+        members: dict[int, None] = {}  # insertion-ordered set: parents before children
         stack = list(reversed(roots))
         while stack:
             pid = stack.pop()
             if pid not in members:
                 members[pid] = None
                 stack.extend(children.get(pid, ()))
-        stats = tuple(s for s in (read_stats(pid) for pid in members) if s is not None)
-        alive = {s.pid for s in stats}
-        return ProcessTree(tuple(pid for pid in roots if pid in alive), stats)
+        kept: dict[int, ProcessStats] = {}
+        for pid in members:
+            seen = self._seen[pid]
+            if seen.detail is None or self._passes % DETAIL_EVERY == 0:
+                seen.detail = read_detail(seen.proc)
+            stats = read_stats(seen.proc, seen.detail)
+            # A child whose parent died has been re-parented: it left the tree with it.
+            if stats is not None and (pid in roots or seen.ppid in kept):
+                kept[pid] = stats
+        return ProcessTree(tuple(pid for pid in roots if pid in kept), tuple(kept.values()))
 
     def _matching(self, matcher: Matcher) -> set[int]:
         candidates: set[int]
@@ -131,30 +150,32 @@ def read_pidfile(path: os.PathLike[str] | str) -> int | None:
     return int(text) if text.isdigit() else None
 
 
-def read_stats(pid: int) -> ProcessStats | None:
+def read_stats(proc: psutil.Process, detail: tuple[int, int | None]) -> ProcessStats | None:
     """Resource figures of one process, or None if it is gone."""
     try:
-        proc = psutil.Process(pid)
         with proc.oneshot():
             if proc.status() == psutil.STATUS_ZOMBIE:
                 return None
             cpu = proc.cpu_times()
-            stats = ProcessStats(
-                pid=pid,
-                ppid=proc.ppid(),
+            return ProcessStats(
+                pid=proc.pid,
                 create_time=proc.create_time(),
                 rss_bytes=proc.memory_info().rss,
                 cpu_seconds=cpu.user + cpu.system,
-                threads=proc.num_threads(),
-                open_fds=_open_fds(proc),
+                threads=detail[0],
+                open_fds=detail[1],
             )
     except (psutil.NoSuchProcess, psutil.ZombieProcess, psutil.AccessDenied):
         return None
-    return stats
 
 
-def _open_fds(proc: psutil.Process) -> int | None:
+def read_detail(proc: psutil.Process) -> tuple[int, int | None]:
+    """Threads and open file descriptors (None when /proc/PID/fd is not ours to read)."""
     try:
-        return proc.num_fds()
-    except psutil.AccessDenied:
-        return None
+        threads = proc.num_threads()
+    except (psutil.NoSuchProcess, psutil.ZombieProcess, psutil.AccessDenied):
+        return 0, None
+    try:
+        return threads, proc.num_fds()
+    except (psutil.NoSuchProcess, psutil.ZombieProcess, psutil.AccessDenied):
+        return threads, None

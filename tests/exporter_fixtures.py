@@ -14,7 +14,7 @@ from exporter.nvml import NvmlReader
 from glyph_common.config import Deployment, parse_config
 from tests.support import free_port, parse_metrics
 
-FAST = {"liveness": 0.2, "probes": 0.2, "canary": 1, "gpu": 0.2, "caches": 1}
+FAST = {"liveness": 0.2, "ports": 0.2, "probes": 0.2, "canary": 1, "gpu": 0.2, "caches": 1}
 
 
 def deployment(components: dict[str, Any], **intervals: float) -> Deployment:

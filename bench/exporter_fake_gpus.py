@@ -1,0 +1,40 @@
+"""Runs glyph-exporter with N fake GPUs (the tests' NVML fake) for the benchmark; not a product."""
+
+from __future__ import annotations
+
+import argparse
+import signal
+import sys
+import threading
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from exporter.cli import Exporter  # noqa: E402
+from exporter.nvml import NvmlReader  # noqa: E402
+from glyph_common.config import load_config  # noqa: E402
+from tests.fake_nvml import GIB, FakeDevice, FakeNvml  # noqa: E402
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--config", required=True)
+    parser.add_argument("--gpus", type=int, default=8)
+    parser.add_argument("--pids", default="", help="comma-separated PIDs to place on the GPUs")
+    args = parser.parse_args()
+    pids = [int(p) for p in args.pids.split(",") if p]
+    devices = [
+        FakeDevice(f"GPU-{i:04d}", processes=[(pid, GIB) for pid in pids[i :: args.gpus]])
+        for i in range(args.gpus)
+    ]
+    exporter = Exporter(load_config(Path(args.config)), nvml=NvmlReader(FakeNvml(devices)))
+    done = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: done.set())
+    exporter.start()
+    print("ready", flush=True)
+    done.wait()
+    exporter.stop()
+
+
+if __name__ == "__main__":
+    main()
