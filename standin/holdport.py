@@ -15,6 +15,8 @@ def hold_port(host: str, port: int) -> int:
     """Bind and listen on host:port until SIGTERM or SIGINT; exit 1 if the port is taken."""
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     with socket.socket(family, socket.SOCK_STREAM) as sock:
+        # as servers do, so connections of a dead predecessor in TIME_WAIT do not stop us
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
             sock.bind((host, port))
             sock.listen(16)

@@ -1,0 +1,83 @@
+"""A whole local stack for end-to-end tests: stand-in, exporter, remediator, Prometheus, AM."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from glyph_common.config import Deployment, parse_config
+from glyph_stack.configs import Ports
+from glyph_stack.runner import LocalStack
+from glyph_stack.scenario import Probe
+from tests.support import REPO, free_port
+
+FAST_BUDGET = {
+    "cooldown_seconds": 5,
+    "backoff_initial_seconds": 1,
+    "backoff_max_seconds": 4,
+    "backoff_reset_seconds": 600,
+    "max_restarts": 5,
+    "window_seconds": 3600,
+}
+
+
+def standin_deployment(
+    tmp_path: Path,
+    *,
+    api_args: tuple[str, ...] = (),
+    budget: dict[str, Any] | None = None,
+    api_extra: dict[str, Any] | None = None,
+    exporter_extra: dict[str, Any] | None = None,
+) -> Deployment:
+    """examples/standin.yaml on free ports, with its cache under tmp_path."""
+    data = yaml.safe_load((REPO / "examples" / "standin.yaml").read_text())
+    api, ui = data["components"]["api"], data["components"]["ui"]
+    api_port, ui_port = free_port(), free_port()
+    cache = tmp_path / "gradio-cache"
+    api["port"] = api_port
+    api["remediation"]["restart"]["start"] = [
+        "glyph-standin",
+        "api",
+        "--port",
+        str(api_port),
+        "--pages-dir",
+        str(tmp_path / "pages"),
+        *api_args,
+    ]
+    api["remediation"]["restart"]["log_file"] = str(tmp_path / "logs" / "api-restarts.log")
+    api.update(api_extra or {})
+    ui["port"] = ui_port
+    ui["caches"] = [f"{cache}/**"]
+    ui["remediation"]["restart"]["start"] = [
+        "glyph-standin",
+        "ui",
+        "--port",
+        str(ui_port),
+        "--cache-dir",
+        str(cache),
+        "--api-url",
+        f"http://127.0.0.1:{api_port}",
+    ]
+    ui["remediation"]["restart"]["log_file"] = str(tmp_path / "logs" / "ui-restarts.log")
+    data["remediator"]["budget"] = {**FAST_BUDGET, **(budget or {})}
+    data.setdefault("exporter", {}).update(exporter_extra or {})
+    return parse_config(data, "e2e deployment")
+
+
+@contextmanager
+def local_stack(tmp_path: Path, config: Deployment) -> Iterator[tuple[LocalStack, Probe]]:
+    ports = Ports(free_port(), free_port(), free_port(), free_port())
+    stack = LocalStack(config, tmp_path / "stack", ports)
+    try:
+        stack.start()
+        probe = Probe(stack)
+        try:
+            yield stack, probe
+        finally:
+            probe.close()
+    finally:
+        stack.stop()
