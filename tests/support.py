@@ -97,3 +97,80 @@ def sample(
 ) -> float | None:
     """One sample's value, or None when it is absent."""
     return samples.get((name, frozenset(labels.items())))
+
+
+class PrometheusServer:
+    """A real Prometheus started by a test on loopback, with an instant-query helper."""
+
+    def __init__(self, proc: Spawned, port: int, log: Path) -> None:
+        self.proc = proc
+        self.port = port
+        self.log = log
+        self.url = f"http://127.0.0.1:{port}"
+
+    def output(self) -> str:
+        return self.log.read_text(errors="replace")
+
+    def query(self, expr: str, timeout: float = 10.0) -> list[dict[str, object]]:
+        """The series of an instant query; AssertionError with Prometheus' message on an error."""
+        import httpx  # noqa: PLC0415
+
+        response = httpx.post(
+            f"{self.url}/api/v1/query", data={"query": expr}, timeout=timeout, trust_env=False
+        )
+        body = response.json()
+        if response.status_code != 200 or body.get("status") != "success":
+            raise AssertionError(f"query failed ({response.status_code}): {expr}\n{body}")
+        data = body["data"]
+        if data["resultType"] == "scalar":
+            return [{"metric": {}, "value": data["result"]}]
+        return list(data["result"])
+
+
+@contextmanager
+def running_prometheus(
+    config: Path,
+    work_dir: Path,
+    *flags: str,
+    port: int | None = None,
+    timeout: float = 30.0,
+) -> Iterator[PrometheusServer]:
+    """Start `prometheus` with a config file on 127.0.0.1; yield once /-/ready answers 200.
+
+    Its TSDB and log live in work_dir; the process group is ended on exit. Extra flags
+    (e.g. "--rules.alert.resend-delay=2s") are appended to the command line.
+    """
+    import shutil  # noqa: PLC0415
+
+    import httpx  # noqa: PLC0415
+
+    binary = shutil.which("prometheus")
+    if binary is None:
+        raise AssertionError(
+            "prometheus is not installed: run `bash scripts/bootstrap.sh --test` (it installs "
+            "Debian's prometheus package)"
+        )
+    port = port or free_port()
+    work_dir.mkdir(parents=True, exist_ok=True)
+    log = work_dir / f"prometheus-{port}.log"
+    argv = [
+        binary,
+        f"--config.file={config}",
+        f"--storage.tsdb.path={work_dir / f'prometheus-data-{port}'}",
+        f"--web.listen-address=127.0.0.1:{port}",
+        *flags,
+    ]
+    with log.open("wb") as out, spawned(argv, stdout=out, stderr=subprocess.STDOUT) as proc:
+        server = PrometheusServer(proc, port, log)
+
+        def ready() -> bool:
+            code = proc.proc.poll()
+            if code is not None:
+                raise AssertionError(f"prometheus exited with {code}:\n{server.output()}")
+            try:
+                return httpx.get(f"{server.url}/-/ready", timeout=1.0, trust_env=False).is_success
+            except httpx.HTTPError:
+                return False
+
+        wait_for(ready, timeout, interval=0.1)
+        yield server
