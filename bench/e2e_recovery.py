@@ -77,7 +77,7 @@ def main() -> None:
         if rows:
             print(summary(f"{fault}: fault -> restart begins", [b for b, _ in rows]))
             print(summary(f"{fault}: fault -> verified healthy", [h for _, h in rows]))
-    print("cron + pkill baseline (DESIGN.md): detection ~30 s median, 60 s max; hangs never")
+    print("cron-script baseline (DESIGN.md): detection ~30 s median, 60 s max; hangs never")
     kills = [b for b, _ in results["kill"]]
     hangs = [b for b, _ in results["hang"]]
     if kills:

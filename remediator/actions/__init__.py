@@ -1,0 +1,1 @@
+"""What the remediator can do to a component: restart backends and cache cleaning."""

@@ -1,0 +1,73 @@
+"""Waiting after a start until every enabled probe of the component passes."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import httpx
+
+from glyph_common.config import Component
+from glyph_common.probes import run_probe
+
+POLL_SECONDS = 0.25
+SETTLE_SECONDS = 1.0  # without probes: how long the started process must stay up
+
+
+@dataclass(frozen=True)
+class Verification:
+    """Whether the component became healthy, how long it took, and why not."""
+
+    healthy: bool
+    seconds: float
+    detail: str
+    exit_code: int | None = None  # set when the started process failed before being healthy
+
+
+def _no_exit() -> int | None:
+    return None
+
+
+async def verify(
+    client: httpx.AsyncClient,
+    component: Component,
+    timeout: float,
+    exit_code: Callable[[], int | None] = _no_exit,
+) -> Verification:
+    """Probe until all pass, the started process exits non-zero, or timeout seconds pass."""
+    started = time.monotonic()
+    probes = [p for p in component.probes if p.enabled]
+    if not probes:
+        return await _settle(min(SETTLE_SECONDS, timeout), exit_code)
+    while True:
+        results = await asyncio.gather(*(run_probe(client, component, p) for p in probes))
+        elapsed = time.monotonic() - started
+        failing = [r for r in results if not r.success]
+        if not failing:
+            return Verification(True, elapsed, "all probes passed")
+        code = exit_code()
+        if code is not None and code != 0:  # 0: a start script that daemonised; keep probing
+            return Verification(False, elapsed, f"the start command exited with code {code}", code)
+        if elapsed >= timeout:
+            first = failing[0]
+            return Verification(
+                False,
+                elapsed,
+                f"probe {first.probe} still failing after {timeout:g} s: {first.error}",
+            )
+        await asyncio.sleep(min(POLL_SECONDS, max(0.0, timeout - elapsed)))
+
+
+async def _settle(seconds: float, exit_code: Callable[[], int | None]) -> Verification:
+    started = time.monotonic()
+    while time.monotonic() - started < seconds:
+        code = exit_code()
+        if code is not None and code != 0:
+            elapsed = time.monotonic() - started
+            return Verification(False, elapsed, f"the start command exited with code {code}", code)
+        await asyncio.sleep(POLL_SECONDS / 5)
+    return Verification(
+        True, seconds, f"no probes; the start command did not fail in {seconds:g} s"
+    )

@@ -1,0 +1,107 @@
+"""The remediator's HTTP surface: the webhook, the record, metrics and operator switches."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Annotated, Any, Literal
+
+from fastapi import FastAPI, HTTPException, Query, Request, Response
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+from remediator import __version__
+from remediator.auth import Credentials, RequireAuth
+from remediator.bodylimit import BodyLimit
+from remediator.engine import Conflict, Engine, Worker
+from remediator.models import (
+    Accepted,
+    ActionRecord,
+    ComponentStatus,
+    DecisionRecord,
+    OperatorRestart,
+    WebhookPayload,
+)
+
+OPEN_PATHS = frozenset({"/healthz", "/metrics", "/openapi.json", "/docs", "/redoc"})
+Limit = Annotated[int, Query(ge=1, le=1000, description="how many, newest first")]
+NOT_FOUND: dict[int | str, dict[str, Any]] = {404: {"description": "no such component"}}
+
+
+def create_app(engine: Engine, credentials: Credentials) -> FastAPI:
+    """Build the app; nothing runs until the server starts its lifespan."""
+
+    @asynccontextmanager
+    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        await engine.start()
+        try:
+            yield
+        finally:
+            await engine.stop()
+
+    app = FastAPI(title="glyph-remediator", version=__version__, lifespan=lifespan)
+    app.add_middleware(BodyLimit, max_bytes=engine.config.remediator.max_body_bytes)
+    app.add_middleware(RequireAuth, credentials=credentials, open_paths=OPEN_PATHS)
+
+    def worker_named(name: str) -> Worker:
+        worker = engine.worker(name)
+        if worker is None:
+            raise HTTPException(404, f"no component named {name!r} in the config")
+        return worker
+
+    def component_filter(name: str | None) -> str | None:
+        return None if name is None else worker_named(name).component.name
+
+    @app.post("/alerts", status_code=202, response_model=Accepted)
+    async def alerts(payload: WebhookPayload, request: Request) -> Accepted:
+        """An Alertmanager webhook delivery: recorded and judged now, acted on in the background."""
+        return Accepted(alerts=engine.receive(payload, await request.body()))
+
+    @app.get("/actions", response_model=list[ActionRecord], responses=NOT_FOUND)
+    async def actions(component: str | None = None, limit: Limit = 50) -> list[dict[str, Any]]:
+        """Recent actions with timings and outcomes."""
+        return engine.store.actions(component_filter(component), limit)
+
+    @app.get("/decisions", response_model=list[DecisionRecord], responses=NOT_FOUND)
+    async def decisions(component: str | None = None, limit: Limit = 50) -> list[dict[str, Any]]:
+        """Recent judgements of alerts and operator requests, with the reason."""
+        return engine.store.decisions(component_filter(component), limit)
+
+    @app.get("/components", response_model=list[ComponentStatus])
+    async def components() -> list[ComponentStatus]:
+        return [engine.status(w) for w in engine.workers.values()]
+
+    @app.get("/components/{name}", response_model=ComponentStatus, responses=NOT_FOUND)
+    async def component(name: str) -> ComponentStatus:
+        return engine.status(worker_named(name))
+
+    @app.post(
+        "/components/{name}/restart",
+        status_code=202,
+        response_model=OperatorRestart,
+        responses={**NOT_FOUND, 409: {"description": "busy, paused or not allowed"}},
+    )
+    async def restart(name: str) -> OperatorRestart:
+        """A manual restart: recorded and single-flight; it does not wait for back-off."""
+        worker = worker_named(name)
+        try:
+            verdict, reason, action_id = engine.operator_restart(worker)
+        except Conflict as exc:
+            raise HTTPException(409, str(exc)) from None
+        return OperatorRestart(
+            component=worker.component.name, verdict=verdict, reason=reason, action_id=action_id
+        )
+
+    @app.post("/components/{name}/{switch}", response_model=ComponentStatus, responses=NOT_FOUND)
+    async def switch(name: str, switch: Literal["pause", "resume", "reset"]) -> ComponentStatus:
+        """Pause or resume remediation (maintenance), or reset a give-up and the spent budget."""
+        return engine.set_switch(worker_named(name), switch)
+
+    @app.get("/healthz")
+    async def healthz() -> dict[str, str]:
+        return {"status": "ok"}
+
+    @app.get("/metrics", response_class=Response)
+    async def metrics() -> Response:
+        return Response(generate_latest(engine.metrics.registry), media_type=CONTENT_TYPE_LATEST)
+
+    return app

@@ -1,0 +1,110 @@
+"""The glyph-remediator command: validate the config, refuse unsafe binds, serve the webhook."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+import uvicorn
+from pydantic import ValidationError
+
+from glyph_common.config import (
+    ConfigError,
+    Deployment,
+    RemediatorSettings,
+    dump_config,
+    is_loopback,
+    load_config,
+)
+from remediator.actions.gpu import GpuHolders
+from remediator.app import create_app
+from remediator.auth import Credentials, load_credentials
+from remediator.engine import Engine
+from remediator.store import Store, StoreError
+
+
+def with_listen(config: Deployment, listen: str | None) -> Deployment:
+    """The config with --listen applied (validated like the config field)."""
+    if listen is None:
+        return config
+    try:
+        settings = RemediatorSettings.model_validate(
+            {**config.remediator.model_dump(), "listen": listen}
+        )
+    except ValidationError:
+        raise ConfigError(f"--listen: expected HOST:PORT, got {listen!r}") from None
+    return config.model_copy(update={"remediator": settings})
+
+
+def checked_credentials(settings: RemediatorSettings) -> Credentials:
+    """Read the secrets; refuse a bind other machines can reach when there are none."""
+    credentials = load_credentials(settings)
+    host, _ = settings.address
+    if not is_loopback(host) and not credentials.required:
+        raise ConfigError(
+            f"remediator.listen: refusing to listen on {settings.listen}, which is not a loopback"
+            " address, without remediator.token_file or remediator.basic_auth"
+        )
+    return credentials
+
+
+def build_server(
+    config: Deployment, dry_run: bool = False, gpu: GpuHolders | None = None
+) -> uvicorn.Server:
+    """Everything checked and built; nothing listens until the server runs."""
+    settings = config.remediator
+    credentials = checked_credentials(settings)
+    engine = Engine(config, Store.open(settings.state_db), dry_run=dry_run, gpu=gpu)
+    host, port = settings.address
+    server_config = uvicorn.Config(
+        create_app(engine, credentials),
+        host=host,
+        port=port,
+        lifespan="on",
+        access_log=False,
+        server_header=False,
+        log_config=None,
+    )
+    return uvicorn.Server(server_config)
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="glyph-remediator",
+        description="Receive Alertmanager webhooks and restart or clean Glyph components, safely.",
+    )
+    parser.add_argument("--config", type=Path, help="deployment YAML file")
+    parser.add_argument("--listen", metavar="HOST:PORT", help="override remediator.listen")
+    parser.add_argument(
+        "--dry-run", action="store_true", help="decide and record everything, do nothing"
+    )
+    commands = parser.add_subparsers(dest="command")
+    check = commands.add_parser("check-config", help="validate a config and print it in full")
+    check.add_argument("file", type=Path)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = _parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(
+        level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+    try:
+        if args.command == "check-config":
+            config = load_config(args.file)
+            checked_credentials(config.remediator)
+            sys.stdout.write(dump_config(config))
+            return 0
+        if args.config is None:
+            parser.error("--config FILE is required")
+        config = with_listen(load_config(args.config), args.listen)
+        server = build_server(config, dry_run=args.dry_run)
+    except (ConfigError, StoreError) as exc:
+        print(f"glyph-remediator: {exc}", file=sys.stderr)
+        return 2
+    server.run()
+    return 0

@@ -1,0 +1,148 @@
+"""The remediator's own Prometheus metrics, in a registry of its own."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
+
+from prometheus_client import CollectorRegistry, Counter, Histogram
+from prometheus_client.core import GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
+
+PREFIX = "glyph_remediator_"
+OUTCOMES = ("succeeded", "failed_to_stop", "failed_to_start", "unhealthy_after_start")
+SKIP_REASONS = (
+    "resolved",
+    "unknown_component",
+    "action_not_allowed",
+    "duplicate",
+    "coalesced",
+    "cooldown",
+    "backoff",
+    "gave_up",
+    "paused",
+    "dry_run",
+)
+RESTART_BUCKETS = (0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600, 1200)
+
+
+@dataclass(frozen=True)
+class ComponentGauges:
+    """One component's state at scrape time."""
+
+    component: str
+    budget_remaining: int
+    gave_up: bool
+    paused: bool
+    busy: bool
+    last_action_timestamp: float | None
+
+
+class _StateCollector(Collector):
+    def __init__(self, snapshot: Callable[[], Sequence[ComponentGauges]], dry_run: bool) -> None:
+        self._snapshot = snapshot
+        self._dry_run = dry_run
+
+    def collect(self) -> Iterable[Metric]:
+        gauges = self._snapshot()
+        families = {
+            "budget": GaugeMetricFamily(
+                PREFIX + "restart_budget_remaining",
+                "Alert-driven restarts still allowed in the current budget window.",
+                labels=["component"],
+            ),
+            "gave_up": GaugeMetricFamily(
+                PREFIX + "gave_up",
+                "1 when the remediator gave up on the component until an operator resets it.",
+                labels=["component"],
+            ),
+            "paused": GaugeMetricFamily(
+                PREFIX + "paused",
+                "1 when an operator paused remediation of the component.",
+                labels=["component"],
+            ),
+            "busy": GaugeMetricFamily(
+                PREFIX + "action_in_progress",
+                "1 while an action on the component runs.",
+                labels=["component"],
+            ),
+            "last": GaugeMetricFamily(
+                PREFIX + "last_action_timestamp_seconds",
+                "When the last action on the component finished (0: never).",
+                labels=["component"],
+            ),
+        }
+        for g in gauges:
+            families["budget"].add_metric([g.component], g.budget_remaining)
+            families["gave_up"].add_metric([g.component], float(g.gave_up))
+            families["paused"].add_metric([g.component], float(g.paused))
+            families["busy"].add_metric([g.component], float(g.busy))
+            families["last"].add_metric([g.component], g.last_action_timestamp or 0.0)
+        yield from families.values()
+        yield GaugeMetricFamily(
+            PREFIX + "dry_run",
+            "1 when the remediator only records what it would do.",
+            self._dry_run,
+        )
+
+
+class Metrics:
+    """Counters the remediator updates as it goes, plus its state read at scrape time."""
+
+    def __init__(
+        self,
+        components: Sequence[str],
+        snapshot: Callable[[], Sequence[ComponentGauges]],
+        dry_run: bool,
+    ) -> None:
+        self.registry = CollectorRegistry()
+        r = self.registry
+        self.received = Counter(
+            PREFIX + "alerts_received", "Alerts received in webhook deliveries.", registry=r
+        )
+        self.deliveries = Counter(
+            PREFIX + "webhook_deliveries", "Webhook deliveries accepted.", registry=r
+        )
+        self.acted = Counter(
+            PREFIX + "alerts_acted",
+            "Alerts (and operator requests) that started an action.",
+            ["component", "action"],
+            registry=r,
+        )
+        self.skipped = Counter(
+            PREFIX + "alerts_skipped", "Alerts that did not act, by reason.", ["reason"], registry=r
+        )
+        self.restarts = Counter(
+            PREFIX + "restarts",
+            "Restarts finished, by outcome.",
+            ["component", "outcome"],
+            registry=r,
+        )
+        self.restart_duration = Histogram(
+            PREFIX + "restart_duration_seconds",
+            "How long restarts took, from stopping to verified healthy (or failing).",
+            ["component"],
+            buckets=RESTART_BUCKETS,
+            registry=r,
+        )
+        self.cache_files = Counter(
+            PREFIX + "cache_files_deleted",
+            "Cache files deleted by clean_cache.",
+            ["component"],
+            registry=r,
+        )
+        self.cache_bytes = Counter(
+            PREFIX + "cache_freed_bytes",
+            "Bytes freed by clean_cache.",
+            ["component"],
+            registry=r,
+        )
+        for reason in SKIP_REASONS:
+            self.skipped.labels(reason)
+        for name in components:
+            for outcome in OUTCOMES:
+                self.restarts.labels(name, outcome)
+            self.restart_duration.labels(name)
+            self.cache_files.labels(name)
+            self.cache_bytes.labels(name)
+        r.register(_StateCollector(snapshot, dry_run))

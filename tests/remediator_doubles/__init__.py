@@ -1,0 +1,1 @@
+"""Test doubles for the remediator: a small service, a systemctl, a Docker Engine, a harness."""
