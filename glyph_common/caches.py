@@ -13,8 +13,8 @@ from glyph_common.config import Cache
 def cache_files(cache: Cache) -> Iterator[tuple[Path, os.stat_result]]:
     """Regular files the glob matches, with their lstat; symlinks are neither followed nor listed.
 
-    pathlib's ``**`` does not descend into symlinked directories, so nothing outside the
-    glob's root is ever reached.
+    pathlib's ``**`` does not descend into symlinked directories, but ``*/x`` does: a match
+    reached through a symlinked directory is dropped, so nothing outside the root is reported.
     """
     root = cache.root
     relative = Path(cache.glob).relative_to(root)
@@ -24,10 +24,24 @@ def cache_files(cache: Cache) -> Iterator[tuple[Path, os.stat_result]]:
         candidates: Iterator[Path] = iter((root,))
     else:
         candidates = root.glob(str(relative))
+    linked: dict[Path, bool] = {}
     for path in candidates:
         try:
             info = path.lstat()
         except OSError:  # removed while we looked
             continue
-        if stat.S_ISREG(info.st_mode):
+        if stat.S_ISREG(info.st_mode) and not _through_link(root, path, linked):
             yield path, info
+
+
+def _through_link(root: Path, path: Path, linked: dict[Path, bool]) -> bool:
+    """Whether a directory between root and path is a symlink (answers cached per directory)."""
+    for parent in path.relative_to(root).parents:
+        directory = root / parent
+        if directory == root:
+            continue
+        if directory not in linked:
+            linked[directory] = directory.is_symlink()
+        if linked[directory]:
+            return True
+    return False

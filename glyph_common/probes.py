@@ -111,10 +111,3 @@ async def run_probe(client: httpx.AsyncClient, component: Component, probe: Prob
     return ProbeResult(
         component.name, probe.name, success, time.perf_counter() - started, status, error
     )
-
-
-async def all_healthy(client: httpx.AsyncClient, component: Component) -> bool:
-    """True when every enabled probe of the component succeeds now."""
-    probes = [p for p in component.probes if p.enabled]
-    results = await asyncio.gather(*(run_probe(client, component, p) for p in probes))
-    return all(r.success for r in results)

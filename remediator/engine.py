@@ -16,6 +16,7 @@ from remediator import policy
 from remediator.actions.base import ActionResult, Toolkit
 from remediator.actions.dispatch import perform
 from remediator.actions.gpu import GpuHolders, NvmlHolders
+from remediator.actions.verify import healthy_now
 from remediator.metrics import ComponentGauges, Metrics
 from remediator.models import Alert, AlertVerdict, ComponentStatus, Verdict, WebhookPayload
 from remediator.policy import ComponentState, Origin
@@ -38,6 +39,7 @@ class Trigger:
     origin: Origin
     row: DecisionRow
     retry_of: int | None = None  # the failed action a retry repeats
+    recheck: bool = False  # deferred past a cooldown: act only if still unhealthy then
 
     def matches(self, fingerprint: str, starts_at: str) -> bool:
         return (self.row.fingerprint, self.row.starts_at) == (fingerprint, starts_at)
@@ -184,7 +186,7 @@ class Engine:
             self._launch(worker, action, trigger, now)
             return AlertVerdict(fingerprint=alert.fingerprint, verdict="acted", reason="acted")
         reason = decision.reason if decision.verdict == "wait" else "busy"
-        worker.wanted[action] = trigger
+        worker.wanted[action] = replace(trigger, recheck=reason == "cooldown")
         worker.wake.set()
         self.store.record_decision(replace(row, verdict="deferred", reason=reason), now)
         return AlertVerdict(fingerprint=alert.fingerprint, verdict="deferred", reason=reason)
@@ -307,13 +309,13 @@ class Engine:
     async def _work(self, worker: Worker) -> None:
         """Run waiting actions in turn as the policy allows; sleep until woken or due."""
         while True:
-            due = self._run_due(worker)
+            due = await self._run_due(worker)
             timeout = None if due is None else max(0.0, due - self.clock())
             with contextlib.suppress(TimeoutError, asyncio.TimeoutError):
                 await asyncio.wait_for(worker.wake.wait(), timeout)
             worker.wake.clear()
 
-    def _run_due(self, worker: Worker) -> float | None:
+    async def _run_due(self, worker: Worker) -> float | None:
         """Start or drop waiting actions; when to look again (None: when woken)."""
         while worker.busy is None and worker.wanted:
             action = next(a for a in ACTION_ORDER if a in worker.wanted)
@@ -326,9 +328,21 @@ class Engine:
             del worker.wanted[action]
             if decision.verdict == "skip":
                 self._skip(replace(trigger.row, action=action), decision.reason, now)
+            elif trigger.recheck and await self._recovered(worker, action):
+                detail = "healthy again when the cooldown ended"
+                self._skip(replace(trigger.row, action=action), "recovered", self.clock(), detail)
             else:
-                self._launch(worker, action, trigger, now)
+                self._launch(worker, action, trigger, self.clock())
         return None
+
+    async def _recovered(self, worker: Worker, action: str) -> bool:
+        """Whether the component is healthy now; alerts arriving meanwhile coalesce."""
+        assert self._kit is not None
+        worker.busy = action
+        try:
+            return await healthy_now(self._kit.client, worker.component)
+        finally:
+            worker.busy = None
 
     # -- operators ----------------------------------------------------------------------------
 

@@ -84,8 +84,8 @@ def decide(
         if state.last_restart_at is not None:
             since = now - state.last_restart_at
             if since < budget.cooldown_seconds:
-                if origin == "alert":  # most likely about the incarnation just replaced
-                    return Decision("skip", "cooldown", state)
+                # Maybe about the incarnation just replaced, maybe a new failure: the engine
+                # looks at the component again when the cooldown ends.
                 return Decision(
                     "wait", "cooldown", state, state.last_restart_at + budget.cooldown_seconds
                 )

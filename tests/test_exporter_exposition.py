@@ -13,6 +13,8 @@ import psutil
 import pytest
 
 from exporter.nvml import NvmlReader
+from glyph_common.caches import cache_files
+from glyph_common.config import Cache
 from tests.exporter_fixtures import deployment, running_exporter, scrape
 from tests.fake_nvml import GIB, FakeDevice, FakeNvml
 from tests.support import parse_metrics, python_argv, sample, spawned, wait_for
@@ -133,3 +135,14 @@ def test_cache_glob_never_follows_links(tmp_path: Path) -> None:
         samples = scrape(exporter)
     assert sample(samples, "glyph_cache_files", **labels) == 1
     assert sample(samples, "glyph_cache_bytes", **labels) == 10
+
+
+def test_cache_glob_with_a_directory_wildcard_skips_symlinked_directories(tmp_path: Path) -> None:
+    cache, outside = tmp_path / "cache", tmp_path / "outside"
+    (cache / "abc").mkdir(parents=True)
+    outside.mkdir()
+    (outside / "x.png").write_bytes(b"z")
+    (cache / "abc" / "x.png").write_bytes(b"p")
+    os.symlink(outside, cache / "link")
+    found = [path for path, _ in cache_files(Cache(glob=f"{cache}/*/x.png"))]
+    assert found == [cache / "abc" / "x.png"]

@@ -85,15 +85,15 @@ CASES = [
         None,
     ),
     (
-        "alert in cooldown skips",
+        "alert in cooldown waits",
         JUST_RESTARTED,
         T,
         "restart",
         "alert",
         False,
-        "skip",
+        "wait",
         "cooldown",
-        None,
+        T + 29,
     ),
     (
         "retry in cooldown waits",

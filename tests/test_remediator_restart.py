@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import psutil
+import pytest
 
 from remediator.actions.tree import START_ENV, alive, session_members
 from remediator.store import Started
@@ -21,6 +22,7 @@ from tests.remediator_doubles.harness import (
     alert,
     command_component,
     healthy,
+    kill_group,
     make_config,
     marker,
     payload,
@@ -397,3 +399,31 @@ def test_a_session_is_swept_only_with_the_start_token(tmp_path: Path) -> None:
         assert session_members(Started(ours.pid, "other"), ()) == set()
         assert session_members(Started(stranger.pid, "t0ken"), ()) == set()
         assert session_members(None, (stranger.pid,)) == {stranger.pid}  # a live leader's own
+
+
+@pytest.mark.parametrize("dies_again", [False, True])
+def test_alert_in_cooldown_acts_only_if_still_unhealthy_when_it_ends(
+    tmp_path: Path, dies_again: bool
+) -> None:
+    port, mark = free_port(), marker()
+    config = make_config(
+        tmp_path, {"api": command_component(port, mark)}, budget={"cooldown_seconds": 3}
+    )
+    with Remediator(config) as rem:
+        rem.post(payload())
+        [first] = rem.finished_actions(1)
+        assert first["outcome"] == "succeeded"
+        if dies_again:  # a new failure inside the cooldown
+            kill_group(first["details"]["started_pid"])
+            wait_for(lambda: not healthy(port), 5)
+        # else: a late alert about the incarnation just replaced
+        late = alert(fingerprint="1" * 16, starts_at="2026-11-24T17:30:00.000Z")
+        assert rem.post(payload(late)).json()["alerts"][0]["reason"] == "cooldown"
+        if dies_again:
+            [_, second] = rem.finished_actions(2, timeout=20)
+            assert second["outcome"] == "succeeded"
+            assert healthy(port)
+        else:
+            wait_for(lambda: "skipped:recovered" in rem.reasons(), 10)
+            rem.idle()
+            assert len(rem.actions()) == 1

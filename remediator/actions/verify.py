@@ -11,6 +11,7 @@ import httpx
 
 from glyph_common.config import Component
 from glyph_common.probes import run_probe
+from glyph_common.processes import ProcessTable
 
 POLL_SECONDS = 0.25
 SETTLE_SECONDS = 1.0  # without probes: how long the started process must stay up
@@ -71,3 +72,15 @@ async def _settle(seconds: float, exit_code: Callable[[], int | None]) -> Verifi
     return Verification(
         True, seconds, f"no probes; the start command did not fail in {seconds:g} s"
     )
+
+
+async def healthy_now(client: httpx.AsyncClient, component: Component) -> bool:
+    """The component has a process and every enabled probe passes, right now."""
+    table = ProcessTable()
+    await asyncio.to_thread(table.refresh)
+    tree = (await asyncio.to_thread(table.find, [component]))[component.name]
+    if not tree.processes:
+        return False
+    probes = [p for p in component.probes if p.enabled]
+    results = await asyncio.gather(*(run_probe(client, component, p) for p in probes))
+    return all(r.success for r in results)
