@@ -9,7 +9,9 @@ from pathlib import Path
 from glyph_common.config import CommandRestart, Deployment, load_config
 from glyph_common.processes import ProcessTable
 from glyph_stack.configs import Ports, StackFiles, write_stack_files
-from glyph_stack.services import Service, StackError, find_binary, stop_group
+from glyph_stack.services import Service, StackError, find_binary
+from remediator.actions.tree import collect, session_members, stop_processes
+from remediator.store import Store
 
 
 @dataclass
@@ -76,15 +78,18 @@ class LocalStack:
 
     def stop(self) -> None:
         """Stop the stack, then the service instances it (or its remediator) started."""
-        started = self._remediator_started_groups()
+        try:
+            started = self._remediator_started()
+        except Exception as exc:  # stopping the rest matters more than this lookup
+            self.warnings.append(f"could not read what the remediator started: {exc}")
+            started = set()
         for name in ("prometheus", "alertmanager", "remediator", "exporter"):
             if name in self.services:
                 self.services[name].stop()
         for name, service in self.services.items():
             if name.startswith("component:"):
                 service.stop()
-        for pgid in started:
-            stop_group(pgid, grace=10.0)
+        stop_processes(collect(started), grace=10.0)
 
     @property
     def urls(self) -> dict[str, str]:
@@ -124,18 +129,16 @@ class LocalStack:
             self.services[name] = service
             service.start()
 
-    def _remediator_started_groups(self) -> list[int]:
-        """Sessions the remediator started for a component: they belong to this stack too."""
-        from remediator.store import Store  # noqa: PLC0415 (only needed at shutdown)
-
+    def _remediator_started(self) -> set[int]:
+        """Processes of the sessions the remediator started: they belong to this stack too."""
         assert self.files is not None
-        deployment = load_config(self.files.deployment)
-        path = deployment.remediator.state_db
+        path = load_config(self.files.deployment).remediator.state_db
         if not path.exists():
-            return []
+            return set()
         store = Store.open(path)
         try:
             states = store.load_states()
         finally:
             store.close()
-        return [started.pid for _, started in states.values() if started is not None]
+        # Only processes carrying that start's token: a reused session number is never swept.
+        return set().union(*(session_members(started, ()) for _, started in states.values()))
