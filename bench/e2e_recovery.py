@@ -58,10 +58,11 @@ def main() -> None:
             for trial in range(trials):
                 timeline = run_scenario(stack, fault)
                 began = next(v for k, v in timeline.steps.items() if k.startswith("remediator"))
-                healthy = timeline.steps.get("exporter reports it healthy again", float("nan"))
+                healthy = timeline.steps.get("restart finished (succeeded)", float("nan"))
                 results[fault].append((began, healthy))
                 print(
-                    f"{fault} #{trial + 1}: restart began +{began:.2f} s, healthy +{healthy:.2f} s"
+                    f"{fault} #{trial + 1}: restart began +{began:.2f} s, verified healthy"
+                    f" +{healthy:.2f} s"
                     f" ({timeline.outcome})",
                     flush=True,
                 )
