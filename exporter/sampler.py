@@ -30,6 +30,7 @@ from glyph_common.probes import probe_once
 from glyph_common.processes import ProcessTable
 
 log = logging.getLogger(__name__)
+SETTLED_PORTS_FACTOR = 6
 
 
 class Sampler:
@@ -58,7 +59,7 @@ class Sampler:
         )
         self._pool = ThreadPoolExecutor(max_workers=8, thread_name_prefix="probe")
         self._stopping = threading.Event()
-        self._ports_due = 0.0
+        self._ports_checked = float("-inf")
         self._threads: list[threading.Thread] = []
         # Each attribute below is replaced whole by one thread and read whole by scrapes.
         self._liveness: tuple[ComponentLiveness, ...] = tuple(
@@ -129,8 +130,8 @@ class Sampler:
 
     def _sample_liveness(self) -> None:
         readings = sample_liveness(self._table, self._components)
-        if time.monotonic() >= self._ports_due:  # ports are costlier to read: less often
-            self._ports_due = time.monotonic() + self._config.exporter.intervals.ports
+        if time.monotonic() - self._ports_checked >= self._ports_interval(readings):
+            self._ports_checked = time.monotonic()
             ports = sample_ports(self._components, readings)
             if any(p.conflict for p in ports):
                 # The holder may be the component itself, started since its tree was read.
@@ -141,6 +142,13 @@ class Sampler:
         now = self._clock()
         for reading in readings:
             self._leaks.observe_rss(reading, now)
+
+    def _ports_interval(self, readings: tuple[ComponentLiveness, ...]) -> float:
+        """Reading sockets costs the more, the busier the host: while every component runs
+        and answers its probes, the port is plainly its own, and a look now and then will do."""
+        interval = self._config.exporter.intervals.ports
+        settled = all(r.up for r in readings) and all(s.success for s in self._probes.values())
+        return interval * SETTLED_PORTS_FACTOR if settled else interval
 
     def _sample_gpu(self) -> None:
         assert self._nvml is not None

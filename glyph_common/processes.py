@@ -48,11 +48,11 @@ class _Seen:
     proc: psutil.Process
     ppid: int
     cmdline: str
-    detail: tuple[int, int | None] | None = None  # threads and open fds, last read
+    stats: ProcessStats | None = None  # as last read
 
 
 FRESH_SECONDS = 5.0  # a process this young may still exec: read its command line again
-DETAIL_EVERY = 5  # threads and open fds change slowly: read them on every fifth pass
+MEMBERS_EVERY = 5  # main processes are read on every pass, the rest of a tree on every fifth
 
 
 @dataclass
@@ -60,8 +60,10 @@ class ProcessTable:
     """Knows every process's parent and command line; reads each only when a process is new.
 
     A scan lists /proc and looks only at new (or very young) PIDs, so its cost does not grow
-    with the number of long-lived processes. Tree members are read on every find(), so a
-    death is seen at once, and with it the departure of the dead process's children.
+    with the number of long-lived processes. A tree's main processes are read on every
+    find(), so their death is seen at once (and with it the departure of their children);
+    a PID that leaves /proc leaves its tree at once too, and the other members' figures are
+    refreshed on every MEMBERS_EVERY-th pass.
     """
 
     own_pid: int = field(default_factory=os.getpid)
@@ -106,14 +108,14 @@ class ProcessTable:
                 members[pid] = None
                 stack.extend(children.get(pid, ()))
         kept: dict[int, ProcessStats] = {}
+        every = self._passes % MEMBERS_EVERY == 0
         for pid in members:
             seen = self._seen[pid]
-            if seen.detail is None or self._passes % DETAIL_EVERY == 0:
-                seen.detail = read_detail(seen.proc)
-            stats = read_stats(seen.proc, seen.detail)
+            if every or seen.stats is None or pid in roots:
+                seen.stats = read_stats(seen.proc)
             # A child whose parent died has been re-parented: it left the tree with it.
-            if stats is not None and (pid in roots or seen.ppid in kept):
-                kept[pid] = stats
+            if seen.stats is not None and (pid in roots or seen.ppid in kept):
+                kept[pid] = seen.stats
         return ProcessTree(tuple(pid for pid in roots if pid in kept), tuple(kept.values()))
 
     def _matching(self, matcher: Matcher) -> set[int]:
@@ -150,32 +152,29 @@ def read_pidfile(path: os.PathLike[str] | str) -> int | None:
     return int(text) if text.isdigit() else None
 
 
-def read_stats(proc: psutil.Process, detail: tuple[int, int | None]) -> ProcessStats | None:
+def read_stats(proc: psutil.Process) -> ProcessStats | None:
     """Resource figures of one process, or None if it is gone."""
     try:
         with proc.oneshot():
-            if proc.status() == psutil.STATUS_ZOMBIE:
+            rss = proc.memory_info().rss
+            if rss == 0:  # a zombie (exited, not reaped yet): no memory, no port, not alive
                 return None
             cpu = proc.cpu_times()
             return ProcessStats(
                 pid=proc.pid,
                 create_time=proc.create_time(),
-                rss_bytes=proc.memory_info().rss,
+                rss_bytes=rss,
                 cpu_seconds=cpu.user + cpu.system,
-                threads=detail[0],
-                open_fds=detail[1],
+                threads=proc.num_threads(),
+                open_fds=_open_fds(proc),
             )
     except (psutil.NoSuchProcess, psutil.ZombieProcess, psutil.AccessDenied):
         return None
 
 
-def read_detail(proc: psutil.Process) -> tuple[int, int | None]:
-    """Threads and open file descriptors (None when /proc/PID/fd is not ours to read)."""
+def _open_fds(proc: psutil.Process) -> int | None:
+    """None when /proc/PID/fd is not ours to read."""
     try:
-        threads = proc.num_threads()
-    except (psutil.NoSuchProcess, psutil.ZombieProcess, psutil.AccessDenied):
-        return 0, None
-    try:
-        return threads, proc.num_fds()
-    except (psutil.NoSuchProcess, psutil.ZombieProcess, psutil.AccessDenied):
-        return threads, None
+        return proc.num_fds()
+    except psutil.AccessDenied:
+        return None
