@@ -10,10 +10,10 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from exporter.cli import Exporter  # noqa: E402
-from exporter.nvml import NvmlReader  # noqa: E402
-from glyph_common.config import load_config  # noqa: E402
-from tests.fake_nvml import GIB, FakeDevice, FakeNvml  # noqa: E402
+from exporter.cli import Exporter
+from exporter.nvml import NvmlReader
+from glyph_common.config import load_config
+from tests.fake_nvml import GIB, FakeDevice, FakeNvml
 
 
 def main() -> None:

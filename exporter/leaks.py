@@ -4,13 +4,33 @@ from __future__ import annotations
 
 import shutil
 from collections.abc import Iterable
+from dataclasses import fields
 from pathlib import Path
+from typing import Any
 
 import psutil
 
 from exporter.leak import LeakDetector, LeakReading, LeakSettings
 from exporter.snapshot import CacheUsage, ComponentLiveness, GpuSnapshot, LeakTrend
-from glyph_common.config import Component
+from glyph_common.config import Component, ConfigError, Deployment
+
+
+def leak_settings(config: Deployment) -> LeakSettings:
+    """The detector settings of exporter.leak; a ConfigError names a bad one."""
+    known = {f.name: f.type for f in fields(LeakSettings)}
+    values: dict[str, Any] = {}
+    for name, value in config.exporter.leak.items():
+        if name not in known:
+            raise ConfigError(
+                f"exporter.leak.{name}: unknown setting; known: {', '.join(sorted(known))}"
+            )
+        if known[name] == "int" and value != int(value):
+            raise ConfigError(f"exporter.leak.{name}: must be a whole number")
+        values[name] = int(value) if known[name] == "int" else value
+    try:
+        return LeakSettings(**values)
+    except ValueError as exc:
+        raise ConfigError(f"exporter.leak: {exc}") from None
 
 
 class LeakTracker:

@@ -11,8 +11,7 @@ from concurrent.futures import ThreadPoolExecutor
 import httpx
 
 from exporter.caches import measure_caches
-from exporter.leak import LeakSettings
-from exporter.leaks import LeakTracker
+from exporter.leaks import LeakTracker, leak_settings
 from exporter.liveness import sample_liveness, sample_ports
 from exporter.nvml import NvmlReader
 from exporter.probestats import ProbeAccumulator
@@ -47,7 +46,7 @@ class Sampler:
         self._nvml = nvml
         self._clock = clock
         self._table = ProcessTable()
-        self._leaks = LeakTracker(self._components, LeakSettings(**config.exporter.leak))
+        self._leaks = LeakTracker(self._components, leak_settings(config))
         probes = [(c, p) for c in self._components for p in c.probes if p.enabled]
         self._http_probes = [(c, p) for c, p in probes if p.kind != "canary"]
         self._canaries = [(c, p) for c, p in probes if p.kind == "canary"]

@@ -113,3 +113,40 @@ def test_crash_loop_backs_off_then_gives_up_and_stays_down(tmp_path: Path) -> No
         assert gaps == sorted(gaps), f"back-off does not grow: {gaps}"
         time.sleep(10)
         assert len(restarts(probe)) == 3, "it kept restarting after giving up"
+
+
+LEAK_120X = {  # the detector's defaults 120 times faster: 2 h windows become 60 s
+    "window_seconds": 60,
+    "bin_seconds": 1,
+    "history_seconds": 90,
+    "grace_seconds": 30,
+    "warmup_seconds": 15,
+    "min_rate_bytes_per_second": 100e6 / 30,
+    "max_gap_seconds": 15,
+    "spike_seconds": 5,
+}
+
+
+def test_accelerated_leak_fires_and_a_restart_comes_before_exhaustion(tmp_path: Path) -> None:
+    config = standin_deployment(
+        tmp_path,
+        api_args=("--rss-leak-mb-per-minute", "1200", "--leak-in", "api"),
+        api_extra={"memory_limit_bytes": 3_000_000_000},
+        exporter_extra={"leak": LEAK_120X},
+    )
+    with local_stack(tmp_path, config) as (stack, probe):
+        leaking = api_roots(stack)
+        wait_for(
+            lambda: (
+                probe.exporter_value("glyph_component_up", "api") == 1
+                and 'glyph_leak_suspected{component="api",resource="rss"} 1.0'
+                in httpx.get(f"{stack.urls['exporter']}/metrics", timeout=2).text
+            ),
+            120,
+        )
+        wait_for(lambda: probe.firing("GlyphMemoryExhaustionImminent", "api"), 100)
+        done = wait_for(lambda: [a for a in restarts(probe) if a["finished_at"]], 60)
+        assert done[0]["outcome"] == "succeeded"
+        assert set(api_roots(stack)).isdisjoint(leaking)
+        acted = [d for d in probe.decisions("api") if d["verdict"] == "acted"]
+        assert acted[-1]["alertname"] == "GlyphMemoryExhaustionImminent"

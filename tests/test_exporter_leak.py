@@ -1,0 +1,125 @@
+"""Leak-trend gauges end to end: a real process whose RSS grows, time scaled down 600 times."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import uuid
+from pathlib import Path
+
+import psutil
+import pytest
+
+from exporter.leaks import leak_settings
+from glyph_common.config import ConfigError
+from tests.exporter_fixtures import deployment, running_exporter, scrape
+from tests.support import python_argv, sample, spawned, wait_for
+
+GROWER = """
+import sys, time
+hoard = []
+rate = float(sys.argv[2])  # MB per second
+while True:
+    block = bytearray(int(rate * 1e6 / 10))
+    block[::4096] = b"x" * len(block[::4096])  # touch every page, so it counts in RSS
+    hoard.append(block)
+    time.sleep(0.1)
+"""
+
+AGE = "glyph_leak_segment_age_seconds"
+SCALED = {  # the defaults, 600 times faster: 2 h windows become 12 s, 1 h of grace 6 s
+    "window_seconds": 12,
+    "bin_seconds": 0.1,
+    "history_seconds": 18,
+    "grace_seconds": 6,
+    "warmup_seconds": 3,
+    "min_rate_bytes_per_second": 100e6 / 6,
+    "max_gap_seconds": 3,
+    "spike_seconds": 1,
+}
+
+
+def trend(samples: dict, name: str) -> float | None:  # type: ignore[type-arg]
+    return sample(samples, name, component="svc", resource="rss")
+
+
+def test_growing_rss_is_suspected_with_a_time_to_exhaustion() -> None:
+    marker = f"glyph-leak-{uuid.uuid4().hex}"
+    limit = 8_000_000_000
+    config = deployment(
+        {"svc": {"match": {"cmdline": marker}, "memory_limit_bytes": limit}},
+        liveness=0.1,
+    )
+    config = config.model_copy(
+        update={"exporter": config.exporter.model_copy(update={"leak": SCALED})}
+    )
+    with running_exporter(config) as exporter, spawned(python_argv(GROWER, marker, "40")):
+        found = wait_for(
+            lambda: (s := scrape(exporter)) and trend(s, "glyph_leak_suspected") == 1 and s, 40
+        )
+    slope = trend(found, "glyph_leak_slope_bytes_per_second")
+    assert slope is not None and 20e6 < slope < 80e6  # about 40 MB/s
+    until = trend(found, "glyph_leak_seconds_until_exhausted")
+    rss = sample(found, "glyph_component_resident_memory_bytes", component="svc")
+    assert until is not None and rss is not None
+    assert until == pytest.approx((limit - rss) / slope, rel=0.3)
+    assert trend(found, "glyph_leak_segment_age_seconds") >= 6
+
+
+def test_a_flat_process_is_not_suspected_and_a_restart_starts_a_new_segment() -> None:
+    marker = f"glyph-leak-{uuid.uuid4().hex}"
+    config = deployment({"svc": {"match": {"cmdline": marker}}}, liveness=0.1)
+    config = config.model_copy(
+        update={"exporter": config.exporter.model_copy(update={"leak": SCALED})}
+    )
+    with running_exporter(config) as exporter:
+        with spawned(python_argv(GROWER, marker, "0")) as first:
+            wait_for(
+                lambda: (trend(scrape(exporter), "glyph_leak_segment_age_seconds") or 0) > 8, 20
+            )
+            assert trend(scrape(exporter), "glyph_leak_suspected") == 0
+            first.stop()
+        with spawned(python_argv(GROWER, marker, "0")) as second:
+            wait_for(lambda: psutil.pid_exists(second.pid), 5)
+            wait_for(
+                lambda: 0 <= (trend(scrape(exporter), AGE) or 99) < 3,
+                10,
+            )
+
+
+def test_leak_settings_errors_name_the_field(tmp_path: Path) -> None:
+    for leak, expected in [
+        ({"windw_seconds": 1}, "exporter.leak.windw_seconds: unknown setting"),
+        ({"blocks": 2.5}, "exporter.leak.blocks: must be a whole number"),
+        ({"bin_seconds": -1}, "exporter.leak: LeakSettings"),
+    ]:
+        config = deployment({"svc": {"match": {"cmdline": "x"}}})
+        config = config.model_copy(
+            update={"exporter": config.exporter.model_copy(update={"leak": leak})}
+        )
+        with pytest.raises(ConfigError, match=expected):
+            leak_settings(config)
+
+
+def test_replay_uses_a_deployments_tuning(tmp_path: Path) -> None:
+    trace = tmp_path / "trace.csv"
+    rows = [f"{i * 15.0},{5e9 + i * 15 * 1e6 / 36}" for i in range(600)]  # 100 MB/h for 2.5 h
+    trace.write_text("timestamp_seconds,bytes\n" + "\n".join(rows) + "\n")
+    config = tmp_path / "deploy.yaml"
+
+    def replay(leak: str) -> subprocess.CompletedProcess[str]:
+        config.write_text(
+            f"components:\n  a: {{match: {{cmdline: x}}}}\nexporter: {{leak: {leak}}}\n"
+        )
+        argv = ["replay", str(trace), "--limit-bytes", "64e9", "--config", str(config)]
+        return subprocess.run(
+            [sys.executable, "-m", "exporter", *argv], capture_output=True, text=True, check=False
+        )
+
+    strict = replay("{min_rate_bytes_per_second: 1000000}")  # 3.6 GB/h floor: no suspicion
+    lenient = replay("{min_rate_bytes_per_second: 10000, min_rise_bytes: 10000000}")
+    assert strict.returncode == lenient.returncode == 0
+    assert '"suspected": true' not in strict.stdout
+    assert '"suspected": true' in lenient.stdout
+    bad = replay("{grace: 1}")
+    assert bad.returncode == 2 and "exporter.leak.grace: unknown setting" in bad.stderr
