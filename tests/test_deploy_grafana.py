@@ -26,8 +26,8 @@ from glyph_stack.configs import Ports, write_stack_files
 from glyph_stack.services import stop_group
 from tests.exporter_fixtures import FAST, running_exporter
 from tests.fake_nvml import GIB, FakeDevice, FakeNvml
+from tests.standin_fixtures import start
 from tests.support import REPO, free_port, running_prometheus, spawned, wait_for
-from tests.test_standin_support import start
 
 DASHBOARD = REPO / "deploy" / "grafana" / "dashboards" / "glyph-guard.json"
 PROVISIONING = REPO / "deploy" / "grafana" / "provisioning"

@@ -16,8 +16,8 @@ import pytest
 from glyph_common.processes import ProcessTable
 from glyph_stack.scenario import run_scenario, wait_healthy
 from tests.stack_fixtures import local_stack, standin_deployment
+from tests.standin_fixtures import STANDIN
 from tests.support import spawned, wait_for
-from tests.test_standin_support import STANDIN
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(240)]
 

@@ -15,7 +15,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from standin.gpu import backend_installed
 from standin.render import PageStyle, paginate, render_pages
-from tests.test_standin_support import Running, admin, api, chat, metric
+from tests.standin_fixtures import Running, admin, api, chat, metric
 
 MESSAGES = [{"role": "user", "content": "hello"}]
 

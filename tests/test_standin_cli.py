@@ -14,8 +14,8 @@ import psutil
 import pytest
 
 from glyph_common.config import load_config
+from tests.standin_fixtures import STANDIN, answers, api, gone, listening, run_to_end
 from tests.support import REPO, free_port, spawned, wait_for
-from tests.test_standin_support import STANDIN, answers, api, gone, listening, run_to_end
 
 EXAMPLE = REPO / "examples" / "standin.yaml"
 CONSOLE_SCRIPT = Path(sys.executable).parent / "glyph-standin"

@@ -11,8 +11,7 @@ import psutil
 import pytest
 
 from standin.gpu import backend_installed
-from tests.support import free_port, wait_for
-from tests.test_standin_support import (
+from tests.standin_fixtures import (
     STANDIN,
     admin,
     answers,
@@ -26,6 +25,7 @@ from tests.test_standin_support import (
     start,
     wait_until_ready,
 )
+from tests.support import free_port, wait_for
 
 MB = 1024 * 1024
 

@@ -10,8 +10,7 @@ import httpx
 import pytest
 from PIL import Image
 
-from tests.support import free_port, wait_for
-from tests.test_standin_support import (
+from tests.standin_fixtures import (
     STANDIN,
     Running,
     api,
@@ -20,6 +19,7 @@ from tests.test_standin_support import (
     start,
     ui,
 )
+from tests.support import free_port, wait_for
 
 
 @pytest.fixture(scope="module")
