@@ -137,8 +137,9 @@ def build_parser() -> argparse.ArgumentParser:
     api.add_argument(
         "--pages-dir",
         type=Path,
-        default=Path("/tmp/glyph-standin-pages"),
-        help="where the engine writes rendered PNG pages (default: %(default)s)",
+        default=None,
+        help="where the engine writes rendered PNG pages (default: "
+        "/tmp/glyph-standin-pages-PORT, so instances never prune each other's pages)",
     )
     api.add_argument(
         "--keep-alive-on-engine-death",
@@ -268,7 +269,7 @@ def _api(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
         ApiOptions(
             host=args.host,
             port=args.port,
-            pages_dir=args.pages_dir,
+            pages_dir=args.pages_dir or Path(f"/tmp/glyph-standin-pages-{args.port}"),
             log_level=args.log_level,
             keep_alive_on_engine_death=args.keep_alive_on_engine_death,
             orphan_engine_on_crash=args.orphan_engine_on_crash,
