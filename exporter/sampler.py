@@ -67,6 +67,7 @@ class Sampler:
         self._ports: tuple[PortReading, ...] = ()
         self._gpu = GpuSnapshot()
         self._probes: dict[tuple[str, str], ProbeStats] = {}
+        self._probes_lock = threading.Lock()  # the probe and the canary loops both update it
         self._caches: tuple[CacheUsage, ...] = ()
         self._runs: dict[str, CollectorRun] = {}
 
@@ -163,10 +164,11 @@ class Sampler:
             futures = [self._pool.submit(probe_once, self._client, c, p) for c, p in probes]
             results = [future.result() for future in futures]
             now = self._clock()
-            updated = dict(self._probes)
-            for result in results:
-                key = (result.component, result.probe)
-                updated[key] = self._accumulators[key].add(result, now)
-            self._probes = updated
+            with self._probes_lock:
+                updated = dict(self._probes)
+                for result in results:
+                    key = (result.component, result.probe)
+                    updated[key] = self._accumulators[key].add(result, now)
+                self._probes = updated
 
         return sample
