@@ -22,7 +22,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from glyph_common.config import load_config
 from glyph_stack.configs import Ports
 from glyph_stack.runner import LocalStack
-from glyph_stack.scenario import Probe, run_scenario, wait_healthy
+from glyph_stack.scenario import StackReader, run_scenario, wait_healthy
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -53,7 +53,7 @@ def main() -> None:
     results: dict[str, list[tuple[float, float]]] = {"kill": [], "hang": []}
     try:
         stack.start()
-        probe = Probe(stack)
+        probe = StackReader(stack)
         for fault, trials in (("kill", args.kills), ("hang", args.hangs)):
             for trial in range(trials):
                 timeline = run_scenario(stack, fault)

@@ -36,7 +36,7 @@ class Timeline:
         return out
 
 
-class Probe:
+class StackReader:
     """Reads the stack's parts over loopback HTTP."""
 
     def __init__(self, stack: LocalStack) -> None:
@@ -116,7 +116,7 @@ def wait_until(check: Callable[[], object], timeout: float, what: str) -> float:
     raise StackError(f"timed out after {timeout:g} s waiting for {what}")
 
 
-def wait_healthy(probe: Probe, component: str, timeout: float = STEP_TIMEOUT) -> None:
+def wait_healthy(probe: StackReader, component: str, timeout: float = STEP_TIMEOUT) -> None:
     wait_until(lambda: probe.healthy(component), timeout, f"{component} to be healthy")
 
 
@@ -131,7 +131,7 @@ def run_scenario(stack: LocalStack, fault: str, component_name: str = "api") -> 
     component = stack.config.component(component_name)
     if component is None:
         raise StackError(f"no component named {component_name}")
-    probe = Probe(stack)
+    probe = StackReader(stack)
     try:
         wait_healthy(probe, component_name)
         before = {a["id"] for a in probe.actions(component_name)}
@@ -176,7 +176,7 @@ def run_scenario(stack: LocalStack, fault: str, component_name: str = "api") -> 
         probe.close()
 
 
-def _wait_action(probe: Probe, component: str, before: set[int]) -> dict[str, Any]:
+def _wait_action(probe: StackReader, component: str, before: set[int]) -> dict[str, Any]:
     found: dict[str, Any] = {}
 
     def new_action() -> bool:
@@ -189,7 +189,7 @@ def _wait_action(probe: Probe, component: str, before: set[int]) -> dict[str, An
     return found
 
 
-def _wait_finished(probe: Probe, component: str, action_id: int) -> dict[str, Any]:
+def _wait_finished(probe: StackReader, component: str, action_id: int) -> dict[str, Any]:
     found: dict[str, Any] = {}
 
     def finished() -> bool:

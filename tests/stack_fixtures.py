@@ -12,7 +12,7 @@ import yaml
 from glyph_common.config import Deployment, parse_config
 from glyph_stack.configs import Ports
 from glyph_stack.runner import LocalStack
-from glyph_stack.scenario import Probe
+from glyph_stack.scenario import StackReader
 from tests.support import REPO, free_port
 
 FAST_BUDGET = {
@@ -69,12 +69,12 @@ def standin_deployment(
 
 
 @contextmanager
-def local_stack(tmp_path: Path, config: Deployment) -> Iterator[tuple[LocalStack, Probe]]:
+def local_stack(tmp_path: Path, config: Deployment) -> Iterator[tuple[LocalStack, StackReader]]:
     ports = Ports(free_port(), free_port(), free_port(), free_port())
     stack = LocalStack(config, tmp_path / "stack", ports)
     try:
         stack.start()
-        probe = Probe(stack)
+        probe = StackReader(stack)
         try:
             yield stack, probe
         finally:
