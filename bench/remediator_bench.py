@@ -245,7 +245,7 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--deliveries", type=int, default=5000, help="per phase")
     parser.add_argument("--clients", type=int, default=50)
-    parser.add_argument("--rate", type=float, default=500, help="offered load of the paced phase")
+    parser.add_argument("--rate", type=float, default=400, help="offered load of the paced phase")
     args = parser.parse_args()
     mark = f"glyph-bench-{os.getpid()}"
     with tempfile.TemporaryDirectory(prefix="remediator-bench-") as tmp:
