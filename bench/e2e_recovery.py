@@ -10,7 +10,6 @@ as an operator would after a test.
 from __future__ import annotations
 
 import argparse
-import socket
 import statistics
 import sys
 import tempfile
@@ -23,14 +22,9 @@ from glyph_common.config import load_config
 from glyph_stack.configs import Ports
 from glyph_stack.runner import LocalStack
 from glyph_stack.scenario import StackReader, run_scenario, wait_healthy
+from tests.support import free_port
 
 REPO = Path(__file__).resolve().parents[1]
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def summary(label: str, values: list[float]) -> str:

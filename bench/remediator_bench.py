@@ -17,7 +17,6 @@ import json
 import os
 import re
 import signal
-import socket
 import statistics
 import subprocess
 import sys
@@ -30,6 +29,10 @@ from typing import Any
 
 import httpx
 import yaml
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from tests.support import free_port
 
 TOKEN = "bench-token"
 HEALTHY = """
@@ -57,12 +60,6 @@ ALERT: dict[str, Any] = {
     "generatorURL": "http://vm:19090/graph?g0.expr=up&g0.tab=1",
     "fingerprint": "0841a20fe06ea8c7",
 }
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def delivery(index: int) -> dict[str, Any]:

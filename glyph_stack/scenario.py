@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import httpx
+from prometheus_client.parser import text_string_to_metric_families
 
 from glyph_common.config import Component
 from glyph_common.processes import ProcessTable
@@ -17,6 +18,18 @@ from glyph_stack.runner import LocalStack
 from glyph_stack.services import StackError
 
 STEP_TIMEOUT = 120.0
+
+
+Samples = dict[tuple[str, frozenset[tuple[str, str]]], float]
+
+
+def parse_samples(text: str) -> Samples:
+    """Every sample of an exposition, keyed by sample name and label set."""
+    return {
+        (sample.name, frozenset(sample.labels.items())): sample.value
+        for family in text_string_to_metric_families(text)
+        for sample in family.samples
+    }
 
 
 @dataclass
@@ -47,13 +60,13 @@ class StackReader:
     def close(self) -> None:
         self.client.close()
 
-    def exporter_value(self, name: str, component: str) -> float | None:
-        text = self.client.get(f"{self.stack.urls['exporter']}/metrics").text
-        prefix = f'{name}{{component="{component}"}} '
-        for line in text.splitlines():
-            if line.startswith(prefix):
-                return float(line[len(prefix) :])
-        return None
+    def exporter_samples(self) -> Samples:
+        return parse_samples(self.client.get(f"{self.stack.urls['exporter']}/metrics").text)
+
+    def exporter_value(self, name: str, component: str, **labels: str) -> float | None:
+        return self.exporter_samples().get(
+            (name, frozenset({"component": component, **labels}.items()))
+        )
 
     def firing(self, alertname: str, component: str) -> dict[str, Any] | None:
         url = f"{self.stack.urls['prometheus']}/api/v1/alerts"
@@ -86,15 +99,16 @@ class StackReader:
         self.client.post(url, headers=self.auth).raise_for_status()
 
     def healthy(self, component: str) -> bool:
-        up = self.exporter_value("glyph_component_up", component)
-        return up == 1 and all(
-            self._probe_ok(component, p.name) for p in self._component(component).probes
-        )
+        """Up, and every enabled probe succeeding, in one scrape of the exporter."""
+        samples = self.exporter_samples()
 
-    def _probe_ok(self, component: str, probe: str) -> bool:
-        text = self.client.get(f"{self.stack.urls['exporter']}/metrics").text
-        line = f'glyph_probe_success{{component="{component}",probe="{probe}"}} 1.0'
-        return line in text
+        def value(name: str, **labels: str) -> float | None:
+            return samples.get((name, frozenset({"component": component, **labels}.items())))
+
+        probes = [p for p in self._component(component).probes if p.enabled]
+        return value("glyph_component_up") == 1 and all(
+            value("glyph_probe_success", probe=p.name) == 1 for p in probes
+        )
 
     def _component(self, name: str) -> Component:
         component = self.stack.config.component(name)

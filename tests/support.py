@@ -83,13 +83,9 @@ def spawned(argv: Sequence[str], **kwargs: object) -> Iterator[Spawned]:
 
 def parse_metrics(text: str) -> dict[tuple[str, frozenset[tuple[str, str]]], float]:
     """Samples of an exposition, keyed by sample name and label set."""
-    from prometheus_client.parser import text_string_to_metric_families  # noqa: PLC0415
+    from glyph_stack.scenario import parse_samples  # noqa: PLC0415
 
-    return {
-        (sample.name, frozenset(sample.labels.items())): sample.value
-        for family in text_string_to_metric_families(text)
-        for sample in family.samples
-    }
+    return parse_samples(text)
 
 
 def sample(
