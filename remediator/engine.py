@@ -150,9 +150,9 @@ class Engine:
         worker = self.workers.get(component_label) if component_label is not None else None
         if worker is not None:
             row = replace(row, component=worker.component.name)
-        host, host_label = self.config.host, labels.get("host")
-        if host is not None and host_label is not None and host_label != host:
-            detail = f"host label {_echo(host_label)} is not this host {host!r}"
+        own_host, host_label = self.config.host, labels.get("host")
+        if own_host is not None and host_label is not None and host_label != own_host:
+            detail = f"host label {_echo(host_label)} is not this host {own_host!r}"
             return self._skip(row, "wrong_host", now, detail)
         if alert.status == "resolved":
             dropped = worker.cancel_waiting(alert.fingerprint, starts_at) if worker else []
