@@ -152,8 +152,8 @@ class Engine:
             row = replace(row, component=worker.component.name)
         own_host, host_label = self.config.host, labels.get("host")
         if own_host is not None and host_label is not None and host_label != own_host:
-            detail = f"host label {_echo(host_label)} is not this host {own_host!r}"
-            return self._skip(row, "wrong_host", now, detail)
+            mine = f"host label {_echo(host_label)} is not this host {own_host!r}"
+            return self._skip(row, "wrong_host", now, mine)
         if alert.status == "resolved":
             dropped = worker.cancel_waiting(alert.fingerprint, starts_at) if worker else []
             detail = f"cancelled waiting {', '.join(dropped)}" if dropped else None
