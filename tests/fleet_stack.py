@@ -36,7 +36,17 @@ BUDGET = {
     "max_restarts": 30,
     "window_seconds": 3600,
 }
-NAMESPACE = ("unshare", "--pid", "--fork", "--mount-proc", "--")  # util-linux; needs root
+# util-linux; without root, in a user namespace of its own (where the kernel allows one)
+NAMESPACE = (
+    "unshare",
+    *(() if os.geteuid() == 0 else ("--user", "--map-root-user")),
+    *("--pid", "--fork", "--mount-proc", "--"),
+)
+# The stand-in api, started so that its command line matches no other test's pattern: other
+# runs on this machine (outside these namespaces) see these processes and must not take them
+# for theirs.
+API_CODE = "import sys; from standin.cli import main; sys.exit(main())"
+API_MATCH = re.escape(API_CODE) + r"\s+api\s"
 PEER_TIMEOUT = "3s"  # how long the second Alertmanager waits for the first one's notification
 
 
@@ -84,8 +94,11 @@ class SimHost:
         api = data["components"]["api"]
         api["host"] = self.address
         api["port"] = self.api_port
+        api["match"] = {"cmdline": API_MATCH}
         api["remediation"]["restart"]["start"] = [
-            "glyph-standin",
+            sys.executable,
+            "-c",
+            API_CODE,
             "api",
             "--host",
             self.address,
@@ -154,8 +167,7 @@ class SimHost:
         return found
 
     def api_processes(self) -> list[psutil.Process]:
-        api = yaml.safe_load(STANDIN.read_text())["components"]["api"]
-        return self.matching(api["match"]["cmdline"])
+        return self.matching(API_MATCH)
 
     def kill(self, pattern: str) -> list[int]:
         """SIGKILL this host's processes whose command line matches, as `pkill -9` on it would."""
@@ -166,8 +178,7 @@ class SimHost:
         return pids
 
     def kill_api(self) -> list[int]:
-        api = yaml.safe_load(STANDIN.read_text())["components"]["api"]
-        return self.kill(api["match"]["cmdline"])
+        return self.kill(API_MATCH)
 
     def get(self, path: str, **params: Any) -> Any:
         response = httpx.get(

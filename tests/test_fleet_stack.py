@@ -18,7 +18,11 @@ SETTLE = 8.0  # past group_interval and the second Alertmanager's peer timeout: 
 
 
 @pytest.fixture(scope="module")
-def fleet(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Fleet]:
+def fleet(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Fleet]:
+    if "fleet" not in (request.config.getoption("markexpr") or ""):
+        pytest.skip("minutes of CPU: runs only when selected, with -m fleet")
     running = Fleet(tmp_path_factory.mktemp("fleet"))
     try:
         running.start()
