@@ -5,6 +5,7 @@ from __future__ import annotations
 import shutil
 import subprocess
 import sys
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -13,8 +14,16 @@ import yaml
 
 from glyph_common.config import ConfigError, parse_config
 from glyph_common.fleet import parse_inventory
-from tests.remediator_doubles.harness import Remediator, alert, make_config, payload, tripwire
-from tests.support import REPO
+from tests.remediator_doubles.harness import (
+    Remediator,
+    alert,
+    command_component,
+    make_config,
+    marker,
+    payload,
+    tripwire,
+)
+from tests.support import REPO, free_port, wait_for
 
 FLEET = REPO / "deploy" / "fleet"
 
@@ -213,3 +222,35 @@ def test_an_alert_for_another_host_is_refused_and_recorded(tmp_path: Path) -> No
         assert rem.post(payload(own)).status_code == 202
         rem.finished_actions(1)
         assert flag.exists()
+
+
+def test_ha_duplicates_of_one_incident_make_one_action(tmp_path: Path) -> None:
+    """What 2 Prometheus replicas and 2 clustered Alertmanagers deliver for one kill (seen in
+    tests/test_fleet_stack.py): the same alert from both members at once; after the restart a
+    `resolved`, then the same firing alert again (one replica had not yet seen it recover);
+    and, where the replicas' evaluations differ, the alert with the other replica's startsAt."""
+    component = command_component(free_port(), marker())
+    config = make_config(tmp_path, {"api": component}, budget={"cooldown_seconds": 3})
+    config = config.model_copy(update={"host": "gpu-02"})
+    fingerprint, starts_at = "58adf08c74e3b1dd", "2026-12-01T10:46:04.193Z"
+    firing = payload(alert(host="gpu-02", fingerprint=fingerprint, starts_at=starts_at))
+    resolved = payload(
+        alert(host="gpu-02", fingerprint=fingerprint, starts_at=starts_at, status="resolved")
+    )
+    with Remediator(config) as rem, ThreadPoolExecutor(2) as pool:
+        answers = list(pool.map(rem.post, [firing, firing]))
+        assert [a.status_code for a in answers] == [202, 202]
+        [action] = rem.finished_actions(1)
+        assert action["outcome"] == "succeeded"
+        for body in (resolved, firing, resolved):
+            assert rem.post(body).status_code == 202
+        shifted = alert(
+            host="gpu-02", fingerprint=fingerprint, starts_at="2026-12-01T10:46:03.193Z"
+        )
+        assert rem.post(payload(shifted)).json()["alerts"][0]["reason"] == "cooldown"
+        wait_for(lambda: "skipped:recovered" in rem.reasons(), 15)
+        rem.idle()
+        assert len(rem.actions()) == 1
+        reasons = rem.reasons()
+        assert reasons.count("acted:acted") == 1
+        assert "skipped:duplicate" in reasons and reasons.count("skipped:resolved") == 2
