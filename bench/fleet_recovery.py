@@ -20,7 +20,14 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from tests.fleet_stack import BUDGET, Fleet, firing_deliveries, new_restart
+from tests.fleet_stack import (
+    BUDGET,
+    Fleet,
+    acting_alert,
+    firing_deliveries,
+    new_restart,
+    wait_resolved,
+)
 from tests.support import wait_for
 
 SETTLE_SECONDS = 8.0  # after the resolution: late copies from the other replica / member land
@@ -56,32 +63,26 @@ def main() -> None:
             counts = fleet.restart_counts()
             before = {a["id"] for a in host.restarts()}
             t0 = time.time()
-            host.kill_api()
+            if not host.kill_api():
+                raise SystemExit(f"no api process found on {host.name}")
             action = new_restart(host, before, 120)
             last_restart[host.name] = float(action["finished_at"])
+            alertname = acting_alert(host, action)
             wait_for(host.healthy, 120, interval=0.5)
-            wait_for(
-                lambda h=host, t=t0: any(
-                    d["alertname"] == "GlyphComponentDown" and d["alert_status"] == "resolved"
-                    for d in h.decisions()
-                    if d["at"] >= t
-                ),
-                120,
-                interval=0.5,
-            )
+            wait_resolved(host, alertname, t0)
             time.sleep(SETTLE_SECONDS)
             after = fleet.restart_counts()
             mine = after[host.name] - counts[host.name]
             others = sum(after[n] - counts[n] for n in after if n != host.name)
-            copies = len(firing_deliveries(host, "GlyphComponentDown", t0))
+            copies = len(firing_deliveries(host, alertname, t0))
             began.append(float(action["started_at"]) - t0)
             actions.append(mine)
             wrong.append(others)
             notifications.append(copies)
             print(
                 f"incident {incident + 1} on {host.name}: restart began +{began[-1]:.2f} s"
-                f" ({action['outcome']}); actions: {mine} on {host.name}, {others} elsewhere;"
-                f" notifications of the firing alert: {copies}",
+                f" ({alertname}, {action['outcome']}); actions: {mine} on {host.name},"
+                f" {others} elsewhere; notifications of the firing alert: {copies}",
                 flush=True,
             )
     finally:

@@ -413,6 +413,25 @@ def new_restart(host: SimHost, before: set[int], timeout: float) -> dict[str, An
     return wait_for(finished, timeout, interval=0.2)
 
 
+def acting_alert(host: SimHost, action: dict[str, Any]) -> str:
+    """The alert that started an action: GlyphComponentDown for a kill, unless a canary timed
+    out first on a loaded machine (GlyphComponentHung)."""
+    names = [d["alertname"] for d in host.decisions() if d["action_id"] == action["id"]]
+    return str(names[0]) if names else "GlyphComponentDown"
+
+
+def wait_resolved(host: SimHost, alertname: str, since: float, timeout: float = 120) -> None:
+    """Until the host's remediator has received the alert's resolution."""
+    wait_for(
+        lambda: any(
+            d["alertname"] == alertname and d["alert_status"] == "resolved" and d["at"] >= since
+            for d in host.decisions()
+        ),
+        timeout,
+        interval=0.5,
+    )
+
+
 def firing_deliveries(host: SimHost, alertname: str, since: float) -> list[dict[str, Any]]:
     """The remediator's records of the alert firing since a time: one per notification."""
     return sorted(

@@ -9,7 +9,15 @@ from collections.abc import Iterator
 import httpx
 import pytest
 
-from tests.fleet_stack import BUDGET, Fleet, SimHost, firing_deliveries, new_restart
+from tests.fleet_stack import (
+    BUDGET,
+    Fleet,
+    SimHost,
+    acting_alert,
+    firing_deliveries,
+    new_restart,
+    wait_resolved,
+)
 from tests.remediator_doubles.harness import alert, payload
 from tests.support import wait_for
 
@@ -40,21 +48,14 @@ def kill_api_once(fleet: Fleet, target: SimHost) -> None:
     assert target.kill_api()
     action = new_restart(target, before, 90)
     assert action["outcome"] == "succeeded", action
+    alertname = acting_alert(target, action)
     wait_for(target.healthy, 60, interval=0.5)
-    wait_for(
-        lambda: any(
-            d["alertname"] == "GlyphComponentDown" and d["alert_status"] == "resolved"
-            for d in target.decisions()
-            if d["at"] >= t0
-        ),
-        60,
-        interval=0.5,
-    )
+    wait_resolved(target, alertname, t0)
     time.sleep(SETTLE)
     after = fleet.restart_counts()
     expected = {n: c + (n == target.name) for n, c in before_counts.items()}
     assert after == expected, (before_counts, after)
-    copies = firing_deliveries(target, "GlyphComponentDown", t0)
+    copies = firing_deliveries(target, alertname, t0)
     assert copies and copies[0]["verdict"] == "acted"
     assert all(d["verdict"] != "acted" for d in copies[1:]), copies
 
