@@ -92,12 +92,14 @@ class Inventory(_Frozen):
             raise ValueError("host names must be unique")
         seen: dict[tuple[str, int], str] = {}
         for host in self.hosts:
-            for port in (host.exporter_port, host.remediator_port, host.vllm_port):
+            for field in ("exporter_port", "remediator_port", "vllm_port"):
+                port = getattr(host, field)
                 if port is None:
                     continue
-                other = seen.setdefault((host.address, port), host.name)
-                if other != host.name:
-                    raise ValueError(f"hosts {other} and {host.name} both use {host.target(port)}")
+                where = f"{host.name}.{field}"
+                other = seen.setdefault((host.address, port), where)
+                if other != where:
+                    raise ValueError(f"{other} and {where} both use {host.target(port)}")
         return self
 
     def token_file(self, host: FleetHost) -> Path:

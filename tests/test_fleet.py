@@ -163,7 +163,11 @@ def test_rendering_is_idempotent_and_follows_inventory_changes(tmp_path: Path) -
         ),
         (
             {"hosts": {"a": {"address": "10.0.0.1"}, "b": {"address": "10.0.0.1"}}},
-            "hosts a and b both use 10.0.0.1:9842",
+            "a.exporter_port and b.exporter_port both use 10.0.0.1:9842",
+        ),
+        (
+            {"hosts": {"a": {"address": "10.0.0.1", "remediator_port": 9842}}},
+            "a.exporter_port and a.remediator_port both use 10.0.0.1:9842",
         ),
         (
             {"hosts": [{"name": "a", "address": "10.0.0.1"}, {"name": "a", "address": "x"}]},
