@@ -397,8 +397,9 @@ class Fleet:
                 sizes.append(len(status["cluster"].get("peers") or []))
         return min(sizes, default=0)
 
-    def restart_counts(self) -> dict[str, int]:
-        return {h.name: len(h.restarts()) for h in self.hosts if h.init() is not None}
+    def restart_counts(self, skip: SimHost | None = None) -> dict[str, int]:
+        """Restarts recorded by each host's remediator (but skip's, which may be down)."""
+        return {h.name: len(h.restarts()) for h in self.hosts if h is not skip}
 
 
 def new_restart(host: SimHost, before: set[int], timeout: float) -> dict[str, Any]:
