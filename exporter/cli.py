@@ -15,7 +15,7 @@ from prometheus_client import CollectorRegistry
 from exporter import __version__
 from exporter.leaks import leak_settings
 from exporter.metrics import SnapshotCollector
-from exporter.nvml import NvmlReader, load_pynvml
+from exporter.nvml import NvmlReader
 from exporter.sampler import Sampler
 from exporter.server import MetricsServer
 from glyph_common.config import (
@@ -26,6 +26,7 @@ from glyph_common.config import (
     load_config,
     parse_listen,
 )
+from glyph_common.nvml import load_pynvml
 
 log = logging.getLogger("glyph-exporter")
 

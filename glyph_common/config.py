@@ -19,6 +19,7 @@ from pydantic import (
 )
 
 NAME_PATTERN = r"^[a-z][a-z0-9_-]{0,31}$"
+HOST_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$"  # a fleet host name, as its `host` label
 
 
 class ConfigError(Exception):
@@ -303,6 +304,11 @@ class Deployment(_Frozen):
     components: tuple[Component, ...] = Field(min_length=1)
     exporter: ExporterSettings = ExporterSettings()
     remediator: RemediatorSettings = RemediatorSettings()
+    host: str | None = Field(
+        default=None,
+        pattern=HOST_PATTERN,
+        description="this host's name in a fleet: alerts whose `host` label differs are refused",
+    )
 
     @field_validator("components", mode="before")
     @classmethod

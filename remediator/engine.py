@@ -150,6 +150,10 @@ class Engine:
         worker = self.workers.get(component_label) if component_label is not None else None
         if worker is not None:
             row = replace(row, component=worker.component.name)
+        own_host, host_label = self.config.host, labels.get("host")
+        if own_host is not None and host_label is not None and host_label != own_host:
+            mine = f"host label {_echo(host_label)} is not this host {own_host!r}"
+            return self._skip(row, "wrong_host", now, mine)
         if alert.status == "resolved":
             dropped = worker.cancel_waiting(alert.fingerprint, starts_at) if worker else []
             detail = f"cancelled waiting {', '.join(dropped)}" if dropped else None

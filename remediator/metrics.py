@@ -22,6 +22,7 @@ SKIP_REASONS = (
     "gave_up",
     "paused",
     "dry_run",
+    "wrong_host",
 )
 RESTART_BUCKETS = (0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600, 1200)
 

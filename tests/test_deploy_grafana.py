@@ -33,6 +33,7 @@ DASHBOARD = REPO / "deploy" / "grafana" / "dashboards" / "glyph-guard.json"
 PROVISIONING = REPO / "deploy" / "grafana" / "provisioning"
 COMPOSE = REPO / "docker-compose.yml"
 VARIABLE_QUERY = "label_values(glyph_component_up, component)"
+HOST_QUERY = 'label_values(up{job="glyph-exporter"}, host)'
 # What Grafana puts in place of its built-in variables (the datasource's timeInterval is 5 s).
 BUILTINS = {"$__rate_interval": "1m", "$__interval": "15s", "$__range": "1h"}
 MIB = 1024**2
@@ -91,8 +92,9 @@ def targets(dashboard: dict[str, Any]) -> list[tuple[str, str, str]]:
 
 
 def render(expr: str, component: str) -> str:
-    """The query as Grafana sends it, with $component set to a value."""
+    """The query as Grafana sends it, with $component set to a value and $host to All."""
     text = expr.replace("${component}", component).replace("$component", component)
+    text = text.replace("$host", ".*")  # All: the variable's allValue, which also matches no host
     for name in sorted(BUILTINS, key=len, reverse=True):
         text = text.replace(name, BUILTINS[name])
     assert "$" not in text, f"unknown variable left in {text!r}"
@@ -115,7 +117,9 @@ def test_dashboard_has_the_promised_shape() -> None:
     assert 38 <= dashboard["schemaVersion"] <= 41
     assert dashboard["refresh"] == "5s"
     assert dashboard["id"] is None  # provisioned dashboards must not carry a database id
-    [variable] = dashboard["templating"]["list"]
+    host, variable = dashboard["templating"]["list"]
+    assert (host["name"], host["definition"], host["query"]["query"]) == ("host", *[HOST_QUERY] * 2)
+    assert host["multi"] and host["includeAll"] and host["allValue"] == ".*"
     assert variable["name"] == "component"
     assert variable["type"] == "query"
     assert variable["definition"] == VARIABLE_QUERY
@@ -165,6 +169,14 @@ def test_component_filter_is_applied_to_component_series() -> None:
         for match in per_component.finditer(expr):
             selector = expr[match.end() : match.end() + 40]
             assert selector.startswith('{component=~"$component"'), (title, ref, match.group())
+
+
+def test_every_series_is_filtered_by_host() -> None:
+    """In a fleet each host's series carry its `host` label; the host variable picks hosts."""
+    selector = re.compile(r"\b(glyph_[a-z_]+|vllm:[a-z_:]+|up|ALERTS)\b(\{[^}]*\})?(?!\s*\()")
+    for title, ref, expr in targets(load_dashboard()):
+        for match in selector.finditer(expr):
+            assert 'host=~"$host"' in (match.group(2) or ""), (title, ref, match.group())
 
 
 def test_provisioning_points_at_prometheus_and_the_dashboards() -> None:

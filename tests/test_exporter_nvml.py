@@ -8,6 +8,7 @@ from prometheus_client import CollectorRegistry
 from exporter.metrics import SnapshotCollector
 from exporter.nvml import NvmlReader
 from exporter.snapshot import ComponentLiveness, GpuSnapshot, Snapshot
+from remediator.actions.gpu import NvmlHolders
 from tests.fake_nvml import GIB, FakeDevice, FakeNvml
 
 
@@ -153,3 +154,21 @@ def test_no_library_at_all() -> None:
     registry = registry_for(snapshot, ComponentLiveness("api"))
     assert registry.get_sample_value("glyph_exporter_nvml_available") == 0
     assert registry.get_sample_value("glyph_component_up", {"component": "api"}) == 0
+
+
+def test_remediator_holders_share_the_lifecycle() -> None:
+    fake = two_devices()
+    holders = NvmlHolders(fake)
+    assert holders() == {100, 101, 300, 200}
+    fake.devices[1].lost = True
+    assert holders() == {100, 101, 300}  # what can be known, from the device still there
+    fake.devices[1].lost = False
+    assert holders() == {100, 101, 300, 200}
+    assert fake.init_calls == 2  # re-initialised after the loss, not given up on
+    fake.initialised = False
+    fake.driver_loaded = False
+    assert holders() is None  # every device lost: unknown, not "nobody"
+    assert holders() is None  # the driver is still gone: init fails
+    fake.driver_loaded = True
+    assert holders() == {100, 101, 300, 200}
+    assert NvmlHolders(FakeNvml([], library=False))() is None

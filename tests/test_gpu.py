@@ -8,7 +8,9 @@ import subprocess
 import httpx
 import pytest
 
-from exporter.nvml import NvmlReader, load_pynvml
+from exporter.nvml import NvmlReader
+from glyph_common.nvml import load_pynvml
+from remediator.actions.gpu import NvmlHolders
 from tests.exporter_fixtures import deployment, running_exporter, scrape
 from tests.support import sample, wait_for
 
@@ -55,3 +57,9 @@ def test_real_exporter_output_passes_promtool(real_nvml: NvmlReader) -> None:
             [promtool, "check", "metrics"], input=text, capture_output=True, text=True, check=False
         )
         assert checked.returncode == 0, checked.stdout + checked.stderr
+
+
+def test_real_gpu_holders_answer(real_nvml: NvmlReader) -> None:
+    real_nvml.close()
+    holders = NvmlHolders()()
+    assert holders is not None  # a frozenset, possibly empty, once the driver answers

@@ -1,9 +1,11 @@
-"""Which processes hold GPU memory, through NVML when it is there (the pynvml adapter)."""
+"""Which processes hold GPU memory, through the shared NVML session when NVML is there."""
 
 from __future__ import annotations
 
 import threading
 from typing import Any, Protocol
+
+from glyph_common.nvml import NvmlSession, load_pynvml
 
 
 class GpuHolders(Protocol):
@@ -12,43 +14,20 @@ class GpuHolders(Protocol):
 
 
 class NvmlHolders:
-    """Reads compute and graphics processes of every device; NVML is initialised once, lazily."""
+    """Compute and graphics processes of every readable device; re-initialises after a loss."""
 
-    def __init__(self) -> None:
-        self._lock = threading.Lock()
-        self._nvml: Any = None
-        self._tried = False
-
-    def _init(self) -> Any:
-        with self._lock:
-            if not self._tried:
-                self._tried = True
-                try:
-                    import pynvml  # noqa: PLC0415 - optional, and only where a restart needs it
-
-                    pynvml.nvmlInit()
-                    self._nvml = pynvml
-                except Exception:  # no library, no driver, no device: nothing to wait for
-                    self._nvml = None
-            return self._nvml
+    def __init__(self, nvml: Any | None = None) -> None:
+        self._lock = threading.Lock()  # restarts of several components ask at once
+        self._session = NvmlSession(nvml if nvml is not None else load_pynvml())
 
     def __call__(self) -> frozenset[int] | None:
-        nvml = self._init()
-        if nvml is None:
+        with self._lock:
+            if self._session.open():
+                return None  # no library, no driver: nothing to wait for
+            lists = self._session.each_device(
+                lambda _index, handle: self._session.processes(handle), lambda _index: None
+            )
+        known = [pids for pids in lists if pids is not None]
+        if lists and not known:
             return None
-        pids: set[int] = set()
-        try:
-            count = nvml.nvmlDeviceGetCount()
-            for index in range(count):
-                handle = nvml.nvmlDeviceGetHandleByIndex(index)
-                for read in (
-                    nvml.nvmlDeviceGetComputeRunningProcesses,
-                    nvml.nvmlDeviceGetGraphicsRunningProcesses,
-                ):
-                    try:
-                        pids.update(int(p.pid) for p in read(handle))
-                    except nvml.NVMLError:
-                        continue
-        except nvml.NVMLError:
-            return None
-        return frozenset(pids)
+        return frozenset(pid for pids in known for pid in pids)
