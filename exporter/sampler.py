@@ -15,17 +15,22 @@ from exporter.leaks import LeakTracker, leak_settings
 from exporter.liveness import sample_liveness, sample_ports
 from exporter.nvml import NvmlReader
 from exporter.probestats import ProbeAccumulator
+from exporter.progress import EngineWatch
 from exporter.snapshot import (
     CacheUsage,
     CollectorRun,
+    ComponentLimits,
     ComponentLiveness,
+    EngineProgress,
     GpuSnapshot,
     PortReading,
+    ProbeKind,
     ProbeStats,
     Snapshot,
 )
 from glyph_common.config import Component, Deployment, Probe
-from glyph_common.probes import probe_once
+from glyph_common.health import discover_model_blocking, with_model
+from glyph_common.probes import ProbeResult, probe_once
 from glyph_common.processes import ProcessTable
 
 log = logging.getLogger(__name__)
@@ -70,6 +75,11 @@ class Sampler:
         self._probes_lock = threading.Lock()  # the probe and the canary loops both update it
         self._caches: tuple[CacheUsage, ...] = ()
         self._runs: dict[str, CollectorRun] = {}
+        self._watches = [EngineWatch(c) for c in self._components if c.engine is not None]
+        self._engines: tuple[EngineProgress, ...] = tuple(w.latest for w in self._watches)
+        self._models: dict[str, str] = {}  # the served model, per component, for canaries
+        self._probe_kinds = tuple(ProbeKind(c.name, p.name, p.kind) for c, p in probes)
+        self._limits = tuple(_limits(c) for c in self._components if c.probes or c.engine)
 
     def snapshot(self) -> Snapshot:
         """The latest readings of every sampler."""
@@ -81,6 +91,9 @@ class Sampler:
             caches=self._caches,
             leaks=self._leaks.readings(),
             collectors=tuple(self._runs.values()),
+            engines=self._engines,
+            probe_kinds=self._probe_kinds,
+            limits=self._limits,
         )
 
     def start(self) -> None:
@@ -92,6 +105,8 @@ class Sampler:
             loops.append(("probes", intervals.probes, self._prober(self._http_probes)))
         if self._canaries:
             loops.append(("canary", intervals.canary, self._prober(self._canaries)))
+        if self._watches:
+            loops.append(("engine", intervals.engine, self._sample_engines))
         if self._nvml is not None:
             loops.append(("gpu", intervals.gpu, self._sample_gpu))
         if any(c.caches for c in self._components):
@@ -159,9 +174,26 @@ class Sampler:
         self._caches = measure_caches(self._components)
         self._leaks.observe_caches(self._caches, self._clock())
 
+    def _sample_engines(self) -> None:
+        now = self._clock()
+        futures = [self._pool.submit(w.read, self._client, now) for w in self._watches]
+        self._engines = tuple(future.result() for future in futures)
+
+    def _probe(self, component: Component, probe: Probe) -> ProbeResult:
+        """One probe; a canary without a configured model asks for the one served."""
+        if probe.kind != "canary" or probe.model is not None:
+            return probe_once(self._client, component, probe)
+        model = self._models.get(component.name) or discover_model_blocking(self._client, component)
+        result = probe_once(self._client, component, with_model(probe, model))
+        if result.success and model is not None:
+            self._models[component.name] = model
+        else:  # a restart may serve another name: ask again next time
+            self._models.pop(component.name, None)
+        return result
+
     def _prober(self, probes: list[tuple[Component, Probe]]) -> Callable[[], None]:
         def sample() -> None:
-            futures = [self._pool.submit(probe_once, self._client, c, p) for c, p in probes]
+            futures = [self._pool.submit(self._probe, c, p) for c, p in probes]
             results = [future.result() for future in futures]
             now = self._clock()
             with self._probes_lock:
@@ -172,3 +204,12 @@ class Sampler:
                 self._probes = updated
 
         return sample
+
+
+def _limits(component: Component) -> ComponentLimits:
+    """The start-up allowance is the remediator's own start-up timeout: set once."""
+    return ComponentLimits(
+        component.name,
+        component.engine.stall_seconds if component.engine else None,
+        component.remediation.startup_timeout_seconds if component.probes else None,
+    )

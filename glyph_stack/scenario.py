@@ -13,6 +13,7 @@ import httpx
 from prometheus_client.parser import text_string_to_metric_families
 
 from glyph_common.config import Component
+from glyph_common.health import judge
 from glyph_common.processes import ProcessTable
 from glyph_stack.runner import LocalStack
 from glyph_stack.services import StackError
@@ -99,16 +100,16 @@ class StackReader:
         self.client.post(url, headers=self.auth).raise_for_status()
 
     def healthy(self, component: str) -> bool:
-        """Up, and every enabled probe succeeding, in one scrape of the exporter."""
+        """Up and healthy (glyph_common.health), in one scrape of the exporter."""
         samples = self.exporter_samples()
 
         def value(name: str, **labels: str) -> float | None:
             return samples.get((name, frozenset({"component": component, **labels}.items())))
 
-        probes = [p for p in self._component(component).probes if p.enabled]
-        return value("glyph_component_up") == 1 and all(
-            value("glyph_probe_success", probe=p.name) == 1 for p in probes
-        )
+        config = self._component(component)
+        passed = {p.name: value("glyph_probe_success", probe=p.name) == 1 for p in config.probes}
+        asleep = value("glyph_engine_asleep") == 1
+        return value("glyph_component_up") == 1 and judge(config, passed, asleep=asleep).healthy
 
     def _component(self, name: str) -> Component:
         component = self.stack.config.component(name)
