@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import threading
 import time
 
 import httpx
@@ -49,9 +50,14 @@ class EngineWatch:
         self._timeout = component.engine.timeout_seconds
         self._clock = StallClock()
         self._errors = 0
+        self._lock = threading.Lock()  # the engine loop and a failed canary both read
         self.latest = EngineProgress(component.name)
 
     def read(self, client: httpx.Client, now: float) -> EngineProgress:
+        with self._lock:
+            return self._read(client, now)
+
+    def _read(self, client: httpx.Client, now: float) -> EngineProgress:
         reading = self._fetch(client)
         if reading is None:
             self._errors += 1

@@ -75,8 +75,9 @@ class Sampler:
         self._probes_lock = threading.Lock()  # the probe and the canary loops both update it
         self._caches: tuple[CacheUsage, ...] = ()
         self._runs: dict[str, CollectorRun] = {}
-        self._watches = [EngineWatch(c) for c in self._components if c.engine is not None]
-        self._engines: tuple[EngineProgress, ...] = tuple(w.latest for w in self._watches)
+        self._watches = {c.name: EngineWatch(c) for c in self._components if c.engine is not None}
+        self._engines: tuple[EngineProgress, ...] = tuple(w.latest for w in self._watches.values())
+        self._engines_lock = threading.Lock()  # the engine loop and failed canaries publish
         self._models: dict[str, str] = {}  # the served model, per component, for canaries
         self._probe_kinds = tuple(ProbeKind(c.name, p.name, p.kind) for c, p in probes)
         self._limits = tuple(_limits(c) for c in self._components if c.probes or c.engine)
@@ -176,19 +177,33 @@ class Sampler:
 
     def _sample_engines(self) -> None:
         now = self._clock()
-        futures = [self._pool.submit(w.read, self._client, now) for w in self._watches]
-        self._engines = tuple(future.result() for future in futures)
+        futures = [self._pool.submit(w.read, self._client, now) for w in self._watches.values()]
+        for future in futures:
+            future.result()
+        self._publish_engines()
+
+    def _publish_engines(self) -> None:
+        with self._engines_lock:
+            self._engines = tuple(w.latest for w in self._watches.values())
 
     def _probe(self, component: Component, probe: Probe) -> ProbeResult:
         """One probe; a canary without a configured model asks for the one served."""
-        if probe.kind != "canary" or probe.model is not None:
+        if probe.kind != "canary":
             return probe_once(self._client, component, probe)
-        model = self._models.get(component.name) or discover_model_blocking(self._client, component)
+        model = probe.model or self._models.get(component.name)
+        if model is None:
+            model = discover_model_blocking(self._client, component)
         result = probe_once(self._client, component, with_model(probe, model))
         if result.success and model is not None:
             self._models[component.name] = model
         else:  # a restart may serve another name: ask again next time
             self._models.pop(component.name, None)
+        watch = self._watches.get(component.name)
+        if not result.success and watch is not None:
+            # Published together: a canary refused because the engine was just put to sleep
+            # is never seen beside an engine state read before it fell asleep.
+            watch.read(self._client, self._clock())
+            self._publish_engines()
         return result
 
     def _prober(self, probes: list[tuple[Component, Probe]]) -> Callable[[], None]:
