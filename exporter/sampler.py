@@ -35,6 +35,10 @@ from glyph_common.processes import ProcessTable
 
 log = logging.getLogger(__name__)
 SETTLED_PORTS_FACTOR = 6
+# A canary that fails is asked again at once: the hang rule wants two failures in a row, so
+# one slow answer (a busy host, a GC pause) never restarts anything, and a hang is still
+# reported one canary timeout later rather than one canary interval later.
+CANARY_STRIKES = 2
 
 
 class Sampler:
@@ -105,7 +109,8 @@ class Sampler:
         if self._http_probes:
             loops.append(("probes", intervals.probes, self._prober(self._http_probes)))
         if self._canaries:
-            loops.append(("canary", intervals.canary, self._prober(self._canaries)))
+            strikes = self._prober(self._canaries, CANARY_STRIKES)
+            loops.append(("canary", intervals.canary, strikes))
         if self._watches:
             loops.append(("engine", intervals.engine, self._sample_engines))
         if self._nvml is not None:
@@ -206,19 +211,32 @@ class Sampler:
             self._publish_engines()
         return result
 
-    def _prober(self, probes: list[tuple[Component, Probe]]) -> Callable[[], None]:
+    def _prober(
+        self, probes: list[tuple[Component, Probe]], strikes: int = 1
+    ) -> Callable[[], None]:
+        """Each run probes all; a probe that fails is tried again at once, up to `strikes`
+        attempts, so that a hang takes `strikes` failures in a row and not as many intervals."""
+
         def sample() -> None:
-            futures = [self._pool.submit(self._probe, c, p) for c, p in probes]
-            results = [future.result() for future in futures]
-            now = self._clock()
-            with self._probes_lock:
-                updated = dict(self._probes)
-                for result in results:
-                    key = (result.component, result.probe)
-                    updated[key] = self._accumulators[key].add(result, now)
-                self._probes = updated
+            pending = probes
+            for _ in range(strikes):
+                futures = [(c, p, self._pool.submit(self._probe, c, p)) for c, p in pending]
+                results = [(c, p, future.result()) for c, p, future in futures]
+                self._publish([result for _, _, result in results])
+                pending = [(c, p) for c, p, result in results if not result.success]
+                if not pending or self._stopping.is_set():
+                    break
 
         return sample
+
+    def _publish(self, results: list[ProbeResult]) -> None:
+        now = self._clock()
+        with self._probes_lock:
+            updated = dict(self._probes)
+            for result in results:
+                key = (result.component, result.probe)
+                updated[key] = self._accumulators[key].add(result, now)
+            self._probes = updated
 
 
 def _limits(component: Component) -> ComponentLimits:

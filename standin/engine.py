@@ -161,19 +161,21 @@ class Engine:
             running = [seq for seq in running if not seq.done]
 
     def _prefill(self, requests: list[dict[str, Any]]) -> list[Sequence]:
+        """One step per request admitted, as chunked prefill bounds each step's work."""
         for request in requests:
             self.channel.send(protocol.STARTED, id=request["id"])
-        if self.slow_prefill_seconds:
-            time.sleep(self.slow_prefill_seconds)  # one long step: steps pause, then go on
         prefilled: list[Sequence] = []
         for request in requests:
+            if self.slow_prefill_seconds:
+                time.sleep(self.slow_prefill_seconds)  # one long step: steps pause, then go on
             try:
-                prefilled.append(Sequence(self.complete(request)))
+                seq = Sequence(self.complete(request))
             except Exception as exc:  # one bad request must not kill the engine
                 self.channel.send(protocol.FAILED, id=request["id"], message=str(exc))
-        tokens = sum(seq.answer["prompt_tokens"] for seq in prefilled)
-        self.channel.send(protocol.STEP, tokens=max(1, tokens))
-        self._finish(prefilled)
+                continue
+            self.channel.send(protocol.STEP, tokens=seq.answer["prompt_tokens"])
+            self._finish([seq])
+            prefilled.append(seq)
         return prefilled
 
     def _decode(self, running: list[Sequence]) -> None:

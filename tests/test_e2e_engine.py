@@ -44,12 +44,16 @@ def test_sleep_busy_hang_with_a_request_and_death_503(tmp_path: Path) -> None:
         began = time.time()
         httpx.post(f"{url}/sleep", params={"level": 1}, timeout=5).raise_for_status()
         wait_for(lambda: probe.exporter_value("glyph_engine_asleep", "api") == 1, 10)
-        wait_for(lambda: probe.exporter_value("glyph_probe_success", "api", probe="canary") == 0, 20)
+        wait_for(
+            lambda: probe.exporter_value("glyph_probe_success", "api", probe="canary") == 0, 20
+        )
         assert probe.healthy("api"), "a sleeping engine is healthy: its canary does not count"
         time.sleep(3)  # the rules have seen the failed canary for a few evaluations
         quiet(probe, time.time() - began)
         httpx.post(f"{url}/wake_up", timeout=5).raise_for_status()
-        wait_for(lambda: probe.exporter_value("glyph_probe_success", "api", probe="canary") == 1, 20)
+        wait_for(
+            lambda: probe.exporter_value("glyph_probe_success", "api", probe="canary") == 1, 20
+        )
 
         # Busy: long generations, bursts, and prefill steps of 6 s (under the 10 s stall limit).
         began = time.time()
