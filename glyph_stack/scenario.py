@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import threading
@@ -164,10 +165,8 @@ def send_request(component: Component, timeout: float = 120.0) -> threading.Thre
 
     def ask() -> None:
         body = {"model": "glyph", "messages": [{"role": "user", "content": "a user request"}]}
-        try:
+        with contextlib.suppress(httpx.HTTPError):  # a restart cuts it off: that is the point
             httpx.post(f"{component.base_url()}/v1/chat/completions", json=body, timeout=timeout)
-        except httpx.HTTPError:
-            pass  # a restart cuts it off: that is the point
 
     thread = threading.Thread(target=ask, name="user-request", daemon=True)
     thread.start()
