@@ -191,10 +191,14 @@ class Sampler:
         with self._engines_lock:
             self._engines = tuple(w.latest for w in self._watches.values())
 
-    def _probe(self, component: Component, probe: Probe) -> ProbeResult:
-        """One probe; a canary without a configured model asks for the one served."""
+    def _probe(self, component: Component, probe: Probe) -> ProbeResult | None:
+        """One probe; a canary without a configured model asks for the one served. None: no
+        observation, as a canary is not asked (or not counted) while the engine sleeps."""
         if probe.kind != "canary":
             return probe_once(self._client, component, probe)
+        watch = self._watches.get(component.name)
+        if watch is not None and watch.latest.asleep:
+            return None
         model = probe.model or self._models.get(component.name)
         if model is None:
             model = discover_model_blocking(self._client, component)
@@ -203,12 +207,12 @@ class Sampler:
             self._models[component.name] = model
         else:  # a restart may serve another name: ask again next time
             self._models.pop(component.name, None)
-        watch = self._watches.get(component.name)
         if not result.success and watch is not None:
-            # Published together: a canary refused because the engine was just put to sleep
-            # is never seen beside an engine state read before it fell asleep.
-            watch.read(self._client, self._clock())
+            # Refused because the engine was just put to sleep? Then it says nothing of a hang.
+            asleep = watch.read(self._client, self._clock()).asleep
             self._publish_engines()
+            if asleep:
+                return None
         return result
 
     def _prober(
@@ -222,8 +226,8 @@ class Sampler:
             for _ in range(strikes):
                 futures = [(c, p, self._pool.submit(self._probe, c, p)) for c, p in pending]
                 results = [(c, p, future.result()) for c, p, future in futures]
-                self._publish([result for _, _, result in results])
-                pending = [(c, p) for c, p, result in results if not result.success]
+                self._publish([result for _, _, result in results if result is not None])
+                pending = [(c, p) for c, p, r in results if r is not None and not r.success]
                 if not pending or self._stopping.is_set():
                     break
 

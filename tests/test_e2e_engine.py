@@ -40,20 +40,19 @@ def test_sleep_busy_hang_with_a_request_and_death_503(tmp_path: Path) -> None:
         url = api.base_url()
         wait_healthy(probe, "api")
 
-        # Asleep on purpose: the canary fails (the engine refuses requests), nothing restarts.
+        # Asleep on purpose: requests are refused, the canary is not asked, nothing restarts.
         began = time.time()
         httpx.post(f"{url}/sleep", params={"level": 1}, timeout=5).raise_for_status()
         wait_for(lambda: probe.exporter_value("glyph_engine_asleep", "api") == 1, 10)
-        wait_for(
-            lambda: probe.exporter_value("glyph_probe_success", "api", probe="canary") == 0, 20
-        )
+        body = {"model": "glyph", "messages": [{"role": "user", "content": "hi"}]}
+        refused = httpx.post(f"{url}/v1/chat/completions", json=body, timeout=5)
+        assert refused.status_code == 503
+        time.sleep(12)  # more than a canary interval
         assert probe.healthy("api"), "a sleeping engine is healthy: its canary does not count"
-        time.sleep(3)  # the rules have seen the failed canary for a few evaluations
         quiet(probe, time.time() - began)
         httpx.post(f"{url}/wake_up", timeout=5).raise_for_status()
-        wait_for(
-            lambda: probe.exporter_value("glyph_probe_success", "api", probe="canary") == 1, 20
-        )
+        wait_for(lambda: probe.exporter_value("glyph_engine_asleep", "api") == 0, 10)
+        assert probe.exporter_value("glyph_probe_consecutive_failures", "api", probe="canary") == 0
 
         # Busy: long generations, bursts, and prefill steps of 6 s (under the 10 s stall limit).
         began = time.time()
