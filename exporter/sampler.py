@@ -109,8 +109,8 @@ class Sampler:
         if self._http_probes:
             loops.append(("probes", intervals.probes, self._prober(self._http_probes)))
         if self._canaries:
-            strikes = self._prober(self._canaries, CANARY_STRIKES)
-            loops.append(("canary", intervals.canary, strikes))
+            canary = self._prober(self._canaries, CANARY_STRIKES)
+            loops.append(("canary", intervals.canary, canary))
         if self._watches:
             loops.append(("engine", intervals.engine, self._sample_engines))
         if self._nvml is not None:
