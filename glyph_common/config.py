@@ -185,7 +185,7 @@ class Remediation(_Frozen):
         return self
 
 
-class EngineProgress(_Frozen):
+class EngineEndpoint(_Frozen):
     """Where a component's engine publishes its progress (vLLM's own /metrics) and how long
     it may hold work without making a step before it counts as hung."""
 
@@ -202,7 +202,7 @@ class Component(_Frozen):
     host: str = "127.0.0.1"
     port: Annotated[int, Field(gt=0, lt=65536)] | None = None
     probes: tuple[Probe, ...] = ()
-    engine: EngineProgress | None = Field(
+    engine: EngineEndpoint | None = Field(
         default=None, description="the engine's metrics endpoint on the component's port"
     )
     caches: tuple[Cache, ...] = ()

@@ -10,7 +10,7 @@ import httpx
 import pytest
 
 from exporter.progress import EngineWatch, StallClock
-from glyph_common.config import parse_config
+from glyph_common.config import ConfigError, parse_config
 from glyph_common.enginemetrics import EngineReading, parse_engine_metrics
 from tests.exporter_fixtures import deployment, running_exporter
 from tests.standin_fixtures import admin, api, chat
@@ -162,3 +162,22 @@ def test_engine_series_pass_promtool_and_name_the_canary_by_kind(tmp_path: Path)
         check=False,
     )
     assert checked.returncode == 0 and not (checked.stdout + checked.stderr).strip(), checked
+
+
+@pytest.mark.parametrize(
+    ("engine", "port", "message"),
+    [
+        ({}, None, "components.api: Value error, 'engine' needs a 'port'"),
+        ({"stall_seconds": 0}, 5002, "components.api.engine.stall_seconds: Input should be"),
+        ({"path": "metrics"}, 5002, "components.api.engine.path: String should match"),
+    ],
+)
+def test_engine_config_errors_name_the_field(
+    engine: dict[str, object], port: int | None, message: str
+) -> None:
+    body: dict[str, object] = {"match": {"pidfile": "/x"}, "engine": engine}
+    if port is not None:
+        body["port"] = port
+    with pytest.raises(ConfigError) as raised:
+        parse_config({"components": {"api": body}})
+    assert message.replace("Value error, ", "") in str(raised.value)
