@@ -11,17 +11,21 @@ from __future__ import annotations
 
 import argparse
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
 
+import httpx
+import yaml
+
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from glyph_common.config import load_config
+from glyph_common.config import Deployment, dump_config, load_config, parse_config
 from glyph_stack.configs import Ports
 from glyph_stack.runner import LocalStack
-from glyph_stack.scenario import StackReader, run_scenario, wait_healthy
+from glyph_stack.scenario import StackReader, run_scenario, wait_healthy, wait_until
 from tests.support import free_port
 
 REPO = Path(__file__).resolve().parents[1]
@@ -34,13 +38,217 @@ def summary(label: str, values: list[float]) -> str:
     )
 
 
+CANARY_ONLY_HANG_SECONDS = 27.5  # issue 13: hang -> restart with the canary alone (15 s / 10 s)
+
+
+def _restarts(probe: StackReader) -> int:
+    return len([a for a in probe.actions("api") if a["action"] == "restart"])
+
+
+def _between_trials(probe: StackReader, cooldown: float) -> None:
+    wait_healthy(probe, "api")
+    time.sleep(cooldown + 1)  # an alert inside the cooldown is taken as stale
+    probe.reset("api")
+
+
+def hang_trials(stack: LocalStack, fault: str, trials: int, cooldown: float) -> list[float]:
+    """fault -> restart begins, for 'hang' (idle engine) or 'hang-request' (a user request
+    sent to a hung engine; timed from the request)."""
+    probe = StackReader(stack)
+    began: list[float] = []
+    try:
+        for trial in range(trials):
+            timeline = run_scenario(stack, fault)
+            began.append(next(v for k, v in timeline.steps.items() if k.startswith("remediator")))
+            print(f"{fault} #{trial + 1}: restart began +{began[-1]:.2f} s", flush=True)
+            _between_trials(probe, cooldown)
+    finally:
+        probe.close()
+    return began
+
+
+def busy_engine(stack: LocalStack, minutes: float) -> tuple[int, int]:
+    """Long generations, queue bursts and a 6 s prefill step now and then, for `minutes`:
+    (restarts, evaluations with GlyphComponentHung firing)."""
+    probe = StackReader(stack)
+    api = stack.config.component("api")
+    assert api is not None
+    url = api.base_url()
+    try:
+        wait_healthy(probe, "api")
+        before, seconds = _restarts(probe), minutes * 60
+        load = [sys.executable, "-m", "standin", "load", "--url", url, "--concurrency", "4"]
+        load += ["--max-tokens", "1500", "--duration", str(seconds)]
+        load += ["--burst-every", "20", "--burst-size", "16"]
+        with subprocess.Popen(load, stdout=subprocess.PIPE, text=True) as generator:
+            deadline = time.monotonic() + seconds
+            while time.monotonic() < deadline:
+                time.sleep(min(40.0, max(0.0, deadline - time.monotonic())))
+                fault = {"fault": "slow_prefill", "seconds": 6}
+                httpx.post(f"{url}/admin/fault", json=fault, timeout=10)
+                time.sleep(min(15.0, max(0.0, deadline - time.monotonic())))
+                fault = {"fault": "slow_prefill", "seconds": 0}
+                httpx.post(f"{url}/admin/fault", json=fault, timeout=10)
+            out, _ = generator.communicate(timeout=600)
+        print(f"busy engine: load generator {out.strip().splitlines()[-1]}", flush=True)
+        hung = probe.firing_seconds("GlyphComponentHung", "api", seconds + 30)
+        return _restarts(probe) - before, hung
+    finally:
+        probe.close()
+
+
+def sleeping_engine(stack: LocalStack, minutes: float) -> int:
+    """An engine asleep (vLLM /sleep) for `minutes`: the restarts it got."""
+    probe = StackReader(stack)
+    api = stack.config.component("api")
+    assert api is not None
+    try:
+        wait_healthy(probe, "api")
+        before = _restarts(probe)
+        httpx.post(f"{api.base_url()}/sleep", params={"level": 1}, timeout=10).raise_for_status()
+        time.sleep(minutes * 60)
+        restarts = _restarts(probe) - before
+        httpx.post(f"{api.base_url()}/wake_up", timeout=10).raise_for_status()
+        return restarts
+    finally:
+        probe.close()
+
+
+def isolated(config: Deployment, work: Path) -> Deployment:
+    """The config on free ports, matching only this run's stand-in processes, its files under
+    work: a parallel run on the same host is never guarded, stopped or shared."""
+    data = yaml.safe_load(dump_config(config))
+    ports = {name: free_port() for name in data["components"]}
+    for name, component in data["components"].items():
+        component["port"] = ports[name]
+        component["match"]["cmdline"] = (
+            rf"(glyph-standin|-m\s+standin)\s+{name}\s+--port\s+{ports[name]}(\s|$)"
+        )
+        restart = component["remediation"]["restart"]
+        argv = restart["start"]
+        argv[argv.index("--port") + 1] = str(ports[name])
+        restart["log_file"] = str(work / f"{name}-restarts.log")
+        if name == "ui":
+            argv[argv.index("--cache-dir") + 1] = str(work / "gradio")
+            argv += ["--api-url", f"http://127.0.0.1:{ports['api']}"]
+            component["caches"] = [f"{work / 'gradio'}/**"]
+        else:
+            argv += ["--pages-dir", str(work / f"pages-{name}")]
+    return parse_config(data, "isolated bench deployment")
+
+
+def wedged_config(config: Deployment, allowance: float) -> Deployment:
+    """The api wedged while loading (its port never opens), with this start-up allowance."""
+    data = yaml.safe_load(dump_config(config))
+    api = data["components"]["api"]
+    api["remediation"]["restart"]["start"] += ["--startup-delay", "86400"]
+    api["remediation"]["startup_timeout_seconds"] = allowance
+    return parse_config(data, "wedged start-up")
+
+
+def _start_time_at(probe: StackReader, at: float) -> float:
+    """The api process's start time as Prometheus had it at `at`."""
+    url = f"{probe.stack.urls['prometheus']}/api/v1/query"
+    query = 'glyph_component_start_time_seconds{component="api"}'
+    result = probe.client.get(url, params={"query": query, "time": at}).json()["data"]["result"]
+    return float(result[0]["value"][1])
+
+
+def wedged_trials(config: Deployment, allowance: float, trials: int) -> list[float]:
+    """Seconds past the start-up allowance at which each restart of a wedged api began."""
+    ports = Ports(free_port(), free_port(), free_port(), free_port())
+    work = Path(tempfile.mkdtemp(prefix="glyph-e2e-wedged-"))
+    stack = LocalStack(wedged_config(config, allowance), work, ports)
+    late: list[float] = []
+    try:
+        stack.start()  # the api never becomes ready: a warning, not an error
+        probe = StackReader(stack)
+        seen: set[int] = set()
+        for trial in range(trials):
+            found: list[dict[str, object]] = []
+
+            def new_action(found: list[dict[str, object]] = found) -> bool:
+                found[:] = [a for a in probe.actions("api") if a["id"] not in seen]
+                return bool(found)
+
+            wait_until(new_action, allowance + 600, "the remediator to restart the wedged api")
+            action = min(found, key=lambda a: int(str(a["id"])))
+            seen.add(int(str(action["id"])))
+            began = float(str(action["started_at"]))
+            late.append(began - _start_time_at(probe, began - 0.5) - allowance)
+            print(f"wedged #{trial + 1}: restart began allowance +{late[-1]:.2f} s", flush=True)
+
+            def finished(a: dict[str, object] = action) -> bool:
+                return any(x["id"] == a["id"] and x["finished_at"] for x in probe.actions("api"))
+
+            wait_until(finished, allowance + 120, "the restart to give up on the wedged start")
+            probe.reset("api")
+        probe.close()
+    finally:
+        stack.stop()
+    return late
+
+
+def engine_report(
+    figures: dict[str, list[float]],
+    busy: tuple[int, int] | None,
+    asleep: int | None,
+    minutes: tuple[float, float],
+) -> None:
+    print()
+    print(
+        "engine progress (shipped defaults; "
+        f"today's canary-only hang: {CANARY_ONLY_HANG_SECONDS} s):"
+    )
+    targets = {"hang-request": 15.0, "hang": 25.0, "wedged": 15.0}
+    labels = {
+        "hang-request": "user request on a hung engine -> restart begins",
+        "hang": "idle hang -> restart begins",
+        "wedged": "wedged start-up: restart begins after the allowance +",
+    }
+    for key, values in figures.items():
+        if values:
+            print(summary(labels[key], values))
+            met = statistics.median(values) <= targets[key] and max(values) <= targets[key]
+            print(f"  target <= {targets[key]:g} s (median and max): {'met' if met else 'MISSED'}")
+    if busy is not None:
+        print(
+            f"busy engine {minutes[0]:g} min: {busy[0]} restarts, {busy[1]} evaluations with "
+            f"GlyphComponentHung firing (target 0 and 0: {'met' if busy == (0, 0) else 'MISSED'})"
+        )
+    if asleep is not None:
+        print(
+            f"sleeping engine {minutes[1]:g} min: {asleep} restarts "
+            f"(target 0: {'met' if asleep == 0 else 'MISSED'})"
+        )
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--kills", type=int, default=10)
     parser.add_argument("--hangs", type=int, default=3)
     parser.add_argument("--config", type=Path, default=REPO / "examples" / "standin.yaml")
+    engine = parser.add_argument_group("engine progress (issue 13)")
+    engine.add_argument(
+        "--hung-requests", type=int, default=0, help="trials: request on a hung engine"
+    )
+    engine.add_argument("--idle-hangs", type=int, default=0, help="trials: idle engine hangs")
+    engine.add_argument("--busy-minutes", type=float, default=0, help="a busy, healthy engine")
+    engine.add_argument("--sleep-minutes", type=float, default=0, help="an engine asleep")
+    engine.add_argument("--wedged-starts", type=int, default=0, help="trials: wedged start-ups")
+    engine.add_argument(
+        "--startup-allowance",
+        type=float,
+        default=30,
+        metavar="S",
+        help="startup_timeout_seconds for the wedged start-ups (default 30)",
+    )
+    engine.add_argument("--engine-only", action="store_true", help="skip the kill/hang trials")
     args = parser.parse_args()
     config = load_config(args.config)
+    if args.engine_only:
+        args.kills = args.hangs = 0
+        config = isolated(config, Path(tempfile.mkdtemp(prefix="glyph-e2e-engine-")))
     cooldown = config.remediator.budget.cooldown_seconds
     ports = Ports(free_port(), free_port(), free_port(), free_port())
     stack = LocalStack(config, Path(tempfile.mkdtemp(prefix="glyph-e2e-bench-")), ports)
@@ -64,8 +272,17 @@ def main() -> None:
                 time.sleep(cooldown + 1)  # an alert inside the cooldown is taken as stale
                 probe.reset("api")
         probe.close()
+        figures = {
+            "hang-request": hang_trials(stack, "hang-request", args.hung_requests, cooldown),
+            "hang": hang_trials(stack, "hang", args.idle_hangs, cooldown),
+        }
+        busy = busy_engine(stack, args.busy_minutes) if args.busy_minutes else None
+        asleep = sleeping_engine(stack, args.sleep_minutes) if args.sleep_minutes else None
     finally:
         stack.stop()
+    if args.wedged_starts:
+        figures["wedged"] = wedged_trials(config, args.startup_allowance, args.wedged_starts)
+    engine_report(figures, busy, asleep, (args.busy_minutes, args.sleep_minutes))
     print()
     print("through Prometheus 2.42 + Alertmanager 0.25 with deploy/prometheus/*.yml:")
     for fault, rows in results.items():

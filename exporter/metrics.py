@@ -18,10 +18,13 @@ from exporter.probestats import PROBE_BUCKETS
 from exporter.snapshot import (
     CacheUsage,
     CollectorRun,
+    ComponentLimits,
     ComponentLiveness,
+    EngineProgress,
     GpuSnapshot,
     LeakTrend,
     PortReading,
+    ProbeKind,
     ProbeStats,
     Snapshot,
 )
@@ -169,6 +172,80 @@ def probe_families(stats: Iterable[ProbeStats]) -> Iterator[Metric]:
     yield from (success, duration, status, last_success, failures)
 
 
+def probe_info_families(kinds: Iterable[ProbeKind]) -> Iterator[Metric]:
+    info = _gauge(
+        "probe_info",
+        "A configured probe and its kind (http or canary); always 1. Rules select probes by kind.",
+        ["component", "probe", "kind"],
+    )
+    for k in kinds:
+        info.add_metric([k.component, k.probe, k.kind], 1.0)
+    yield info
+
+
+def engine_families(engines: Iterable[EngineProgress]) -> Iterator[Metric]:
+    """The engine's own metrics, summed over its label sets (model_name, engine)."""
+    labels = ["component"]
+    readable = _gauge(
+        "engine_metrics_readable", "1 when the last read of the engine's metrics worked.", labels
+    )
+    errors = CounterMetricFamily(
+        f"{PREFIX}_engine_metrics_read_errors",
+        "Reads of the engine's metrics that failed (refused, timed out, not 200, malformed).",
+        labels=labels,
+    )
+    waiting = _gauge("engine_requests_waiting", "Requests the engine has queued.", labels)
+    running = _gauge("engine_requests_running", "Requests the engine is running.", labels)
+    steps = CounterMetricFamily(
+        f"{PREFIX}_engine_steps",
+        "Engine steps (vllm:iteration_tokens_total's count, which advances once per step).",
+        labels=labels,
+    )
+    stalled = _gauge(
+        "engine_stalled_seconds",
+        "How long the engine has had requests waiting or running without making a step; 0 "
+        "while idle, asleep or progressing. The exporter compares the step count between its "
+        "reads of the engine's metrics (exporter.intervals.engine), so this lags by up to one "
+        "read.",
+        labels,
+    )
+    asleep = _gauge("engine_asleep", "1 while the engine sleeps on purpose (vLLM /sleep).", labels)
+    for e in engines:
+        name = [e.component]
+        readable.add_metric(name, 1.0 if e.readable else 0.0)
+        errors.add_metric(name, e.read_errors)
+        for family, value in (
+            (waiting, e.waiting),
+            (running, e.running),
+            (steps, e.steps),
+            (stalled, e.stalled_seconds),
+            (asleep, None if e.asleep is None else float(e.asleep)),
+        ):
+            if value is not None:
+                family.add_metric(name, value)
+    yield from (readable, errors, waiting, running, steps, stalled, asleep)
+
+
+def limit_families(limits: Iterable[ComponentLimits]) -> Iterator[Metric]:
+    stall = _gauge(
+        "engine_stall_limit_seconds",
+        "Work without a step for this long is a hung engine (components.*.engine.stall_seconds).",
+        ["component"],
+    )
+    startup = _gauge(
+        "component_startup_allowance_seconds",
+        "Up this long without a single probe success is a wedged start-up "
+        "(components.*.remediation.startup_timeout_seconds).",
+        ["component"],
+    )
+    for limit in limits:
+        if limit.stall_seconds is not None:
+            stall.add_metric([limit.component], limit.stall_seconds)
+        if limit.startup_allowance_seconds is not None:
+            startup.add_metric([limit.component], limit.startup_allowance_seconds)
+    yield from (stall, startup)
+
+
 def cache_families(usages: Iterable[CacheUsage]) -> Iterator[Metric]:
     files = _gauge("cache_files", "Regular files matching the cache glob.", ["component", "glob"])
     size = _gauge(
@@ -246,6 +323,9 @@ def families(snapshot: Snapshot) -> Iterator[Metric]:
     yield from liveness_families(snapshot.liveness, snapshot.ports)
     yield from gpu_families(snapshot.gpu, snapshot.liveness)
     yield from probe_families(snapshot.probes)
+    yield from probe_info_families(snapshot.probe_kinds)
+    yield from engine_families(snapshot.engines)
+    yield from limit_families(snapshot.limits)
     yield from cache_families(snapshot.caches)
     yield from leak_families(snapshot.leaks)
     yield from self_families(snapshot.collectors, snapshot.gpu)

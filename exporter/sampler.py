@@ -15,21 +15,30 @@ from exporter.leaks import LeakTracker, leak_settings
 from exporter.liveness import sample_liveness, sample_ports
 from exporter.nvml import NvmlReader
 from exporter.probestats import ProbeAccumulator
+from exporter.progress import EngineWatch
 from exporter.snapshot import (
     CacheUsage,
     CollectorRun,
+    ComponentLimits,
     ComponentLiveness,
+    EngineProgress,
     GpuSnapshot,
     PortReading,
+    ProbeKind,
     ProbeStats,
     Snapshot,
 )
 from glyph_common.config import Component, Deployment, Probe
-from glyph_common.probes import probe_once
+from glyph_common.health import discover_model_blocking, with_model
+from glyph_common.probes import ProbeResult, probe_once
 from glyph_common.processes import ProcessTable
 
 log = logging.getLogger(__name__)
 SETTLED_PORTS_FACTOR = 6
+# A canary that fails is asked again at once: the hang rule wants two failures in a row, so
+# one slow answer (a busy host, a GC pause) never restarts anything, and a hang is still
+# reported one canary timeout later rather than one canary interval later.
+CANARY_STRIKES = 2
 
 
 class Sampler:
@@ -70,6 +79,12 @@ class Sampler:
         self._probes_lock = threading.Lock()  # the probe and the canary loops both update it
         self._caches: tuple[CacheUsage, ...] = ()
         self._runs: dict[str, CollectorRun] = {}
+        self._watches = {c.name: EngineWatch(c) for c in self._components if c.engine is not None}
+        self._engines: tuple[EngineProgress, ...] = tuple(w.latest for w in self._watches.values())
+        self._engines_lock = threading.Lock()  # the engine loop and failed canaries publish
+        self._models: dict[str, str] = {}  # the served model, per component, for canaries
+        self._probe_kinds = tuple(ProbeKind(c.name, p.name, p.kind) for c, p in probes)
+        self._limits = tuple(_limits(c) for c in self._components if c.probes or c.engine)
 
     def snapshot(self) -> Snapshot:
         """The latest readings of every sampler."""
@@ -81,6 +96,9 @@ class Sampler:
             caches=self._caches,
             leaks=self._leaks.readings(),
             collectors=tuple(self._runs.values()),
+            engines=self._engines,
+            probe_kinds=self._probe_kinds,
+            limits=self._limits,
         )
 
     def start(self) -> None:
@@ -91,7 +109,10 @@ class Sampler:
         if self._http_probes:
             loops.append(("probes", intervals.probes, self._prober(self._http_probes)))
         if self._canaries:
-            loops.append(("canary", intervals.canary, self._prober(self._canaries)))
+            canary = self._prober(self._canaries, CANARY_STRIKES)
+            loops.append(("canary", intervals.canary, canary))
+        if self._watches:
+            loops.append(("engine", intervals.engine, self._sample_engines))
         if self._nvml is not None:
             loops.append(("gpu", intervals.gpu, self._sample_gpu))
         if any(c.caches for c in self._components):
@@ -159,16 +180,73 @@ class Sampler:
         self._caches = measure_caches(self._components)
         self._leaks.observe_caches(self._caches, self._clock())
 
-    def _prober(self, probes: list[tuple[Component, Probe]]) -> Callable[[], None]:
+    def _sample_engines(self) -> None:
+        now = self._clock()
+        futures = [self._pool.submit(w.read, self._client, now) for w in self._watches.values()]
+        for future in futures:
+            future.result()
+        self._publish_engines()
+
+    def _publish_engines(self) -> None:
+        with self._engines_lock:
+            self._engines = tuple(w.latest for w in self._watches.values())
+
+    def _probe(self, component: Component, probe: Probe) -> ProbeResult | None:
+        """One probe; a canary without a configured model asks for the one served. None: no
+        observation, as a canary is not asked (or not counted) while the engine sleeps."""
+        if probe.kind != "canary":
+            return probe_once(self._client, component, probe)
+        watch = self._watches.get(component.name)
+        if watch is not None and watch.latest.asleep:
+            return None
+        model = probe.model or self._models.get(component.name)
+        if model is None:
+            model = discover_model_blocking(self._client, component)
+        result = probe_once(self._client, component, with_model(probe, model))
+        if result.success and model is not None:
+            self._models[component.name] = model
+        else:  # a restart may serve another name: ask again next time
+            self._models.pop(component.name, None)
+        if not result.success and watch is not None:
+            # Refused because the engine was just put to sleep? Then it says nothing of a hang.
+            asleep = watch.read(self._client, self._clock()).asleep
+            self._publish_engines()
+            if asleep:
+                return None
+        return result
+
+    def _prober(
+        self, probes: list[tuple[Component, Probe]], strikes: int = 1
+    ) -> Callable[[], None]:
+        """Each run probes all; a probe that fails is tried again at once, up to `strikes`
+        attempts, so that a hang takes `strikes` failures in a row and not as many intervals."""
+
         def sample() -> None:
-            futures = [self._pool.submit(probe_once, self._client, c, p) for c, p in probes]
-            results = [future.result() for future in futures]
-            now = self._clock()
-            with self._probes_lock:
-                updated = dict(self._probes)
-                for result in results:
-                    key = (result.component, result.probe)
-                    updated[key] = self._accumulators[key].add(result, now)
-                self._probes = updated
+            pending = probes
+            for _ in range(strikes):
+                futures = [(c, p, self._pool.submit(self._probe, c, p)) for c, p in pending]
+                results = [(c, p, future.result()) for c, p, future in futures]
+                self._publish([result for _, _, result in results if result is not None])
+                pending = [(c, p) for c, p, r in results if r is not None and not r.success]
+                if not pending or self._stopping.is_set():
+                    break
 
         return sample
+
+    def _publish(self, results: list[ProbeResult]) -> None:
+        now = self._clock()
+        with self._probes_lock:
+            updated = dict(self._probes)
+            for result in results:
+                key = (result.component, result.probe)
+                updated[key] = self._accumulators[key].add(result, now)
+            self._probes = updated
+
+
+def _limits(component: Component) -> ComponentLimits:
+    """The start-up allowance is the remediator's own start-up timeout: set once."""
+    return ComponentLimits(
+        component.name,
+        component.engine.stall_seconds if component.engine else None,
+        component.remediation.startup_timeout_seconds if component.probes else None,
+    )

@@ -127,3 +127,39 @@ class Snapshot:
     caches: tuple[CacheUsage, ...] = ()
     leaks: tuple[LeakTrend, ...] = ()
     collectors: tuple[CollectorRun, ...] = ()
+    engines: tuple[EngineProgress, ...] = ()
+    probe_kinds: tuple[ProbeKind, ...] = ()
+    limits: tuple[ComponentLimits, ...] = ()
+
+
+@dataclass(frozen=True)
+class EngineProgress:
+    """A component's engine as its own metrics show it; the readings are None while the
+    endpoint cannot be read (then nothing about progress is claimed)."""
+
+    component: str
+    readable: bool = False
+    read_errors: int = 0
+    waiting: float | None = None
+    running: float | None = None
+    steps: float | None = None
+    stalled_seconds: float | None = None
+    asleep: bool | None = None
+
+
+@dataclass(frozen=True)
+class ProbeKind:
+    """A configured probe's kind, published so that rules select the canary by kind."""
+
+    component: str
+    probe: str
+    kind: str
+
+
+@dataclass(frozen=True)
+class ComponentLimits:
+    """Per-component limits from the config that the rules compare readings against."""
+
+    component: str
+    stall_seconds: float | None
+    startup_allowance_seconds: float | None

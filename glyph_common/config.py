@@ -81,7 +81,10 @@ class Probe(_Frozen):
     method: Literal["GET", "HEAD", "POST"] = "GET"
     expect_status: tuple[int, ...] = Field(default=(200,), min_length=1)
     timeout_seconds: Annotated[float, Field(gt=0, le=300)] = 2.0
-    model: str = Field(default="glyph", description="model name a canary asks for")
+    model: str | None = Field(
+        default=None,
+        description="model name a canary asks for; default: the first one /v1/models serves",
+    )
     enabled: bool = True
 
     @field_validator("expect_status")
@@ -183,6 +186,15 @@ class Remediation(_Frozen):
         return self
 
 
+class EngineEndpoint(_Frozen):
+    """Where a component's engine publishes its progress (vLLM's own /metrics) and how long
+    it may hold work without making a step before it counts as hung."""
+
+    path: Annotated[str, Field(pattern=r"^/")] = "/metrics"
+    timeout_seconds: Annotated[float, Field(gt=0, le=60)] = 2.0
+    stall_seconds: Annotated[float, Field(ge=1, le=3600)] = 10.0
+
+
 class Component(_Frozen):
     """One guarded part of the service (e.g. the vLLM API or the Gradio UI)."""
 
@@ -191,6 +203,9 @@ class Component(_Frozen):
     host: str = "127.0.0.1"
     port: Annotated[int, Field(gt=0, lt=65536)] | None = None
     probes: tuple[Probe, ...] = ()
+    engine: EngineEndpoint | None = Field(
+        default=None, description="the engine's metrics endpoint on the component's port"
+    )
     caches: tuple[Cache, ...] = ()
     memory_limit_bytes: Annotated[int, Field(gt=0)] | None = Field(
         default=None, description="limit for the RSS leak trend; default: host memory"
@@ -208,6 +223,8 @@ class Component(_Frozen):
     def _probes_need_port(self) -> Component:
         if self.probes and self.port is None:
             raise ValueError("probes need a 'port'")
+        if self.engine is not None and self.port is None:
+            raise ValueError("'engine' needs a 'port'")
         names = [probe.name for probe in self.probes]
         if len(names) != len(set(names)):
             raise ValueError("probe names must be unique")
@@ -226,7 +243,8 @@ class Intervals(_Frozen):
     liveness: Annotated[float, Field(ge=0.1, le=3600)] = 1.0
     ports: Annotated[float, Field(ge=0.1, le=3600)] = 10.0
     probes: Annotated[float, Field(ge=0.1, le=3600)] = 2.0
-    canary: Annotated[float, Field(ge=1, le=3600)] = 15.0
+    canary: Annotated[float, Field(ge=1, le=3600)] = 10.0
+    engine: Annotated[float, Field(ge=0.1, le=3600)] = 1.0
     gpu: Annotated[float, Field(ge=0.1, le=3600)] = 2.0
     caches: Annotated[float, Field(ge=1, le=86400)] = 30.0
 

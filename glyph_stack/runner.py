@@ -3,10 +3,14 @@
 from __future__ import annotations
 
 import sys
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from glyph_common.config import CommandRestart, Deployment, load_config
+import httpx
+
+from glyph_common.config import CommandRestart, Component, Deployment, load_config
+from glyph_common.health import check_blocking
 from glyph_common.processes import ProcessTable
 from glyph_stack.configs import Ports, StackFiles, write_stack_files
 from glyph_stack.services import Service, StackError, find_binary
@@ -121,11 +125,10 @@ class LocalStack:
                 raise StackError(
                     f"component {component.name} is not running and has no start command"
                 )
-            ready = None
-            if component.port is not None and component.probes:
-                ready = component.base_url() + component.probes[0].path
             name = f"component:{component.name}"
-            service = Service(name, method.start, logs / f"{component.name}.log", ready)
+            service = Service(name, method.start, logs / f"{component.name}.log")
+            if any(p.enabled for p in component.probes):
+                service.ready_check = _healthy(component)
             self.services[name] = service
             service.start()
 
@@ -142,3 +145,14 @@ class LocalStack:
             store.close()
         # Only processes carrying that start's token: a reused session number is never swept.
         return set().union(*(session_members(started, ()) for _, started in states.values()))
+
+
+def _healthy(component: Component) -> Callable[[], bool]:
+    """Readiness of a started component: the health model, over a fresh client each time."""
+
+    def ready() -> bool:
+        with httpx.Client(trust_env=False) as client:
+            health, _ = check_blocking(client, component)
+        return health.healthy
+
+    return ready

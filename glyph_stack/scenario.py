@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -13,6 +15,7 @@ import httpx
 from prometheus_client.parser import text_string_to_metric_families
 
 from glyph_common.config import Component
+from glyph_common.health import judge
 from glyph_common.processes import ProcessTable
 from glyph_stack.runner import LocalStack
 from glyph_stack.services import StackError
@@ -94,21 +97,31 @@ class StackReader:
         response.raise_for_status()
         return list(response.json())
 
+    def firing_seconds(self, alertname: str, component: str, seconds: float) -> int:
+        """How many rule evaluations in the last `seconds` found the alert firing."""
+        query = (
+            f'count_over_time(ALERTS{{alertname="{alertname}",component="{component}",'
+            f'alertstate="firing"}}[{max(1, round(seconds))}s])'
+        )
+        url = f"{self.stack.urls['prometheus']}/api/v1/query"
+        result = self.client.get(url, params={"query": query}).json()["data"]["result"]
+        return sum(int(float(series["value"][1])) for series in result)
+
     def reset(self, component: str) -> None:
         url = f"{self.stack.urls['remediator']}/components/{component}/reset"
         self.client.post(url, headers=self.auth).raise_for_status()
 
     def healthy(self, component: str) -> bool:
-        """Up, and every enabled probe succeeding, in one scrape of the exporter."""
+        """Up and healthy (glyph_common.health), in one scrape of the exporter."""
         samples = self.exporter_samples()
 
         def value(name: str, **labels: str) -> float | None:
             return samples.get((name, frozenset({"component": component, **labels}.items())))
 
-        probes = [p for p in self._component(component).probes if p.enabled]
-        return value("glyph_component_up") == 1 and all(
-            value("glyph_probe_success", probe=p.name) == 1 for p in probes
-        )
+        config = self._component(component)
+        passed = {p.name: value("glyph_probe_success", probe=p.name) == 1 for p in config.probes}
+        asleep = value("glyph_engine_asleep") == 1
+        return value("glyph_component_up") == 1 and judge(config, passed, asleep=asleep).healthy
 
     def _component(self, name: str) -> Component:
         component = self.stack.config.component(name)
@@ -140,8 +153,28 @@ def _main_pids(stack: LocalStack, component: Component) -> tuple[int, ...]:
     return table.find([component])[component.name].roots
 
 
+FAULT_ALERTS = {
+    "kill": "GlyphComponentDown",
+    "hang": "GlyphComponentHung",  # an idle engine hangs: only the canary can tell
+    "hang-request": "GlyphComponentHung",  # a user request sent to a hung engine (t0: sent)
+}
+
+
+def send_request(component: Component, timeout: float = 120.0) -> threading.Thread:
+    """A user's chat completion, in the background; it ends when answered or failed."""
+
+    def ask() -> None:
+        body = {"model": "glyph", "messages": [{"role": "user", "content": "a user request"}]}
+        with contextlib.suppress(httpx.HTTPError):  # a restart cuts it off: that is the point
+            httpx.post(f"{component.base_url()}/v1/chat/completions", json=body, timeout=timeout)
+
+    thread = threading.Thread(target=ask, name="user-request", daemon=True)
+    thread.start()
+    return thread
+
+
 def run_scenario(stack: LocalStack, fault: str, component_name: str = "api") -> Timeline:
-    """Inject a fault (kill or hang) into a healthy component and time the recovery."""
+    """Inject a fault (see FAULT_ALERTS) into a healthy component and time the recovery."""
     component = stack.config.component(component_name)
     if component is None:
         raise StackError(f"no component named {component_name}")
@@ -150,7 +183,7 @@ def run_scenario(stack: LocalStack, fault: str, component_name: str = "api") -> 
         wait_healthy(probe, component_name)
         before = {a["id"] for a in probe.actions(component_name)}
         timeline = Timeline(fault, component_name)
-        alertname = {"kill": "GlyphComponentDown", "hang": "GlyphComponentHung"}[fault]
+        alertname = FAULT_ALERTS[fault]
         t0 = time.time()
         if fault == "kill":
             for pid in _main_pids(stack, component):
@@ -159,6 +192,9 @@ def run_scenario(stack: LocalStack, fault: str, component_name: str = "api") -> 
             httpx.post(
                 f"{component.base_url()}/admin/fault", json={"fault": "hang"}, timeout=5
             ).raise_for_status()
+            if fault == "hang-request":
+                t0 = time.time()
+                send_request(component)
         steps = timeline.steps
         if fault == "kill":
             seen = wait_until(

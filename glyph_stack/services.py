@@ -49,6 +49,7 @@ class Service:
     log: Path
     ready_url: str | None = None
     env: Mapping[str, str] = field(default_factory=child_environment)
+    ready_check: Callable[[], bool] | None = None  # instead of ready_url answering 200
     process: subprocess.Popen[bytes] | None = None
 
     @property
@@ -68,7 +69,7 @@ class Service:
             )
 
     def wait_ready(self, timeout: float) -> None:
-        if self.ready_url is None:
+        if self.ready_url is None and self.ready_check is None:
             return
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
@@ -76,11 +77,18 @@ class Service:
                 raise StackError(
                     f"{self.name} exited with {self.process.returncode}; see {self.log}"
                 )
-            with suppress(httpx.HTTPError):
-                if httpx.get(self.ready_url, timeout=1.0).status_code == 200:
-                    return
+            if self._ready():
+                return
             time.sleep(0.1)
         raise StackError(f"{self.name} was not ready within {timeout:g} s; see {self.log}")
+
+    def _ready(self) -> bool:
+        if self.ready_check is not None:
+            return self.ready_check()
+        assert self.ready_url is not None
+        with suppress(httpx.HTTPError):
+            return httpx.get(self.ready_url, timeout=1.0).status_code == 200
+        return False
 
     def stop(self, grace: float = 10.0) -> None:
         """SIGTERM the service's process group, then SIGKILL what is left of it."""

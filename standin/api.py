@@ -10,9 +10,9 @@ import uuid
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
-from fastapi import FastAPI, Request
+from fastapi import FastAPI, Query, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response, StreamingResponse
 from pydantic import ValidationError
@@ -46,7 +46,10 @@ from standin.serving import Lifecycle, PortInUse, bind, loopback_client, say, se
 
 ENGINE_DEATH_EXIT_DELAY = 5.0  # like vLLM's watchdog: the API exits this long after the engine
 KEEP_ALIVE_ENV = "VLLM_KEEP_ALIVE_ON_ENGINE_DEATH"
-VLLM_VERSION = "0.10.2"
+Generation = Literal["0.10", "current"]
+VLLM_VERSIONS: dict[str, str] = {"0.10": "0.10.2", "current": "0.11"}
+# /health (and requests) on a dead engine: 0.10 answered 500, current vLLM 503 (EngineDeadError)
+DEAD_ENGINE_STATUS: dict[str, int] = {"0.10": 500, "current": 503}
 
 
 @dataclass(frozen=True)
@@ -57,6 +60,7 @@ class ApiOptions:
     port: int = 5002
     pages_dir: Path = Path("/tmp/glyph-standin-pages")
     log_level: str = "info"
+    vllm_generation: Generation = "0.10"
     keep_alive_on_engine_death: bool = False
     orphan_engine_on_crash: bool = False
     startup_delay: float = 0.0
@@ -70,6 +74,8 @@ class ApiOptions:
     gpu_leak_mb_per_request: float = 0.0
     engine_death_after: float | None = None
     crash_after: float | None = None
+    step_seconds: float = 0.02
+    slow_prefill_seconds: float = 0.0
 
     def engine_config(self) -> protocol.EngineConfig:
         in_engine = self.leak_in == "engine"
@@ -84,6 +90,8 @@ class ApiOptions:
             gpu_leak_mb_per_request=self.gpu_leak_mb_per_request,
             orphan_on_parent_death=self.orphan_engine_on_crash,
             death_after_seconds=self.engine_death_after,
+            step_seconds=self.step_seconds,
+            slow_prefill_seconds=self.slow_prefill_seconds,
         )
 
 
@@ -107,10 +115,18 @@ class ApiState:
         self.hog = MemoryHog()
         if options.leak_in == "api":
             self.hog.configure(options.rss_leak_mb_per_request, options.rss_leak_mb_per_minute)
+        self.sleep_level = 0  # 0 awake; 1 weights offloaded; 2 everything discarded
         self.metrics = VllmMetrics(
-            waiting=lambda: engine.count("waiting"), running=lambda: engine.count("running")
+            waiting=lambda: engine.count("waiting"),
+            running=lambda: engine.count("running"),
+            sleep_level=lambda: self.sleep_level,
         )
+        engine.on_step = self.metrics.step
         self.started = now()
+        self.dead_status = DEAD_ENGINE_STATUS[options.vllm_generation]
+
+    def dead(self, what: str) -> ApiError:
+        return ApiError(self.dead_status, f"EngineCore is dead{what} [stand-in]")
 
 
 def _error(status: int, message: str, param: str | None = None) -> JSONResponse:
@@ -126,8 +142,15 @@ def build_app(state: ApiState) -> FastAPI:
         redoc_url=None,
         openapi_url=None,
     )
-    engine = state.engine
+    _add_error_handlers(app)
+    _add_server_routes(app, state)
+    _add_completions(app, state)
+    _add_sleep_routes(app, state)
+    _add_admin_routes(app, state)
+    return app
 
+
+def _add_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(ApiError)
     async def api_error(request: Request, exc: ApiError) -> JSONResponse:
         return _error(exc.status, exc.message, exc.param)
@@ -144,15 +167,21 @@ def build_app(state: ApiState) -> FastAPI:
     async def unexpected(request: Request, exc: Exception) -> JSONResponse:
         return _error(500, f"internal error: {type(exc).__name__}: {exc}")
 
+
+def _add_server_routes(app: FastAPI, state: ApiState) -> None:
+    """/health, /version, /v1/models, /metrics."""
+    engine = state.engine
+
     @app.api_route("/health", methods=["GET", "HEAD"])
     async def health() -> Response:
         if engine.alive:
             return Response(status_code=200, headers={"x-glyph-standin": "1"})
-        return _error(500, f"EngineCore is dead (exit code {engine.exit_code}) [stand-in]")
+        exc = state.dead(f" (exit code {engine.exit_code})")
+        return _error(exc.status, exc.message)
 
     @app.api_route("/version", methods=["GET", "HEAD"])
     async def version() -> dict[str, str]:
-        return {"version": f"{VLLM_VERSION} (glyph-standin)"}
+        return {"version": f"{VLLM_VERSIONS[state.options.vllm_generation]} (glyph-standin)"}
 
     @app.api_route("/v1/models", methods=["GET", "HEAD"])
     async def models() -> dict[str, Any]:
@@ -176,11 +205,15 @@ def build_app(state: ApiState) -> FastAPI:
     async def metrics() -> Response:
         return Response(state.metrics.render(), media_type="text/plain; version=0.0.4")
 
+
+def _add_completions(app: FastAPI, state: ApiState) -> None:
     @app.post("/v1/chat/completions")
     async def chat(request: Request) -> Response:
         body = parse_request(await request.body())
-        if not engine.alive:
-            raise ApiError(500, "EngineCore is dead; cannot serve requests [stand-in]")
+        if not state.engine.alive:
+            raise state.dead("; cannot serve requests")
+        if state.sleep_level:
+            raise ApiError(503, "the engine is sleeping; POST /wake_up first [stand-in]")
         if body.stream:
             return StreamingResponse(_stream(state, body), media_type="text/event-stream")
         started = time.monotonic()
@@ -203,6 +236,26 @@ def build_app(state: ApiState) -> FastAPI:
             )
         )
 
+
+def _add_sleep_routes(app: FastAPI, state: ApiState) -> None:
+    """vLLM's sleep mode: a sleeping engine keeps /health 200 and refuses requests."""
+
+    @app.post("/sleep")
+    async def sleep(level: int = Query(default=1, ge=1, le=2)) -> Response:
+        state.sleep_level = level
+        return Response(status_code=200)
+
+    @app.post("/wake_up")
+    async def wake_up() -> Response:
+        state.sleep_level = 0
+        return Response(status_code=200)
+
+    @app.get("/is_sleeping")
+    async def is_sleeping() -> dict[str, bool]:
+        return {"is_sleeping": state.sleep_level > 0}
+
+
+def _add_admin_routes(app: FastAPI, state: ApiState) -> None:
     @app.post("/admin/fault")
     async def admin_fault(request: Request) -> JSONResponse:
         _require_loopback(request)
@@ -218,8 +271,6 @@ def build_app(state: ApiState) -> FastAPI:
         _require_loopback(request)
         return await _describe(state)
 
-    return app
-
 
 def _require_loopback(request: Request) -> None:
     if not loopback_client(request.client.host if request.client else None):
@@ -228,11 +279,11 @@ def _require_loopback(request: Request) -> None:
 
 async def _complete(state: ApiState, body: ChatRequest) -> Completion:
     try:
-        result = await state.engine.complete(body.text(), body.token_limit)
+        result = await state.engine.complete(body.text(), body.token_limit, body.ignore_eos)
     except ShuttingDown:
         raise ApiError(503, "the server is shutting down") from None
     except EngineDead as exc:
-        raise ApiError(500, f"EngineCore is dead: {exc} [stand-in]") from None
+        raise state.dead(f": {exc}") from None
     except RequestFailed as exc:
         raise ApiError(500, f"the engine failed this request: {exc}") from None
     state.hog.on_request()
@@ -314,7 +365,9 @@ async def _describe(state: ApiState) -> dict[str, Any]:
         "stand_in": True,
         "api": {
             "pid": os.getpid(),
+            "vllm_generation": state.options.vllm_generation,
             "keep_alive_on_engine_death": state.keep_alive,
+            "sleep_level": state.sleep_level,
             "rss_leak": {
                 "where": "api",
                 "mb_per_request": state.hog.mb_per_request,
@@ -328,7 +381,8 @@ async def _describe(state: ApiState) -> dict[str, Any]:
 
 
 async def _watch_engine(state: ApiState, lifecycle: Lifecycle) -> None:
-    """vLLM's watchdog: when the engine dies, /health turns 500 and the API exits ~5 s later."""
+    """vLLM's watchdog: when the engine dies, /health turns 500 (0.10) or 503 (current) and
+    the API exits ~5 s later, unless VLLM_KEEP_ALIVE_ON_ENGINE_DEATH keeps it answering."""
     code = await state.engine.wait_exit()
     if lifecycle.stopping.is_set():
         return

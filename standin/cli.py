@@ -5,15 +5,17 @@ from __future__ import annotations
 import argparse
 import sys
 from pathlib import Path
+from typing import TypeAlias
 
 from standin.api import ApiOptions, run_api
 from standin.gpu import NEEDS_GPU, backend_installed
 from standin.holdport import hold_port
 from standin.launcher import AllOptions, run_all
-from standin.names import STAND_IN_NOTICE
+from standin.load import LoadOptions, run_load
+from standin.names import MODEL_NAME, STAND_IN_NOTICE
 from standin.ui import UiOptions, default_cache_dir, run_ui
 
-COMMANDS = ("all", "api", "ui", "hold-port")
+COMMANDS = ("all", "api", "ui", "hold-port", "load")
 LOG_LEVELS = ("critical", "error", "warning", "info", "debug")
 
 _API_ADMIN = """run-time faults (loopback clients only):
@@ -21,11 +23,13 @@ _API_ADMIN = """run-time faults (loopback clients only):
   POST /admin/fault {"fault": "hang", "enabled": true}
   POST /admin/fault {"fault": "crash", "orphan_engine": true}   (exit code 70)
   POST /admin/fault {"fault": "slow", "seconds": 2.5}
+  POST /admin/fault {"fault": "slow_prefill", "seconds": 6}   (steps pause, then go on)
   POST /admin/fault {"fault": "rss_leak", "mb_per_request": 50, "mb_per_minute": 0,
                      "where": "engine"}
   POST /admin/fault {"fault": "gpu_leak", "mb_per_request": 100, "allocate_mb": 0}
   POST /admin/fault {"fault": "clear"}   (stops them; leaked memory stays held)
-  GET  /admin/faults"""
+  GET  /admin/faults
+sleep mode (as vLLM's): POST /sleep?level=1, POST /wake_up, GET /is_sleeping"""
 
 _UI_ADMIN = """run-time faults (loopback clients only):
   POST /admin/fault {"fault": "cache_growth", "kb_per_minute": 1024}
@@ -104,6 +108,16 @@ def _common(parser: argparse.ArgumentParser, port: int) -> argparse._ArgumentGro
     return running
 
 
+def _count(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a whole number: {text!r}") from None
+    if not 0 <= value <= 100_000:
+        raise argparse.ArgumentTypeError(f"must be between 0 and 100000: {text}")
+    return value
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="glyph-standin",
@@ -112,7 +126,18 @@ def build_parser() -> argparse.ArgumentParser:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     commands = parser.add_subparsers(dest="command", metavar="COMMAND")
+    _add_all(commands)
+    _add_api(commands)
+    _add_ui(commands)
+    _add_hold_port(commands)
+    _add_load(commands)
+    return parser
 
+
+_Commands: TypeAlias = "argparse._SubParsersAction[argparse.ArgumentParser]"
+
+
+def _add_all(commands: _Commands) -> None:
     run_all = commands.add_parser(
         "all",
         help="run the api and ui components as child processes (default)",
@@ -125,21 +150,44 @@ def build_parser() -> argparse.ArgumentParser:
     run_all.add_argument("--pages-dir", type=Path, default=None, help="the api's pages directory")
     run_all.add_argument("--log-level", choices=LOG_LEVELS, default="info")
 
+
+def _add_api(commands: _Commands) -> None:
     api = commands.add_parser(
         "api",
         help="the vLLM-shaped API process with its engine child",
         description=f"{STAND_IN_NOTICE}. A vLLM-shaped API process (/health, /v1/models, "
-        "/v1/chat/completions, /metrics) that spawns an engine child process.",
+        "/v1/chat/completions, /metrics, /sleep, /wake_up) that spawns an engine child process.",
         epilog=_API_ADMIN,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     faults = _common(api, 5002)
+    _add_api_engine(api)
+    _add_api_faults(faults)
+
+
+def _add_api_engine(api: argparse.ArgumentParser) -> None:
+    """How the API and its engine behave when nothing is wrong."""
     api.add_argument(
         "--pages-dir",
         type=Path,
         default=None,
         help="where the engine writes rendered PNG pages (default: "
         "/tmp/glyph-standin-pages-PORT, so instances never prune each other's pages)",
+    )
+    api.add_argument(
+        "--vllm-generation",
+        choices=("0.10", "current"),
+        default="0.10",
+        help="the vLLM it imitates: a dead engine answers /health 500 (0.10, Glyph's pin) or "
+        "503 (current, EngineDeadError) (default: %(default)s)",
+    )
+    api.add_argument(
+        "--step-seconds",
+        type=_seconds,
+        default=0.02,
+        metavar="S",
+        help="how long one engine step (one token of every running request) takes "
+        "(default: %(default)s)",
     )
     api.add_argument(
         "--keep-alive-on-engine-death",
@@ -151,7 +199,17 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="when the API process crashes or is killed, the engine stays behind as an orphan",
     )
-    faults.add_argument("--hang", action="store_true", help="the engine takes no requests")
+
+
+def _add_api_faults(faults: argparse._ArgumentGroup) -> None:
+    faults.add_argument("--hang", action="store_true", help="the engine makes no more steps")
+    faults.add_argument(
+        "--slow-prefill-seconds",
+        type=_seconds,
+        default=0.0,
+        metavar="S",
+        help="each prefill step takes S seconds: steps pause, then go on",
+    )
     faults.add_argument(
         "--engine-death-after",
         type=_seconds,
@@ -189,6 +247,8 @@ def build_parser() -> argparse.ArgumentParser:
         help="GPU memory leaked per request (needs torch or cupy and a GPU)",
     )
 
+
+def _add_ui(commands: _Commands) -> None:
     ui = commands.add_parser(
         "ui",
         help="the Gradio-shaped UI process",
@@ -214,6 +274,8 @@ def build_parser() -> argparse.ArgumentParser:
         help="cache growth: write this many KB of files per minute into the cache",
     )
 
+
+def _add_hold_port(commands: _Commands) -> None:
     hold = commands.add_parser(
         "hold-port",
         help="hold a port like a leftover process (listen, never answer)",
@@ -222,7 +284,23 @@ def build_parser() -> argparse.ArgumentParser:
     )
     hold.add_argument("port", type=_port)
     hold.add_argument("--host", default="127.0.0.1")
-    return parser
+
+
+def _add_load(commands: _Commands) -> None:
+    load = commands.add_parser(
+        "load",
+        help="generate load: streams of long generations and queue bursts",
+        description=f"{STAND_IN_NOTICE}. Keeps CONCURRENCY streams of long generations "
+        "(ignore_eos, MAX_TOKENS each) running against an OpenAI-compatible API, plus optional "
+        "bursts of short requests; prints a JSON summary and exits 1 if any request failed.",
+    )
+    load.add_argument("--url", default="http://127.0.0.1:5002", help="the api component")
+    load.add_argument("--model", default=MODEL_NAME)
+    load.add_argument("--concurrency", type=_count, default=4)
+    load.add_argument("--max-tokens", type=_count, default=1000)
+    load.add_argument("--duration", type=_seconds, default=60.0, metavar="S")
+    load.add_argument("--burst-every", type=_seconds, default=0.0, metavar="S")
+    load.add_argument("--burst-size", type=_count, default=0)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -250,6 +328,18 @@ def main(argv: list[str] | None = None) -> int:
         )
     if args.command == "hold-port":
         return hold_port(args.host, args.port)
+    if args.command == "load":
+        return run_load(
+            LoadOptions(
+                url=args.url,
+                model=args.model,
+                concurrency=args.concurrency,
+                max_tokens=max(1, args.max_tokens),
+                duration=args.duration,
+                burst_every=args.burst_every,
+                burst_size=args.burst_size,
+            )
+        )
     return run_all(
         AllOptions(
             host=args.host,
@@ -271,6 +361,7 @@ def _api(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
             port=args.port,
             pages_dir=args.pages_dir or Path(f"/tmp/glyph-standin-pages-{args.port}"),
             log_level=args.log_level,
+            vllm_generation=args.vllm_generation,
             keep_alive_on_engine_death=args.keep_alive_on_engine_death,
             orphan_engine_on_crash=args.orphan_engine_on_crash,
             startup_delay=args.startup_delay,
@@ -284,5 +375,7 @@ def _api(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
             gpu_leak_mb_per_request=args.gpu_leak_mb_per_request,
             engine_death_after=args.engine_death_after,
             crash_after=args.crash_after,
+            step_seconds=args.step_seconds,
+            slow_prefill_seconds=args.slow_prefill_seconds,
         )
     )

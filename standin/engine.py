@@ -11,6 +11,8 @@ import sys
 import threading
 import time
 import uuid
+from dataclasses import dataclass
+from itertools import cycle, islice
 from pathlib import Path
 from types import FrameType
 from typing import Any, BinaryIO
@@ -45,17 +47,34 @@ class Channel:
                 pass  # the API process is gone; the parent watch decides what happens next
 
 
-def completion_tokens(pages: int, chars: int, max_tokens: int | None) -> tuple[list[str], str]:
-    """The stand-in's answer as word tokens, cut to max_tokens, and the finish reason."""
+def completion_tokens(
+    pages: int, chars: int, max_tokens: int | None, ignore_eos: bool = False
+) -> tuple[list[str], str]:
+    """The stand-in's answer as word tokens, cut to max_tokens, and the finish reason; with
+    ignore_eos (as vLLM's benchmarks ask) it runs on to max_tokens: a long generation."""
     plural = "" if pages == 1 else "s"
     text = (
         f"The Glyph stand-in rendered {pages} page{plural} from {chars} characters of text. "
         "No model was run."
     )
     tokens = _TOKEN.findall(text)
+    if ignore_eos and max_tokens is not None:
+        return list(islice(cycle(tokens), max_tokens)), "length"
     if max_tokens is not None and max_tokens < len(tokens):
         return tokens[:max_tokens], "length"
     return tokens, "stop"
+
+
+@dataclass
+class Sequence:
+    """A request the engine has prefilled: its answer comes out one token per step."""
+
+    answer: dict[str, Any]
+    emitted: int = 0
+
+    @property
+    def done(self) -> bool:
+        return self.emitted >= len(self.answer["tokens"])
 
 
 class Engine:
@@ -72,6 +91,7 @@ class Engine:
         if config.hang:
             self.hang.set()
         self.slow_seconds = config.slow_seconds
+        self.slow_prefill_seconds = config.slow_prefill_seconds
         self.orphan = config.orphan_on_parent_death
         self.rss = MemoryHog()
         self.gpu = GpuHog()
@@ -122,15 +142,53 @@ class Engine:
 
     # requests ----------------------------------------------------------------------------
     def _work(self) -> None:
+        """vLLM's loop in miniature: no steps while idle; each step either prefills the
+        requests just admitted or decodes one token of every running one."""
+        running: list[Sequence] = []
         while True:
-            request = self.requests.get()
-            while self.hang.is_set():
+            admitted = [] if running else [self.requests.get()]
+            while len(running) + len(admitted) < self.config.max_running:
+                try:
+                    admitted.append(self.requests.get_nowait())
+                except queue.Empty:
+                    break
+            while self.hang.is_set():  # requests in flight stay where they are
                 time.sleep(0.1)
+            if admitted:
+                running.extend(self._prefill(admitted))
+            else:
+                self._decode(running)
+            running = [seq for seq in running if not seq.done]
+
+    def _prefill(self, requests: list[dict[str, Any]]) -> list[Sequence]:
+        """One step per request admitted, as chunked prefill bounds each step's work."""
+        for request in requests:
             self.channel.send(protocol.STARTED, id=request["id"])
+        prefilled: list[Sequence] = []
+        for request in requests:
+            if self.slow_prefill_seconds:
+                time.sleep(self.slow_prefill_seconds)  # one long step: steps pause, then go on
             try:
-                self.channel.send(protocol.DONE, **self.complete(request))
+                seq = Sequence(self.complete(request))
             except Exception as exc:  # one bad request must not kill the engine
                 self.channel.send(protocol.FAILED, id=request["id"], message=str(exc))
+                continue
+            self.channel.send(protocol.STEP, tokens=seq.answer["prompt_tokens"])
+            self._finish([seq])
+            prefilled.append(seq)
+        return prefilled
+
+    def _decode(self, running: list[Sequence]) -> None:
+        time.sleep(self.config.step_seconds)
+        for seq in running:
+            seq.emitted += 1
+        self.channel.send(protocol.STEP, tokens=len(running))
+        self._finish(running)
+
+    def _finish(self, sequences: list[Sequence]) -> None:
+        for seq in sequences:
+            if seq.done:
+                self.channel.send(protocol.DONE, **seq.answer)
 
     def complete(self, request: dict[str, Any]) -> dict[str, Any]:
         if self.slow_seconds:
@@ -144,7 +202,10 @@ class Engine:
             self.gpu.allocate(self.gpu_leak_mb_per_request)
         max_tokens = request.get("max_tokens")
         tokens, finish = completion_tokens(
-            len(pages), len(text), max_tokens if isinstance(max_tokens, int) else None
+            len(pages),
+            len(text),
+            max_tokens if isinstance(max_tokens, int) else None,
+            bool(request.get("ignore_eos")),
         )
         return {
             "id": request["id"],
@@ -160,6 +221,7 @@ class Engine:
             "pid": os.getpid(),
             "hang": self.hang.is_set(),
             "slow_seconds": self.slow_seconds,
+            "slow_prefill_seconds": self.slow_prefill_seconds,
             "queued": self.requests.qsize(),
             "orphan_on_parent_death": self.orphan,
             "rss_leak": {
@@ -186,6 +248,8 @@ class Engine:
                 self.hang.clear()
         elif kind == "slow":
             self.slow_seconds = float(fault["seconds"])
+        elif kind == "slow_prefill":
+            self.slow_prefill_seconds = float(fault["seconds"])
         elif kind == "rss_leak":
             self.rss.configure(float(fault["mb_per_request"]), float(fault["mb_per_minute"]))
         elif kind == "gpu_leak":
@@ -198,6 +262,7 @@ class Engine:
         elif kind == "clear":
             self.hang.clear()
             self.slow_seconds = 0.0
+            self.slow_prefill_seconds = 0.0
             self.rss.configure(0.0, 0.0)
             self.gpu_leak_mb_per_request = 0.0
 

@@ -72,6 +72,7 @@ class EngineClient:
         self._fatal: str | None = None
         self._reader: asyncio.Task[None] | None = None
         self._write_lock = asyncio.Lock()
+        self.on_step: Callable[[int], None] = lambda tokens: None  # once per engine step
 
     @property
     def pid(self) -> int | None:
@@ -112,7 +113,9 @@ class EngineClient:
         await self._exited.wait()
         return self.exit_code if self.exit_code is not None else -1
 
-    async def complete(self, text: str, max_tokens: int | None) -> Completion:
+    async def complete(
+        self, text: str, max_tokens: int | None, ignore_eos: bool = False
+    ) -> Completion:
         """Queue one request at the engine and wait for its answer (EngineDead if it dies)."""
         if not self.alive:
             raise EngineDead("the engine process is dead")
@@ -122,7 +125,13 @@ class EngineClient:
         self._states[request_id] = "waiting"
         try:
             await self._write(
-                protocol.encode(protocol.REQUEST, id=request_id, text=text, max_tokens=max_tokens)
+                protocol.encode(
+                    protocol.REQUEST,
+                    id=request_id,
+                    text=text,
+                    max_tokens=max_tokens,
+                    ignore_eos=ignore_eos,
+                )
             )
         except EngineDead:
             self._forget(request_id)
@@ -231,6 +240,8 @@ class EngineClient:
                 self._ready.set_result(None)
         elif kind == protocol.FATAL:
             self._fatal = str(message.get("message", "engine failed"))
+        elif kind == protocol.STEP:
+            self.on_step(int(message.get("tokens") or 0))
         elif kind == protocol.STARTED:
             if request_id in self._states:
                 self._states[request_id] = "running"

@@ -41,6 +41,14 @@ class Slow(_Fault):
     seconds: float = Field(ge=0, le=3600)
 
 
+class SlowPrefill(_Fault):
+    """Each prefill step takes this many seconds: the engine makes no step meanwhile, then
+    goes on (one long prefill of a large multimodal request)."""
+
+    fault: Literal["slow_prefill"]
+    seconds: float = Field(ge=0, le=3600)
+
+
 class RssLeak(_Fault):
     """Host memory leaked per request and/or per minute, in the engine or the API process."""
 
@@ -72,7 +80,8 @@ class Clear(_Fault):
 
 
 ApiFault = Annotated[
-    EngineDeath | Hang | Crash | Slow | RssLeak | GpuLeak | Clear, Field(discriminator="fault")
+    EngineDeath | Hang | Crash | Slow | SlowPrefill | RssLeak | GpuLeak | Clear,
+    Field(discriminator="fault"),
 ]
 UiFault = Annotated[Crash | Slow | CacheGrowth | Clear, Field(discriminator="fault")]
 

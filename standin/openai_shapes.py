@@ -70,6 +70,7 @@ class ChatRequest(_Open):
     max_completion_tokens: int | None = Field(default=None, ge=1)
     stream: bool = False
     stream_options: StreamOptions | None = None
+    ignore_eos: bool = False  # vLLM's extra sampling parameter: generate up to max_tokens
 
     @property
     def token_limit(self) -> int | None:

@@ -24,16 +24,20 @@ class EngineConfig(BaseModel):
     gpu_leak_mb_per_request: float = Field(default=0.0, ge=0)
     orphan_on_parent_death: bool = False
     death_after_seconds: float | None = Field(default=None, ge=0)
+    step_seconds: float = Field(default=0.02, ge=0, le=10)
+    max_running: int = Field(default=16, ge=1, le=1024)
+    slow_prefill_seconds: float = Field(default=0.0, ge=0)
 
 
 # Message types. API -> engine: config (first line), request, control, shutdown.
-# Engine -> API: ready, fatal, started, done, failed, ack.
+# Engine -> API: ready, fatal, started, step, done, failed, ack.
 REQUEST = "request"
 CONTROL = "control"
 SHUTDOWN = "shutdown"
 READY = "ready"
 FATAL = "fatal"
 STARTED = "started"
+STEP = "step"  # one engine step, with the tokens it scheduled (vllm:iteration_tokens_total)
 DONE = "done"
 FAILED = "failed"
 ACK = "ack"

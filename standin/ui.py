@@ -158,8 +158,14 @@ def build_app(state: UiState) -> FastAPI:
         redoc_url=None,
         openapi_url=None,
     )
-    options = state.options
+    _add_error_handlers(app)
+    _add_gradio_routes(app)
+    _add_predict(app, state)
+    _add_admin_routes(app, state)
+    return app
 
+
+def _add_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(ApiError)
     async def api_error(request: Request, exc: ApiError) -> JSONResponse:
         return JSONResponse(error_body(exc.status, exc.message, exc.param), exc.status)
@@ -171,6 +177,10 @@ def build_app(state: UiState) -> FastAPI:
     @app.exception_handler(Exception)
     async def unexpected(request: Request, exc: Exception) -> JSONResponse:
         return JSONResponse(error_body(500, f"internal error: {type(exc).__name__}"), 500)
+
+
+def _add_gradio_routes(app: FastAPI) -> None:
+    """The page and /config, which answers whenever Gradio is up."""
 
     @app.api_route("/", methods=["GET", "HEAD"], response_class=HTMLResponse)
     async def index() -> str:
@@ -190,6 +200,10 @@ def build_app(state: UiState) -> FastAPI:
             ],
             "dependencies": [{"id": 0, "api_name": "predict", "inputs": [1], "outputs": [2]}],
         }
+
+
+def _add_predict(app: FastAPI, state: UiState) -> None:
+    options = state.options
 
     async def predict(request: Request) -> JSONResponse:
         try:
@@ -221,6 +235,8 @@ def build_app(state: UiState) -> FastAPI:
     for path in PREDICT_PATHS:
         app.add_api_route(path, predict, methods=["POST"])
 
+
+def _add_admin_routes(app: FastAPI, state: UiState) -> None:
     @app.post("/admin/fault")
     async def admin_fault(request: Request) -> JSONResponse:
         _require_loopback(request)
@@ -244,8 +260,6 @@ def build_app(state: UiState) -> FastAPI:
     async def admin_faults(request: Request) -> dict[str, Any]:
         _require_loopback(request)
         return _describe(state)
-
-    return app
 
 
 def _describe(state: UiState) -> dict[str, Any]:

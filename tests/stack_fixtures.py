@@ -39,6 +39,8 @@ def standin_deployment(
     api_port, ui_port = free_port(), free_port()
     cache = tmp_path / "gradio-cache"
     api["port"] = api_port
+    # Only this test's processes: a parallel run's stand-in must never be guarded or stopped.
+    api["match"]["cmdline"] = rf"(glyph-standin|-m\s+standin)\s+api\s+--port\s+{api_port}(\s|$)"
     api["remediation"]["restart"]["start"] = [
         "glyph-standin",
         "api",
@@ -51,6 +53,7 @@ def standin_deployment(
     api["remediation"]["restart"]["log_file"] = str(tmp_path / "logs" / "api-restarts.log")
     api.update(api_extra or {})
     ui["port"] = ui_port
+    ui["match"]["cmdline"] = rf"(glyph-standin|-m\s+standin)\s+ui\s+--port\s+{ui_port}(\s|$)"
     ui["caches"] = [f"{cache}/**"]
     ui["remediation"]["restart"]["start"] = [
         "glyph-standin",

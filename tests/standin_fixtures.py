@@ -13,6 +13,7 @@ from pathlib import Path
 
 import httpx
 import psutil
+from prometheus_client.parser import text_string_to_metric_families
 
 from tests.support import REPO, Spawned, free_port, spawned, wait_for
 
@@ -155,13 +156,14 @@ def admin(url: str, **fault: object) -> httpx.Response:
     return httpx.post(f"{url}/admin/fault", json=fault, timeout=10.0)
 
 
-def metric(url: str, name: str) -> float:
-    """One vllm: sample with model_name="glyph" from /metrics."""
-    prefix = f'{name}{{model_name="glyph"}} '
-    for line in httpx.get(f"{url}/metrics", timeout=5.0).text.splitlines():
-        if line.startswith(prefix):
-            return float(line[len(prefix) :])
-    raise AssertionError(f"{name} not in /metrics")
+def metric(url: str, name: str, **labels: str) -> float:
+    """One vllm: sample with vLLM's engine labels (model_name="glyph", engine="0")."""
+    wanted = {"model_name": "glyph", "engine": "0", **labels}
+    for family in text_string_to_metric_families(httpx.get(f"{url}/metrics", timeout=5.0).text):
+        for sample in family.samples:
+            if sample.name == name and sample.labels == wanted:
+                return float(sample.value)
+    raise AssertionError(f"{name}{wanted} not in /metrics")
 
 
 def gone(pid: int) -> bool:

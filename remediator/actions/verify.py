@@ -1,4 +1,4 @@
-"""Waiting after a start until every enabled probe of the component passes."""
+"""Waiting after a start until the component is healthy (glyph_common.health)."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ from dataclasses import dataclass
 import httpx
 
 from glyph_common.config import Component
-from glyph_common.probes import run_probe
+from glyph_common.health import check
 from glyph_common.processes import ProcessTable
 
 POLL_SECONDS = 0.25
@@ -37,17 +37,17 @@ async def verify(
     timeout: float,
     exit_code: Callable[[], int | None] = _no_exit,
 ) -> Verification:
-    """Probe until all pass, the started process exits non-zero, or timeout seconds pass."""
+    """Probe until healthy, the started process exits non-zero, or timeout seconds pass."""
     started = time.monotonic()
-    probes = [p for p in component.probes if p.enabled]
-    if not probes:
+    if not any(p.enabled for p in component.probes):
         return await _settle(min(SETTLE_SECONDS, timeout), exit_code)
     while True:
-        results = await asyncio.gather(*(run_probe(client, component, p) for p in probes))
+        health, results = await check(client, component)
         elapsed = time.monotonic() - started
         failing = [r for r in results if not r.success]
-        if not failing:
-            return Verification(True, elapsed, "all probes passed")
+        if health.healthy:
+            asleep = " (the engine sleeps: its canary is not counted)" if health.asleep else ""
+            return Verification(True, elapsed, f"all probes passed{asleep}")
         code = exit_code()
         if code is not None and code != 0:  # 0: a start script that daemonised; keep probing
             return Verification(False, elapsed, f"the start command exited with code {code}", code)
@@ -75,12 +75,11 @@ async def _settle(seconds: float, exit_code: Callable[[], int | None]) -> Verifi
 
 
 async def healthy_now(client: httpx.AsyncClient, component: Component) -> bool:
-    """The component has a process and every enabled probe passes, right now."""
+    """The component has a process and is healthy, right now."""
     table = ProcessTable()
     await asyncio.to_thread(table.refresh)
     tree = (await asyncio.to_thread(table.find, [component]))[component.name]
     if not tree.processes:
         return False
-    probes = [p for p in component.probes if p.enabled]
-    results = await asyncio.gather(*(run_probe(client, component, p) for p in probes))
-    return all(r.success for r in results)
+    health, _ = await check(client, component)
+    return health.healthy

@@ -1,0 +1,51 @@
+"""Reading a vLLM engine's own /metrics: queue, step count and sleep state, engines folded."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from prometheus_client.parser import text_string_to_metric_families
+
+WAITING = "vllm:num_requests_waiting"
+RUNNING = "vllm:num_requests_running"
+STEPS = "vllm:iteration_tokens_total"  # a histogram: its _count advances once per engine step
+SLEEP = "vllm:engine_sleep_state"
+FAMILIES = (WAITING, RUNNING, STEPS, SLEEP)
+
+
+@dataclass(frozen=True)
+class EngineReading:
+    """One read of the engine's metrics, summed over its label sets (model_name, engine)."""
+
+    waiting: float = 0.0
+    running: float = 0.0
+    steps: float | None = None  # None when the engine does not publish the step histogram
+    asleep: bool = False
+
+    @property
+    def has_work(self) -> bool:
+        return self.waiting + self.running > 0
+
+
+def _wanted(line: str) -> bool:
+    name = line[7:] if line.startswith(("# HELP ", "# TYPE ")) else line
+    return name.startswith(FAMILIES)
+
+
+def parse_engine_metrics(text: str) -> EngineReading:
+    """Only the families needed are handed to prometheus-client's parser (vLLM publishes
+    hundreds of histogram lines); ValueError when the exposition is malformed."""
+    wanted = "\n".join(line for line in text.splitlines() if _wanted(line)) + "\n"
+    sums = {WAITING: 0.0, RUNNING: 0.0}
+    steps: float | None = None
+    awake: list[float] = []
+    for family in text_string_to_metric_families(wanted):
+        for sample in family.samples:
+            if sample.name in sums:
+                sums[sample.name] += sample.value
+            elif sample.name == f"{STEPS}_count":
+                steps = (steps or 0.0) + sample.value
+            elif sample.name == SLEEP and sample.labels.get("sleep_state") == "awake":
+                awake.append(sample.value)
+    # Asleep when every engine says it is not awake (vLLM sleeps all engines together).
+    return EngineReading(sums[WAITING], sums[RUNNING], steps, bool(awake) and not any(awake))
