@@ -228,3 +228,41 @@ def test_prometheus_scrapes_the_services_where_they_listen_by_default() -> None:
     ]
     exporter = next(j for j in data["scrape_configs"] if j["job_name"] == "glyph-exporter")
     assert seconds(exporter["scrape_interval"]) <= 1, "a dead process is seen within seconds"
+
+
+# --------------------------------------------------------------------------- runbooks, watchdog
+
+RUNBOOKS = REPO / "docs" / "runbooks"
+
+
+def test_every_alert_links_its_runbook_page_in_the_repository() -> None:
+    bases = set()
+    for rule in alert_rules():
+        name = rule["alert"]
+        url = rule.get("annotations", {}).get("runbook_url", "")
+        base, _, page = url.rpartition("/docs/runbooks/")
+        assert base.startswith("https://") and page == f"{name}.md", f"{name}: runbook_url {url!r}"
+        bases.add(base)
+        text = (RUNBOOKS / page).read_text() if (RUNBOOKS / page).is_file() else ""
+        assert text.startswith(f"# {name}\n"), f"{name}: no runbook page docs/runbooks/{page}"
+        for part in ("**Means:**", "**The remediator**", "```"):
+            assert part in text, f"docs/runbooks/{page} lacks {part}"
+    assert len(bases) == 1, f"every runbook_url under one base: {bases}"
+
+
+def test_watchdog_always_fires_and_goes_to_its_own_receiver_only() -> None:
+    [watchdog] = [rule for rule in alert_rules() if rule["alert"] == "Watchdog"]
+    assert watchdog["expr"].strip() == "vector(1)"
+    assert "for" not in watchdog
+    labels = {"alertname": "Watchdog", **watchdog["labels"]}
+    path = "deploy/prometheus/alertmanager.yml"
+    argv = [f"{k}={v}" for k, v in sorted(labels.items())]
+    got = receivers(run("amtool", "config", "routes", "test", f"--config.file={path}", *argv))
+    assert got == ["watchdog"]
+    [route] = route_to(alertmanager(), "watchdog")
+    # The dead-man's switch is pinged at least every minute.
+    assert seconds(route["repeat_interval"]) <= 60 and seconds(route["group_interval"]) <= 60
+    # Another alert never reaches it.
+    argv = ["alertname=GlyphGpuLost", "component=gpu", "severity=critical"]
+    got = receivers(run("amtool", "config", "routes", "test", f"--config.file={path}", *argv))
+    assert "watchdog" not in got
