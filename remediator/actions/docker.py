@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import socket
 import time
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -18,6 +20,23 @@ POLL_SECONDS = 0.25
 def _engine(method: DockerRestart, timeout: float) -> httpx.Client:
     transport = httpx.HTTPTransport(uds=str(method.socket))
     return httpx.Client(transport=transport, base_url="http://docker", timeout=timeout)
+
+
+def _unreachable(path: Path) -> str | None:
+    """Why the engine's socket takes no connection (None: it does).
+
+    Connecting once here first also keeps a dead engine's socket from leaking a file
+    descriptor per attempt: httpx's unix transport does not close a socket whose connect failed.
+    """
+    if not path.is_socket():
+        return "no socket"
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as probe:
+        probe.settimeout(5.0)
+        try:
+            probe.connect(str(path))
+        except OSError as exc:
+            return exc.strerror or str(exc)
+    return None
 
 
 def _api_error(response: httpx.Response) -> str:
@@ -37,8 +56,9 @@ def _restart(
     """
     details: dict[str, Any] = {"container": method.container}
     path = f"/containers/{method.container}"
-    if not method.socket.is_socket():
-        return "failed_to_start", f"cannot reach Docker at {method.socket}: no socket", details
+    unreachable = _unreachable(method.socket)
+    if unreachable is not None:
+        return "failed_to_start", f"cannot reach Docker at {method.socket}: {unreachable}", details
     try:
         with _engine(method, grace + 30.0) as engine:
             response = engine.post(f"{path}/restart", params={"t": int(grace)})
