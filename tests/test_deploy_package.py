@@ -3,6 +3,7 @@ and glyph-stack (with Pillow) come with the `demo` extra; building prints no war
 
 from __future__ import annotations
 
+import shutil
 import subprocess
 import sys
 import zipfile
@@ -15,6 +16,7 @@ import pytest
 from tests.support import REPO
 
 WARNINGS = ("warning", "deprecat")
+NOT_SOURCES = (".*", "build", "dist", "*.egg-info", "__pycache__")
 
 
 def build_wheel(project: Path, out: Path) -> tuple[zipfile.ZipFile, str]:
@@ -48,9 +50,12 @@ def builder_warnings(output: str) -> list[str]:
 @pytest.fixture(scope="module")
 def wheels(tmp_path_factory: pytest.TempPathFactory) -> dict[str, tuple[zipfile.ZipFile, str]]:
     root = tmp_path_factory.mktemp("wheels")
+    # From a clean copy, as from an sdist: a checkout's build/ may hold stale packages.
+    source = root / "source"
+    shutil.copytree(REPO, source, ignore=shutil.ignore_patterns(*NOT_SOURCES))
     return {
-        "glyph-guard": build_wheel(REPO, root / "guard"),
-        "glyph-guard-demo": build_wheel(REPO / "demo", root / "demo"),
+        "glyph-guard": build_wheel(source, root / "guard"),
+        "glyph-guard-demo": build_wheel(source / "demo", root / "demo"),
     }
 
 
