@@ -180,23 +180,42 @@ def docker_state(request: pytest.FixtureRequest) -> Path:
     return state
 
 
+# One engine for the whole session, whichever test modules import the fixture (each import is a
+# fixture of its own to pytest): the first starts it, the last one's teardown stops it.
+_SHARED: dict[str, Any] = {"engine": None, "users": 0}
+
+
 @pytest.fixture(scope="session")
 def docker_engine(docker_state: Path) -> Iterator[Engine]:
     """The host's running Docker Engine, or our own dockerd (stopped after the session)."""
-    ensure_packages()
-    if ping(SYSTEM_SOCKET):
-        engine = Engine(SYSTEM_SOCKET)
-    else:
-        if os.geteuid() != 0:
-            pytest.skip("docker tests: no Docker Engine runs, and starting dockerd needs root")
-        engine = start_dockerd(docker_state)
+    if _SHARED["engine"] is None:
+        ensure_packages()
+        if ping(SYSTEM_SOCKET):
+            engine = Engine(SYSTEM_SOCKET)
+        else:
+            if os.geteuid() != 0:
+                pytest.skip("docker tests: no Docker Engine runs, and starting dockerd needs root")
+            engine = start_dockerd(docker_state)
+        try:
+            build_base_image(engine, docker_state)
+        except BaseException:
+            release(engine)
+            raise
+        _SHARED["engine"] = engine
+    _SHARED["users"] += 1
     try:
-        build_base_image(engine, docker_state)
-        yield engine
+        yield _SHARED["engine"]
     finally:
-        if engine.process is not None:
-            stop_dockerd(engine.process)
-            remove_runtime(engine.socket.parent)
+        _SHARED["users"] -= 1
+        if _SHARED["users"] == 0:
+            release(_SHARED["engine"])
+            _SHARED["engine"] = None
+
+
+def release(engine: Engine) -> None:
+    if engine.process is not None:
+        stop_dockerd(engine.process)
+        remove_runtime(engine.socket.parent)
 
 
 class _Quiet(http.server.SimpleHTTPRequestHandler):

@@ -82,9 +82,14 @@ class Stack:
         return f"{PROJECT}_{service}_1" if service != "glyph" else CONTAINER
 
 
-def compose_without_gpus(path: Path) -> None:
-    """docker-compose.yml as shipped, less the GPU reservations (no NVIDIA runtime here)."""
-    data = yaml.safe_load((REPO / "docker-compose.yml").read_text())
+def shipped_compose(path: Path, ports: dict[str, int]) -> None:
+    """docker-compose.yml as shipped, less the GPU reservations (no NVIDIA runtime here), and
+    with the test's ports in the healthchecks."""
+    text = (REPO / "docker-compose.yml").read_text()
+    for name, shipped in (("exporter", 9842), ("remediator", 9843)):
+        assert text.count(f"http://127.0.0.1:{shipped}/") == 1, name
+        text = text.replace(f"http://127.0.0.1:{shipped}/", f"http://127.0.0.1:{ports[name]}/")
+    data = yaml.safe_load(text)
     for svc in data["services"].values():
         deploy = svc.pop("deploy", None)
         if deploy is not None:
@@ -122,7 +127,7 @@ def render_configs(work: Path, ports: dict[str, int]) -> None:
     alertmanager = yaml.safe_load((REPO / "deploy" / "prometheus" / "alertmanager.yml").read_text())
     for receiver in alertmanager["receivers"]:
         for hook in receiver.get("webhook_configs", ()):
-            hook["url"] = f"{'http://127.0.0.1'}:{ports['remediator']}/alerts"
+            hook["url"] = f"http://127.0.0.1:{ports['remediator']}/alerts"
     (work / "alertmanager.yml").write_text(yaml.safe_dump(alertmanager))
 
 
@@ -144,7 +149,7 @@ def stack(
     (work / "token").write_text(token + "\n")
     os.chown(work / "token", 0, 10001)
     (work / "token").chmod(0o640)
-    compose_without_gpus(work / "docker-compose.yml")
+    shipped_compose(work / "docker-compose.yml", ports)
     env = {
         **docker_engine.env,
         "DOCKER_GID": str(docker_engine.socket.stat().st_gid),
@@ -306,6 +311,10 @@ def test_services_run_read_only_without_capabilities_as_shipped(stack: Stack, se
     assert host["CapDrop"] == ["ALL"] and not host.get("CapAdd")
     assert "no-new-privileges:true" in host["SecurityOpt"]
     assert host["NetworkMode"] == "host"
+    if "Healthcheck" in info["Config"]:
+        # The shipped healthcheck (every 30 s) passes in the image as built.
+        name = stack.container_of(service)
+        wait(lambda: stack.inspect(name)["State"]["Health"]["Status"] == "healthy", "healthy", 90)
     status = proc_status(info["State"]["Pid"])
     for kind in ("CapInh", "CapPrm", "CapEff", "CapBnd", "CapAmb"):
         assert int(status[kind], 16) == 0, f"{service}: {kind} {status[kind]}"
