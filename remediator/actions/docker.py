@@ -96,6 +96,19 @@ def _restart(
         return "failed_to_start", f"Docker answered something unexpected: {exc}", details
 
 
+def _exit_code(method: DockerRestart) -> int | None:
+    """The container's exit code once it stopped running; None while it runs (or unknown)."""
+    try:
+        with _engine(method, 10.0) as engine:
+            response = engine.get(f"/containers/{method.container}/json")
+            state = (response.json().get("State") or {}) if response.status_code == 200 else {}
+    except (httpx.HTTPError, ValueError):
+        return None
+    if state.get("Running", True):
+        return None
+    return int(state.get("ExitCode") or 0)
+
+
 async def restart_docker(component: Component, method: DockerRestart, kit: Toolkit) -> ActionResult:
     """Restart the container (Docker stops its processes), then verify with the probes."""
     remediation = component.remediation
@@ -108,5 +121,13 @@ async def restart_docker(component: Component, method: DockerRestart, kit: Toolk
     left = max(0.1, remediation.startup_timeout_seconds - (time.monotonic() - started))
     check = await verify(kit.client, component, left)
     details["verify_seconds"] = round(check.seconds, 3)
-    outcome: Outcome = "succeeded" if check.healthy else "unhealthy_after_start"
-    return ActionResult(outcome, f"{reason}; {check.detail}", details)
+    if check.healthy:
+        return ActionResult("succeeded", f"{reason}; {check.detail}", details)
+    # A container that exits at once can still read as running right after the restart.
+    exited = await asyncio.to_thread(_exit_code, method)
+    if exited is not None:
+        details["running"] = False
+        return ActionResult(
+            "failed_to_start", f"container not running (exit code {exited})", details
+        )
+    return ActionResult("unhealthy_after_start", f"{reason}; {check.detail}", details)
