@@ -1,20 +1,21 @@
 #!/usr/bin/env bash
-# Installs what glyph-guard needs on a fresh Debian machine: a virtualenv with the package
-# (and its test tools with --test), plus Prometheus, Alertmanager and promtool from Debian.
+# Installs what glyph-guard needs on a fresh Debian machine: a virtualenv with the package and
+# its demo extra (the stand-in Glyph and glyph-stack, demo/pyproject.toml), with --test its
+# test tools too, plus Prometheus, Alertmanager and promtool from Debian.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-extras="."
-if [ "${1:-}" = "--test" ]; then extras=".[test]"; fi
+extras=".[demo]"
+if [ "${1:-}" = "--test" ]; then extras=".[demo,test]"; fi
 
 python=${PYTHON:-python3}
 if [ ! -x .venv/bin/python ]; then
     "$python" -m venv .venv
 fi
-stamp=".venv/.installed-$(sha256sum pyproject.toml | cut -c1-16)-${extras//[^a-z]/}"
+stamp=".venv/.installed-$(cat pyproject.toml demo/pyproject.toml | sha256sum | cut -c1-16)-${extras//[^a-z]/}"
 if [ ! -f "$stamp" ]; then
     .venv/bin/python -m pip install --quiet --upgrade pip
-    .venv/bin/python -m pip install --quiet --editable "$extras"
+    .venv/bin/python -m pip install --quiet --editable "$extras" --editable ./demo
     touch "$stamp"
 fi
 
@@ -22,6 +23,8 @@ missing=()
 command -v promtool >/dev/null || missing+=(prometheus)
 { command -v prometheus-alertmanager >/dev/null || command -v alertmanager >/dev/null; } \
     || missing+=(prometheus-alertmanager)
+# The tests check the systemd units with systemd-analyze.
+if [ "${1:-}" = "--test" ]; then command -v systemd-analyze >/dev/null || missing+=(systemd); fi
 if [ ${#missing[@]} -gt 0 ]; then
     sudo=()
     if [ "$(id -u)" -ne 0 ]; then

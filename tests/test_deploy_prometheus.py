@@ -3,18 +3,24 @@ rules and routes keep the promises the remediator relies on."""
 
 from __future__ import annotations
 
+import http.server
+import json
 import re
 import shutil
 import subprocess
+import threading
+import time
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
+import httpx
 import pytest
 import yaml
 
 from glyph_common.config import ExporterSettings, RemediatorSettings, load_config
 from glyph_stack.configs import Ports, write_stack_files
-from tests.support import REPO
+from glyph_stack.services import find_binary
+from tests.support import REPO, free_port, spawned, wait_for
 
 PROMETHEUS = REPO / "deploy" / "prometheus"
 ACTIONS = {"restart", "clean_cache"}
@@ -228,3 +234,105 @@ def test_prometheus_scrapes_the_services_where_they_listen_by_default() -> None:
     ]
     exporter = next(j for j in data["scrape_configs"] if j["job_name"] == "glyph-exporter")
     assert seconds(exporter["scrape_interval"]) <= 1, "a dead process is seen within seconds"
+
+
+# --------------------------------------------------------------------------- runbooks, watchdog
+
+RUNBOOKS = REPO / "docs" / "runbooks"
+
+
+def test_every_alert_links_its_runbook_page_in_the_repository() -> None:
+    bases = set()
+    for rule in alert_rules():
+        name = rule["alert"]
+        url = rule.get("annotations", {}).get("runbook_url", "")
+        base, _, page = url.rpartition("/docs/runbooks/")
+        assert base.startswith("https://") and page == f"{name}.md", f"{name}: runbook_url {url!r}"
+        bases.add(base)
+        text = (RUNBOOKS / page).read_text() if (RUNBOOKS / page).is_file() else ""
+        assert text.startswith(f"# {name}\n"), f"{name}: no runbook page docs/runbooks/{page}"
+        for part in ("**Means:**", "**The remediator**", "```"):
+            assert part in text, f"docs/runbooks/{page} lacks {part}"
+    assert len(bases) == 1, f"every runbook_url under one base: {bases}"
+
+
+def test_watchdog_always_fires_and_goes_to_its_own_receiver_only() -> None:
+    [watchdog] = [rule for rule in alert_rules() if rule["alert"] == "Watchdog"]
+    assert watchdog["expr"].strip() == "vector(1)"
+    assert "for" not in watchdog
+    labels = {"alertname": "Watchdog", **watchdog["labels"]}
+    path = "deploy/prometheus/alertmanager.yml"
+    argv = [f"{k}={v}" for k, v in sorted(labels.items())]
+    got = receivers(run("amtool", "config", "routes", "test", f"--config.file={path}", *argv))
+    assert got == ["watchdog"]
+    [route] = route_to(alertmanager(), "watchdog")
+    # The dead-man's switch is pinged at least every minute.
+    assert seconds(route["repeat_interval"]) <= 60 and seconds(route["group_interval"]) <= 60
+    # Another alert never reaches it.
+    argv = ["alertname=GlyphGpuLost", "component=gpu", "severity=critical"]
+    got = receivers(run("amtool", "config", "routes", "test", f"--config.file={path}", *argv))
+    assert "watchdog" not in got
+
+
+class _Hooks(http.server.BaseHTTPRequestHandler):
+    """Records each webhook delivery: (path, body)."""
+
+    received: ClassVar[list[tuple[str, dict[str, Any]]]] = []
+
+    def do_POST(self) -> None:
+        body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+        self.received.append((self.path, body))
+        self.send_response(200)
+        self.send_header("Content-Length", "0")
+        self.end_headers()
+
+    def log_message(self, format: str, *args: object) -> None:
+        pass
+
+
+def test_watchdog_pings_its_receiver_through_a_real_alertmanager(tmp_path: Path) -> None:
+    hooks = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Hooks)
+    threading.Thread(target=hooks.serve_forever, daemon=True).start()
+    base = f"http://127.0.0.1:{hooks.server_address[1]}"
+    token = tmp_path / "token"
+    token.write_text("t\n")
+    config = alertmanager()
+    for receiver in config["receivers"]:
+        if receiver["name"] == "watchdog":
+            # What the runbook tells the operator to add: the dead-man's switch's ping URL.
+            receiver["webhook_configs"] = [{"url": f"{base}/ping", "send_resolved": False}]
+        for hook in receiver.get("webhook_configs", ()):
+            if "http_config" in hook:
+                hook["url"] = f"{base}/remediator"
+                hook["http_config"]["authorization"]["credentials_file"] = str(token)
+    (tmp_path / "alertmanager.yml").write_text(yaml.safe_dump(config))
+    port = free_port()
+    argv = [
+        find_binary("prometheus-alertmanager", "alertmanager"),
+        f"--config.file={tmp_path / 'alertmanager.yml'}",
+        f"--storage.path={tmp_path / 'data'}",
+        f"--web.listen-address=127.0.0.1:{port}",
+        "--cluster.listen-address=",
+    ]
+    url = f"http://127.0.0.1:{port}"
+    try:
+        with spawned(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL):
+            wait_for(lambda: ready(f"{url}/-/ready"), 30)
+            [watchdog] = [rule for rule in alert_rules() if rule["alert"] == "Watchdog"]
+            alert = {"labels": {"alertname": "Watchdog", **watchdog["labels"]}}
+            httpx.post(f"{url}/api/v2/alerts", json=[alert], timeout=5).raise_for_status()
+            wait_for(lambda: _Hooks.received, 20)
+            time.sleep(2)  # the remediator's route (group_wait 1 s) would have sent by now
+    finally:
+        hooks.shutdown()
+        hooks.server_close()
+    [(path, body)] = _Hooks.received
+    assert path == "/ping" and body["receiver"] == "watchdog"
+    assert [a["labels"]["alertname"] for a in body["alerts"]] == ["Watchdog"]
+
+
+def ready(url: str) -> bool:
+    try:
+        return httpx.get(url, timeout=1).status_code == 200
+    except httpx.HTTPError:
+        return False

@@ -1,9 +1,11 @@
-"""The systemd and docker restart backends through doubles, and clean_cache on a real tree."""
+"""The systemd backend through a systemctl double, the docker backend where no real engine
+can be (tests/test_docker_backend.py has the real one), and clean_cache on a real tree."""
 
 from __future__ import annotations
 
 import json
 import os
+import socket
 import time
 from pathlib import Path
 from typing import Any
@@ -80,51 +82,19 @@ def test_systemd_failure_is_reported(
     assert systemctl_log.read_text().count("restart") == 1
 
 
-def _docker(tmp_path: Path, state: dict[str, Any], container: str = "glyph") -> Any:
+def test_docker_answering_something_unexpected_is_reported(tmp_path: Path) -> None:
+    """What no real engine sends (a proxy's page in front of it, say): the loopback double."""
     socket_path = tmp_path / "docker.sock"
-    engine = FakeDockerEngine(socket_path, {"glyph": state})
-    restart = {"backend": "docker", "container": container, "socket": str(socket_path)}
-    return engine, restart
-
-
-def test_docker_backend_restarts_through_the_engine_api(tmp_path: Path) -> None:
-    port = free_port()
-    engine, restart = _docker(tmp_path, {"Running": True, "Health": {"Status": "healthy"}})
-    config = make_config(tmp_path, {"api": probed(port, restart)})
-    with engine, spawned(service_argv(port, marker())), Remediator(config) as rem:
-        wait_for(lambda: healthy(port), 10)
-        rem.post(payload())
-        [action] = rem.finished_actions(1)
-        assert action["outcome"] == "succeeded", action
-        assert action["details"]["health"] == "healthy"
-        assert engine.calls[0] == ("POST", "/containers/glyph/restart", "t=0")
-        assert ("GET", "/containers/glyph/json", "") in engine.calls
-
-
-@pytest.mark.parametrize(
-    ("state", "container", "outcome", "reason"),
-    [
-        ({"Running": True}, "missing", "failed_to_start", "No such container: missing"),
-        (
-            {"Running": True, "Health": {"Status": "unhealthy"}},
-            "glyph",
-            "unhealthy_after_start",
-            "healthcheck says unhealthy",
-        ),
-        ({"Running": False, "ExitCode": 137}, "glyph", "failed_to_start", "exit code 137"),
-    ],
-)
-def test_docker_failures_are_reported(
-    tmp_path: Path, state: dict[str, Any], container: str, outcome: str, reason: str
-) -> None:
-    engine, restart = _docker(tmp_path, state, container)
+    engine = FakeDockerEngine(socket_path, {"glyph": b"<html>502 Bad Gateway</html>"})
+    restart = {"backend": "docker", "container": "glyph", "socket": str(socket_path)}
     component = probed(free_port(), restart, startup_timeout_seconds=0.5)
     config = make_config(tmp_path, {"api": component}, budget={"max_restarts": 1})
     with engine, Remediator(config) as rem:
         rem.post(payload())
         [action] = rem.finished_actions(1)
-        assert action["outcome"] == outcome
-        assert reason in action["reason"]
+        assert action["outcome"] == "failed_to_start"
+        assert "Docker answered something unexpected" in action["reason"]
+    assert engine.calls[0] == ("POST", "/containers/glyph/restart", "t=0")
 
 
 def test_docker_socket_missing_is_reported(tmp_path: Path) -> None:
@@ -204,3 +174,18 @@ def test_clean_cache_refuses_a_glob_rooted_at_the_filesystem_root() -> None:
     result = clean_cache(config.components[0], time.time())
     assert result.outcome == "failed"
     assert "refusing to clean a glob rooted at /" in result.details["errors"][0]
+
+
+def test_docker_socket_left_behind_by_a_dead_engine_is_reported(tmp_path: Path) -> None:
+    path = tmp_path / "docker.sock"
+    with socket.socket(socket.AF_UNIX) as listener:
+        listener.bind(str(path))  # the file stays; nobody listens on it any more
+    restart = {"backend": "docker", "container": "glyph", "socket": str(path)}
+    config = make_config(
+        tmp_path, {"api": probed(free_port(), restart)}, budget={"max_restarts": 1}
+    )
+    with Remediator(config) as rem:
+        rem.post(payload())
+        [action] = rem.finished_actions(1)
+        assert action["outcome"] == "failed_to_start"
+        assert f"cannot reach Docker at {path}" in action["reason"]

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import socket
 import time
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -18,6 +20,23 @@ POLL_SECONDS = 0.25
 def _engine(method: DockerRestart, timeout: float) -> httpx.Client:
     transport = httpx.HTTPTransport(uds=str(method.socket))
     return httpx.Client(transport=transport, base_url="http://docker", timeout=timeout)
+
+
+def _unreachable(path: Path) -> str | None:
+    """Why the engine's socket takes no connection (None: it does).
+
+    Connecting once here first also keeps a dead engine's socket from leaking a file
+    descriptor per attempt: httpx's unix transport does not close a socket whose connect failed.
+    """
+    if not path.is_socket():
+        return "no socket"
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as probe:
+        probe.settimeout(5.0)
+        try:
+            probe.connect(str(path))
+        except OSError as exc:
+            return exc.strerror or str(exc)
+    return None
 
 
 def _api_error(response: httpx.Response) -> str:
@@ -37,8 +56,9 @@ def _restart(
     """
     details: dict[str, Any] = {"container": method.container}
     path = f"/containers/{method.container}"
-    if not method.socket.is_socket():
-        return "failed_to_start", f"cannot reach Docker at {method.socket}: no socket", details
+    unreachable = _unreachable(method.socket)
+    if unreachable is not None:
+        return "failed_to_start", f"cannot reach Docker at {method.socket}: {unreachable}", details
     try:
         with _engine(method, grace + 30.0) as engine:
             response = engine.post(f"{path}/restart", params={"t": int(grace)})
@@ -76,6 +96,19 @@ def _restart(
         return "failed_to_start", f"Docker answered something unexpected: {exc}", details
 
 
+def _exit_code(method: DockerRestart) -> int | None:
+    """The container's exit code once it stopped running; None while it runs (or unknown)."""
+    try:
+        with _engine(method, 10.0) as engine:
+            response = engine.get(f"/containers/{method.container}/json")
+            state = (response.json().get("State") or {}) if response.status_code == 200 else {}
+    except (httpx.HTTPError, ValueError):
+        return None
+    if state.get("Running", True):
+        return None
+    return int(state.get("ExitCode") or 0)
+
+
 async def restart_docker(component: Component, method: DockerRestart, kit: Toolkit) -> ActionResult:
     """Restart the container (Docker stops its processes), then verify with the probes."""
     remediation = component.remediation
@@ -88,5 +121,13 @@ async def restart_docker(component: Component, method: DockerRestart, kit: Toolk
     left = max(0.1, remediation.startup_timeout_seconds - (time.monotonic() - started))
     check = await verify(kit.client, component, left)
     details["verify_seconds"] = round(check.seconds, 3)
-    outcome: Outcome = "succeeded" if check.healthy else "unhealthy_after_start"
-    return ActionResult(outcome, f"{reason}; {check.detail}", details)
+    if check.healthy:
+        return ActionResult("succeeded", f"{reason}; {check.detail}", details)
+    # A container that exits at once can still read as running right after the restart.
+    exited = await asyncio.to_thread(_exit_code, method)
+    if exited is not None:
+        details["running"] = False
+        return ActionResult(
+            "failed_to_start", f"container not running (exit code {exited})", details
+        )
+    return ActionResult("unhealthy_after_start", f"{reason}; {check.detail}", details)

@@ -1,4 +1,5 @@
-"""A Docker Engine double: the API subset the remediator uses, on a unix socket, recording calls."""
+"""A Docker Engine double for what a real engine never answers (tests/test_docker_backend.py has
+the real one): the API subset the remediator uses, on a unix socket, recording calls."""
 
 from __future__ import annotations
 
@@ -31,6 +32,13 @@ class _Handler(BaseHTTPRequestHandler):
         self.end_headers()
         self.wfile.write(data)
 
+    def _raw(self, code: int, data: bytes) -> None:
+        self.send_response(code)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        self.wfile.write(data)
+
     def _route(self, method: str) -> None:
         engine = self.server.engine
         path, _, query = self.path.partition("?")
@@ -44,6 +52,8 @@ class _Handler(BaseHTTPRequestHandler):
             self._answer(404, {"message": f"No such container: {match['name']}"})
         elif method == "POST" and match["verb"] == "restart":
             self._answer(204)
+        elif method == "GET" and match["verb"] == "json" and isinstance(state, bytes):
+            self._raw(200, state)
         elif method == "GET" and match["verb"] == "json":
             self._answer(200, {"Name": "/" + match["name"], "State": state})
         else:
@@ -63,7 +73,7 @@ class _Handler(BaseHTTPRequestHandler):
 class FakeDockerEngine:
     """Containers by name with the State that inspect returns; every call is kept in `calls`."""
 
-    def __init__(self, socket_path: Path, containers: dict[str, dict[str, Any]]) -> None:
+    def __init__(self, socket_path: Path, containers: dict[str, dict[str, Any] | bytes]) -> None:
         self.socket_path = socket_path
         self.containers = containers
         self.calls: list[tuple[str, str, str]] = []
