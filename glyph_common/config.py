@@ -49,12 +49,23 @@ def is_loopback(host: str) -> bool:
 class Matcher(_Frozen):
     """How to recognise a component's main process; a component is its whole tree."""
 
+    program: str | None = Field(
+        default=None,
+        description="regular expression the program's name must match in full: argv[0]'s"
+        " basename, or the script or `-m` module an interpreter (python, sh...) runs",
+    )
+    args: str | None = Field(
+        default=None, description="regular expression searched in the program's own arguments"
+    )
     cmdline: str | None = Field(
-        default=None, description="regular expression searched in the space-joined argv"
+        default=None,
+        description="regular expression searched in the space-joined argv (of any program,"
+        " wrappers too: prefer program and args)",
     )
     pidfile: Path | None = Field(default=None, description="file holding the main PID")
+    user: str | None = Field(default=None, description="user name or UID the process runs as")
 
-    @field_validator("cmdline")
+    @field_validator("program", "args", "cmdline")
     @classmethod
     def _compiles(cls, value: str | None) -> str | None:
         if value is not None:
@@ -66,8 +77,15 @@ class Matcher(_Frozen):
 
     @model_validator(mode="after")
     def _one_way(self) -> Matcher:
-        if self.cmdline is None and self.pidfile is None:
-            raise ValueError("set cmdline or pidfile")
+        if self.program is None and self.cmdline is None and self.pidfile is None:
+            raise ValueError("set program, cmdline or pidfile")
+        if self.args is not None and self.program is None:
+            raise ValueError("args needs a program")
+        if self.pidfile is not None and (self.program, self.cmdline, self.user) == (None,) * 3:
+            raise ValueError(
+                "a pidfile alone proves nothing about the PID it holds: also set program,"
+                " cmdline or user"
+            )
         return self
 
 

@@ -8,9 +8,10 @@ from pathlib import Path
 
 from glyph_common.config import CommandRestart, Deployment, load_config
 from glyph_common.processes import ProcessTable
+from glyph_common.stopping import collect, stop_processes
 from glyph_stack.configs import Ports, StackFiles, write_stack_files
 from glyph_stack.services import Service, StackError, find_binary
-from remediator.actions.tree import collect, session_members, stop_processes
+from remediator.actions.tree import session_members
 from remediator.store import Store
 
 
