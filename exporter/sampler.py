@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import threading
 import time
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
 
 import httpx
 
@@ -25,7 +25,7 @@ from exporter.snapshot import (
     Snapshot,
 )
 from glyph_common.config import Component, Deployment, Probe
-from glyph_common.probes import probe_once
+from glyph_common.probes import ProbeResult, run_probe
 from glyph_common.processes import ProcessTable
 
 log = logging.getLogger(__name__)
@@ -51,12 +51,7 @@ class Sampler:
         self._http_probes = [(c, p) for c, p in probes if p.kind != "canary"]
         self._canaries = [(c, p) for c, p in probes if p.kind == "canary"]
         self._accumulators = {(c.name, p.name): ProbeAccumulator(c.name, p.name) for c, p in probes}
-        # A fresh connection per probe, as a new client would need. Sync httpx in a pool costs
-        # far less CPU per probe than its async client on an event loop.
-        self._client = httpx.Client(
-            limits=httpx.Limits(max_connections=32, max_keepalive_connections=0), trust_env=False
-        )
-        self._pool = ThreadPoolExecutor(max_workers=8, thread_name_prefix="probe")
+        self._loop = asyncio.new_event_loop()  # every probe on its own schedule, on one thread
         self._stopping = threading.Event()
         self._ports_checked = float("-inf")
         self._threads: list[threading.Thread] = []
@@ -67,7 +62,6 @@ class Sampler:
         self._ports: tuple[PortReading, ...] = ()
         self._gpu = GpuSnapshot()
         self._probes: dict[tuple[str, str], ProbeStats] = {}
-        self._probes_lock = threading.Lock()  # the probe and the canary loops both update it
         self._caches: tuple[CacheUsage, ...] = ()
         self._runs: dict[str, CollectorRun] = {}
 
@@ -88,16 +82,17 @@ class Sampler:
         loops: list[tuple[str, float, Callable[[], None]]] = [
             ("processes", intervals.liveness, self._sample_liveness)
         ]
-        if self._http_probes:
-            loops.append(("probes", intervals.probes, self._prober(self._http_probes)))
-        if self._canaries:
-            loops.append(("canary", intervals.canary, self._prober(self._canaries)))
         if self._nvml is not None:
             loops.append(("gpu", intervals.gpu, self._sample_gpu))
         if any(c.caches for c in self._components):
             loops.append(("caches", intervals.caches, self._sample_caches))
-        for name, _, _ in loops:  # every key exists before scrapes iterate the dict
-            self._runs[name] = CollectorRun(name)
+        probers = [("probes", self._http_probes), ("canary", self._canaries)]
+        for name in [name for name, _, _ in loops] + [n for n, probes in probers if probes]:
+            self._runs[name] = CollectorRun(name)  # every key exists before scrapes iterate
+        if self._http_probes or self._canaries:
+            thread = threading.Thread(target=self._probe_forever, name="probes", daemon=True)
+            self._threads.append(thread)
+            thread.start()
         for name, interval, sample in loops:
             thread = threading.Thread(
                 target=self._every, args=(name, interval, sample), name=name, daemon=True
@@ -110,8 +105,6 @@ class Sampler:
         deadline = time.monotonic() + timeout
         for thread in self._threads:
             thread.join(max(0.0, deadline - time.monotonic()))
-        self._pool.shutdown(wait=False, cancel_futures=True)
-        self._client.close()
         if self._nvml is not None:
             self._nvml.close()
 
@@ -159,16 +152,52 @@ class Sampler:
         self._caches = measure_caches(self._components)
         self._leaks.observe_caches(self._caches, self._clock())
 
-    def _prober(self, probes: list[tuple[Component, Probe]]) -> Callable[[], None]:
-        def sample() -> None:
-            futures = [self._pool.submit(probe_once, self._client, c, p) for c, p in probes]
-            results = [future.result() for future in futures]
-            now = self._clock()
-            with self._probes_lock:
-                updated = dict(self._probes)
-                for result in results:
-                    key = (result.component, result.probe)
-                    updated[key] = self._accumulators[key].add(result, now)
-                self._probes = updated
+    def _probe_forever(self) -> None:
+        self._loop.run_until_complete(self._probe_all())
+        self._loop.run_until_complete(self._loop.shutdown_default_executor())
+        self._loop.close()
 
-        return sample
+    async def _probe_all(self) -> None:
+        intervals = self._config.exporter.intervals
+        # A fresh connection per probe, as a new client would need.
+        limits = httpx.Limits(max_connections=64, max_keepalive_connections=0)
+        async with httpx.AsyncClient(limits=limits, trust_env=False) as client:
+            tasks = [
+                asyncio.create_task(self._probe_every(client, "probes", intervals.probes, c, p))
+                for c, p in self._http_probes
+            ] + [
+                asyncio.create_task(self._probe_every(client, "canary", intervals.canary, c, p))
+                for c, p in self._canaries
+            ]
+            await asyncio.get_running_loop().run_in_executor(None, self._stopping.wait)
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+
+    async def _probe_every(
+        self,
+        client: httpx.AsyncClient,
+        collector: str,
+        interval: float,
+        component: Component,
+        probe: Probe,
+    ) -> None:
+        """One probe on its own schedule: a slow target delays nobody else's results."""
+        while True:
+            started = time.perf_counter()
+            try:
+                self._publish(collector, await run_probe(client, component, probe))
+            except Exception:
+                run = self._runs[collector]
+                self._runs[collector] = CollectorRun(
+                    collector, run.duration_seconds, run.errors + 1, run.last_timestamp
+                )
+                log.exception("probe %s of %s failed", probe.name, component.name)
+            await asyncio.sleep(max(0.0, interval - (time.perf_counter() - started)))
+
+    def _publish(self, collector: str, result: ProbeResult) -> None:
+        now = self._clock()
+        key = (result.component, result.probe)
+        self._probes = {**self._probes, key: self._accumulators[key].add(result, now)}
+        errors = self._runs[collector].errors
+        self._runs[collector] = CollectorRun(collector, result.duration_seconds, errors, now)
