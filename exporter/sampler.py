@@ -51,7 +51,6 @@ class Sampler:
         self._http_probes = [(c, p) for c, p in probes if p.kind != "canary"]
         self._canaries = [(c, p) for c, p in probes if p.kind == "canary"]
         self._accumulators = {(c.name, p.name): ProbeAccumulator(c.name, p.name) for c, p in probes}
-        self._loop = asyncio.new_event_loop()  # every probe on its own schedule, on one thread
         self._stopping = threading.Event()
         self._ports_checked = float("-inf")
         self._threads: list[threading.Thread] = []
@@ -153,9 +152,7 @@ class Sampler:
         self._leaks.observe_caches(self._caches, self._clock())
 
     def _probe_forever(self) -> None:
-        self._loop.run_until_complete(self._probe_all())
-        self._loop.run_until_complete(self._loop.shutdown_default_executor())
-        self._loop.close()
+        asyncio.run(self._probe_all())  # every probe on its own schedule, on one thread
 
     async def _probe_all(self) -> None:
         intervals = self._config.exporter.intervals
