@@ -10,7 +10,7 @@ from collections.abc import Callable
 
 import httpx
 
-from exporter.caches import measure_caches
+from exporter.cacheusage import measure_caches
 from exporter.leaks import LeakTracker, leak_settings
 from exporter.liveness import sample_liveness, sample_ports
 from exporter.nvml import NvmlReader

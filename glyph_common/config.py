@@ -116,10 +116,32 @@ class Probe(_Frozen):
         return self
 
 
+_SHARED_PARENTS = frozenset({"/home", "/var", "/usr", "/etc", "/run"})
+
+
+def _glob_root(glob: str) -> Path:
+    parts: list[str] = []
+    for part in Path(glob).parts:
+        if any(ch in part for ch in "*?["):
+            break
+        parts.append(part)
+    return Path(*parts)
+
+
+def _shared_directory(root: Path) -> bool:
+    """A top-level directory (/tmp, /home, /etc...), or one level below a shared one
+    (/home/alice, /var/tmp, /usr/local): too wide for a cache glob."""
+    parts = root.parts
+    return len(parts) <= 2 or (len(parts) == 3 and str(Path(*parts[:2])) in _SHARED_PARENTS)
+
+
 class Cache(_Frozen):
     """A cache directory glob whose files count against the component."""
 
     glob: Annotated[str, Field(min_length=2)]
+    owner: str | None = Field(
+        default=None, description="user name or UID whose files clean_cache may delete"
+    )
 
     @field_validator("glob")
     @classmethod
@@ -128,17 +150,18 @@ class Cache(_Frozen):
             raise ValueError("must be an absolute path glob")
         if ".." in Path(value).parts:
             raise ValueError("must not contain '..'")
+        root = _glob_root(value)
+        if _shared_directory(root):
+            raise ValueError(
+                f"{value} is rooted at {root}, a system or home directory that other programs"
+                " and users share: name the cache's own directory (e.g. /tmp/gradio/**)"
+            )
         return value
 
     @property
     def root(self) -> Path:
         """The longest leading directory without wildcards; nothing outside it is touched."""
-        parts: list[str] = []
-        for part in Path(self.glob).parts:
-            if any(ch in part for ch in "*?["):
-                break
-            parts.append(part)
-        return Path(*parts)
+        return _glob_root(self.glob)
 
 
 class CommandRestart(_Frozen):

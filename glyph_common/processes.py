@@ -26,6 +26,7 @@ class ProcessStats:
     cpu_seconds: float
     threads: int
     open_fds: int | None  # None when /proc/PID/fd is not readable
+    uid: int | None = None  # the real user; None when not readable
 
 
 @dataclass(frozen=True)
@@ -223,7 +224,7 @@ class ProcessTable:
                 return f"PID {pid}'s arguments do not match the config"
         if matcher.cmdline is not None and not re.search(matcher.cmdline, seen.cmdline):
             return f"PID {pid}'s command line does not match the config"
-        if matcher.user is not None and seen.uid != _user_id(matcher.user):
+        if matcher.user is not None and seen.uid != user_id(matcher.user):
             return f"PID {pid} runs as UID {seen.uid}, not as {matcher.user}"
         return None
 
@@ -246,7 +247,7 @@ def _uid(proc: psutil.Process) -> int | None:
 
 
 @functools.lru_cache(maxsize=64)
-def _user_id(user: str) -> int | None:
+def user_id(user: str) -> int | None:
     """A configured user (name or UID) as a UID; None (matching nobody) when unknown here."""
     if user.isdigit():
         return int(user)
@@ -299,6 +300,7 @@ def read_stats(proc: psutil.Process) -> ProcessStats | None:
                 cpu_seconds=cpu.user + cpu.system,
                 threads=proc.num_threads(),
                 open_fds=_open_fds(proc),
+                uid=_uid(proc),
             )
     except (psutil.NoSuchProcess, psutil.ZombieProcess, psutil.AccessDenied):
         return None
