@@ -319,6 +319,9 @@ class RemediatorSettings(_Frozen):
     """The remediator's own section."""
 
     listen: str = "127.0.0.1:9843"
+    allowed_hosts: tuple[str, ...] = Field(
+        default=(), description="host names clients may call the remediator by (IPs always)"
+    )
     token_file: Path | None = None
     basic_auth: BasicAuth | None = None
     state_db: Path = Path("/var/lib/glyph-guard/remediator.sqlite")
