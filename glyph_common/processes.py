@@ -151,11 +151,8 @@ class ProcessTable:
         current: dict[int, _Seen] = {}
         for pid in psutil.pids():
             old = self._seen.get(pid)
-            if (
-                old is not None
-                and not old.may_exec
-                and now - old.proc.create_time() > FRESH_SECONDS
-            ):
+            settled = old is not None and now - old.proc.create_time() > FRESH_SECONDS
+            if old is not None and settled and (not old.may_exec or _same_argv(old)):
                 current[pid] = old
                 continue
             try:
@@ -208,25 +205,41 @@ class ProcessTable:
             candidates: Iterable[int] = (pid,) if pid is not None else ()
         else:
             candidates = self._seen
-        return {pid for pid in candidates if self.rejection(matcher, pid) is None}
+        return {pid for pid in candidates if self._mismatch(matcher, pid) is None}
+
+    def _mismatch(self, matcher: Matcher, pid: int) -> str | None:
+        """Which rule PID breaks (a constant, cheap on the hot path), or None when it proves."""
+        if pid in self.protected or pid == self.own_pid:
+            return "protected"
+        seen = self._seen.get(pid)
+        if seen is None:
+            return "gone"
+        if matcher.program is not None:
+            if not _compiled(matcher.program).fullmatch(seen.program):
+                return "program"
+            if matcher.args is not None and not _compiled(matcher.args).search(seen.args):
+                return "args"
+        if matcher.cmdline is not None and not _compiled(matcher.cmdline).search(seen.cmdline):
+            return "cmdline"
+        if matcher.user is not None and seen.uid != user_id(matcher.user):
+            return "user"
+        return None
 
     def rejection(self, matcher: Matcher, pid: int) -> str | None:
         """Why PID is not the component's main process, or None when it proves to be."""
-        if pid in self.protected or pid == self.own_pid:
-            return f"PID {pid} is init, this service or one of its ancestors"
+        rule = self._mismatch(matcher, pid)
         seen = self._seen.get(pid)
-        if seen is None:
+        if rule is None:
+            return None
+        if rule == "protected":
+            return f"PID {pid} is init, this service or one of its ancestors"
+        if rule == "gone" or seen is None:
             return f"PID {pid} is not running (or not ours to read)"
-        if matcher.program is not None:
-            if not re.fullmatch(matcher.program, seen.program):
-                return f"PID {pid} runs {seen.program!r}, not a program matching the config"
-            if matcher.args is not None and not re.search(matcher.args, seen.args):
-                return f"PID {pid}'s arguments do not match the config"
-        if matcher.cmdline is not None and not re.search(matcher.cmdline, seen.cmdline):
-            return f"PID {pid}'s command line does not match the config"
-        if matcher.user is not None and seen.uid != user_id(matcher.user):
+        if rule == "user":
             return f"PID {pid} runs as UID {seen.uid}, not as {matcher.user}"
-        return None
+        if rule == "program":
+            return f"PID {pid} runs {seen.program!r}, not a program matching the config"
+        return f"PID {pid}'s {'arguments' if rule == 'args' else 'command line'} do not match"
 
     def _has_matched_ancestor(self, pid: int, matched: set[int]) -> bool:
         hops = 0
@@ -237,6 +250,19 @@ class ProcessTable:
             parent = self._seen[parent].ppid
             hops += 1
         return False
+
+
+def _same_argv(seen: _Seen) -> bool:
+    """Whether the process still runs the command line it had (False once gone or exec'd)."""
+    try:
+        return tuple(seen.proc.cmdline()) == seen.argv
+    except psutil.Error:
+        return False
+
+
+@functools.lru_cache(maxsize=256)
+def _compiled(pattern: str) -> re.Pattern[str]:
+    return re.compile(pattern)
 
 
 def _uid(proc: psutil.Process) -> int | None:
