@@ -118,6 +118,23 @@ def program_and_args(argv: tuple[str, ...] | list[str]) -> tuple[str, tuple[str,
     return name, ()
 
 
+def _argv_mismatch(matcher: Matcher, program: str, args: str, cmdline: str) -> str | None:
+    if matcher.program is not None:
+        if not _compiled(matcher.program).fullmatch(program):
+            return "program"
+        if matcher.args is not None and not _compiled(matcher.args).search(args):
+            return "args"
+    if matcher.cmdline is not None and not _compiled(matcher.cmdline).search(cmdline):
+        return "cmdline"
+    return None
+
+
+def argv_matches(matcher: Matcher, argv: tuple[str, ...] | list[str]) -> bool:
+    """Whether a command line satisfies the matcher's program, args and cmdline rules."""
+    program, args = program_and_args(argv)
+    return _argv_mismatch(matcher, program, " ".join(args), " ".join(argv)) is None
+
+
 def protected_pids() -> frozenset[int]:
     """PIDs no matcher may ever name: init, this process and every one of its ancestors."""
     pids = {0, 1, os.getpid()}
@@ -214,16 +231,10 @@ class ProcessTable:
         seen = self._seen.get(pid)
         if seen is None:
             return "gone"
-        if matcher.program is not None:
-            if not _compiled(matcher.program).fullmatch(seen.program):
-                return "program"
-            if matcher.args is not None and not _compiled(matcher.args).search(seen.args):
-                return "args"
-        if matcher.cmdline is not None and not _compiled(matcher.cmdline).search(seen.cmdline):
-            return "cmdline"
-        if matcher.user is not None and seen.uid != user_id(matcher.user):
+        wrong = _argv_mismatch(matcher, seen.program, seen.args, seen.cmdline)
+        if wrong is None and matcher.user is not None and seen.uid != user_id(matcher.user):
             return "user"
-        return None
+        return wrong
 
     def rejection(self, matcher: Matcher, pid: int) -> str | None:
         """Why PID is not the component's main process, or None when it proves to be."""

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import os
-import re
 import shutil
 import stat
 import subprocess
@@ -18,7 +17,7 @@ import pytest
 import yaml
 
 from glyph_common.config import default_config, parse_config
-from glyph_common.processes import ProcessTable, program_and_args
+from glyph_common.processes import ProcessTable, argv_matches, program_and_args
 from tests.exporter_fixtures import deployment, running_exporter, scrape
 from tests.remediator_doubles.harness import (
     TOKEN,
@@ -210,13 +209,9 @@ def test_the_shipped_profiles_match_programs_not_wrappers() -> None:
             assert component.match.program is not None, component.name
             assert component.match.cmdline is None, component.name
     matcher = default_config().components[0].match
-    assert matcher.program is not None and matcher.args is not None
 
     def matches(argv: list[str]) -> bool:
-        program, args = program_and_args(argv)
-        assert matcher.program is not None and matcher.args is not None
-        named = re.fullmatch(matcher.program, program)
-        return bool(named and re.search(matcher.args, " ".join(args)))
+        return argv_matches(matcher, argv)
 
     assert matches(["/usr/bin/python3", "/usr/local/bin/vllm", "serve", "zai-org/Glyph"])
     assert matches(["python3", "-m", "vllm.entrypoints.openai.api_server", "--model", "x"])
