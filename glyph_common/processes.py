@@ -157,7 +157,6 @@ class ProcessTable:
     MEMBERS_EVERY-th pass.
     """
 
-    own_pid: int = field(default_factory=os.getpid)
     protected: frozenset[int] = field(default_factory=protected_pids)
     _seen: dict[int, _Seen] = field(default_factory=dict)
     _passes: int = 0
@@ -226,7 +225,7 @@ class ProcessTable:
 
     def _mismatch(self, matcher: Matcher, pid: int) -> str | None:
         """Which rule PID breaks (a constant, cheap on the hot path), or None when it proves."""
-        if pid in self.protected or pid == self.own_pid:
+        if pid in self.protected:
             return "protected"
         seen = self._seen.get(pid)
         if seen is None:
