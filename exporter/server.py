@@ -164,7 +164,7 @@ def make_app(registry: CollectorRegistry) -> WSGIApp:
 
 
 class MetricsServer:
-    """A threaded HTTP server on its own thread; port 0 picks a free one."""
+    """The bounded HTTP server on its own thread; port 0 picks a free one."""
 
     def __init__(self, host: str, port: int, registry: CollectorRegistry) -> None:
         server_class = _V6Server if ":" in host else _BoundedServer
@@ -182,5 +182,6 @@ class MetricsServer:
 
     def stop(self) -> None:
         self._server.stop()
-        self._thread.join(5)
+        if self._thread.is_alive():
+            self._thread.join(5)
         self._server.server_close()
