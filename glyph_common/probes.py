@@ -46,6 +46,8 @@ MAX_BODY_BYTES = 1024 * 1024  # a probe judges at most this much of an answer, o
 class _Refused(Exception):
     """An answer the probe will not read: too large, or compressed in a way it does not take."""
 
+    status: int | None = None
+
 
 def _judge(probe: Probe, status: int, body: bytes) -> tuple[bool, str | None]:
     if status not in probe.expect_status:
@@ -113,7 +115,11 @@ async def _exchange(
         headers={"Accept-Encoding": "identity"},
         timeout=probe.timeout_seconds,
     ) as response:
-        return response.status_code, await _read_capped(response)
+        try:
+            return response.status_code, await _read_capped(response)
+        except _Refused as exc:
+            exc.status = response.status_code
+            raise
 
 
 async def run_probe(client: httpx.AsyncClient, component: Component, probe: Probe) -> ProbeResult:
@@ -127,7 +133,7 @@ async def run_probe(client: httpx.AsyncClient, component: Component, probe: Prob
         status = code
         success, error = _judge(probe, code, content)
     except _Refused as exc:
-        success, error = False, str(exc)
+        status, success, error = exc.status, False, str(exc)
     except (TimeoutError, asyncio.TimeoutError, httpx.HTTPError) as exc:
         success, error = False, _failure(probe, exc)
     return ProbeResult(

@@ -129,6 +129,7 @@ def test_a_body_over_the_cap_on_the_wire_fails_the_probe() -> None:
     with raw_server(chunked_huge) as port:
         result = probe(port)
     assert not result.success
+    assert result.status == 200
     assert result.error == f"the answer is larger than {MAX_BODY_BYTES} bytes"
 
 
