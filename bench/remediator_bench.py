@@ -90,6 +90,7 @@ def delivery(index: int) -> dict[str, Any]:
 
 def write_config(workdir: Path, port: int, service_port: int, mark: str) -> Path:
     (workdir / "token").write_text(TOKEN)
+    (workdir / "token").chmod(0o600)
     config = {
         "components": {
             "api": {

@@ -26,6 +26,7 @@ from glyph_common.config import (
     load_config,
     parse_listen,
 )
+from glyph_common.logflood import limit_log_floods
 from glyph_common.nvml import load_pynvml
 
 log = logging.getLogger("glyph-exporter")
@@ -69,6 +70,7 @@ def _run(argv: list[str]) -> int:
     parser.add_argument("--version", action="version", version=__version__)
     args = parser.parse_args(argv)
     logging.basicConfig(level=args.log_level, format="%(asctime)s %(levelname)s %(message)s")
+    limit_log_floods()
     config = _load(args.config)
     if args.listen:
         try:

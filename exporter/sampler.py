@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import threading
 import time
@@ -10,7 +11,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import httpx
 
-from exporter.caches import measure_caches
+from exporter.cacheusage import measure_caches
 from exporter.leaks import LeakTracker, leak_settings
 from exporter.liveness import sample_liveness, sample_ports
 from exporter.nvml import NvmlReader
@@ -29,8 +30,8 @@ from exporter.snapshot import (
     Snapshot,
 )
 from glyph_common.config import Component, Deployment, Probe
-from glyph_common.health import discover_model_blocking, with_model
-from glyph_common.probes import ProbeResult, probe_once
+from glyph_common.health import discover_model, with_model
+from glyph_common.probes import ProbeResult, run_probe
 from glyph_common.processes import ProcessTable
 
 log = logging.getLogger(__name__)
@@ -60,12 +61,11 @@ class Sampler:
         self._http_probes = [(c, p) for c, p in probes if p.kind != "canary"]
         self._canaries = [(c, p) for c, p in probes if p.kind == "canary"]
         self._accumulators = {(c.name, p.name): ProbeAccumulator(c.name, p.name) for c, p in probes}
-        # A fresh connection per probe, as a new client would need. Sync httpx in a pool costs
-        # far less CPU per probe than its async client on an event loop.
+        # The engine loop reads every engine endpoint at once, blocking, on a small pool.
         self._client = httpx.Client(
-            limits=httpx.Limits(max_connections=32, max_keepalive_connections=0), trust_env=False
+            limits=httpx.Limits(max_connections=8, max_keepalive_connections=0), trust_env=False
         )
-        self._pool = ThreadPoolExecutor(max_workers=8, thread_name_prefix="probe")
+        self._pool = ThreadPoolExecutor(max_workers=4, thread_name_prefix="engine")
         self._stopping = threading.Event()
         self._ports_checked = float("-inf")
         self._threads: list[threading.Thread] = []
@@ -76,7 +76,6 @@ class Sampler:
         self._ports: tuple[PortReading, ...] = ()
         self._gpu = GpuSnapshot()
         self._probes: dict[tuple[str, str], ProbeStats] = {}
-        self._probes_lock = threading.Lock()  # the probe and the canary loops both update it
         self._caches: tuple[CacheUsage, ...] = ()
         self._runs: dict[str, CollectorRun] = {}
         self._watches = {c.name: EngineWatch(c) for c in self._components if c.engine is not None}
@@ -106,19 +105,19 @@ class Sampler:
         loops: list[tuple[str, float, Callable[[], None]]] = [
             ("processes", intervals.liveness, self._sample_liveness)
         ]
-        if self._http_probes:
-            loops.append(("probes", intervals.probes, self._prober(self._http_probes)))
-        if self._canaries:
-            canary = self._prober(self._canaries, CANARY_STRIKES)
-            loops.append(("canary", intervals.canary, canary))
         if self._watches:
             loops.append(("engine", intervals.engine, self._sample_engines))
         if self._nvml is not None:
             loops.append(("gpu", intervals.gpu, self._sample_gpu))
         if any(c.caches for c in self._components):
             loops.append(("caches", intervals.caches, self._sample_caches))
-        for name, _, _ in loops:  # every key exists before scrapes iterate the dict
-            self._runs[name] = CollectorRun(name)
+        probers = [("probes", self._http_probes), ("canary", self._canaries)]
+        for name in [name for name, _, _ in loops] + [n for n, probes in probers if probes]:
+            self._runs[name] = CollectorRun(name)  # every key exists before scrapes iterate
+        if self._http_probes or self._canaries:
+            thread = threading.Thread(target=self._probe_forever, name="probes", daemon=True)
+            self._threads.append(thread)
+            thread.start()
         for name, interval, sample in loops:
             thread = threading.Thread(
                 target=self._every, args=(name, interval, sample), name=name, daemon=True
@@ -180,6 +179,87 @@ class Sampler:
         self._caches = measure_caches(self._components)
         self._leaks.observe_caches(self._caches, self._clock())
 
+    def _probe_forever(self) -> None:
+        asyncio.run(self._probe_all())  # every probe on its own schedule, on one thread
+
+    async def _probe_all(self) -> None:
+        intervals = self._config.exporter.intervals
+        # A fresh connection per probe, as a new client would need.
+        limits = httpx.Limits(max_connections=64, max_keepalive_connections=0)
+        async with httpx.AsyncClient(limits=limits, trust_env=False) as client:
+            tasks = [
+                asyncio.create_task(self._probe_every(client, "probes", intervals.probes, c, p))
+                for c, p in self._http_probes
+            ] + [
+                asyncio.create_task(self._probe_every(client, "canary", intervals.canary, c, p))
+                for c, p in self._canaries
+            ]
+            await asyncio.get_running_loop().run_in_executor(None, self._stopping.wait)
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+
+    async def _probe_every(
+        self,
+        client: httpx.AsyncClient,
+        collector: str,
+        interval: float,
+        component: Component,
+        probe: Probe,
+    ) -> None:
+        """One probe on its own schedule: a slow target delays nobody else's results."""
+        while True:
+            started = time.perf_counter()
+            try:
+                await self._probe(client, collector, component, probe)
+            except Exception:
+                run = self._runs[collector]
+                self._runs[collector] = CollectorRun(
+                    collector, run.duration_seconds, run.errors + 1, run.last_timestamp
+                )
+                log.exception("probe %s of %s failed", probe.name, component.name)
+            await asyncio.sleep(max(0.0, interval - (time.perf_counter() - started)))
+
+    async def _probe(
+        self, client: httpx.AsyncClient, collector: str, component: Component, probe: Probe
+    ) -> None:
+        """One probe; a failed canary is asked again at once, up to CANARY_STRIKES times."""
+        strikes = CANARY_STRIKES if probe.kind == "canary" else 1
+        for _ in range(strikes):
+            if probe.kind == "canary":
+                result = await self._ask_canary(client, component, probe)
+            else:
+                result = await run_probe(client, component, probe)
+            if result is None:
+                return
+            self._publish(collector, result)
+            if result.success or self._stopping.is_set():
+                return
+
+    async def _ask_canary(
+        self, client: httpx.AsyncClient, component: Component, probe: Probe
+    ) -> ProbeResult | None:
+        """A canary asks for the model served when the config names none. None: no
+        observation, as a canary is not asked (or not counted) while the engine sleeps."""
+        watch = self._watches.get(component.name)
+        if watch is not None and watch.latest.asleep:
+            return None
+        model = probe.model or self._models.get(component.name)
+        if model is None:
+            model = await discover_model(client, component)
+        result = await run_probe(client, component, with_model(probe, model))
+        if result.success and model is not None:
+            self._models[component.name] = model
+        else:  # a restart may serve another name: ask again next time
+            self._models.pop(component.name, None)
+        if not result.success and watch is not None:
+            # Refused because the engine was just put to sleep? Then it says nothing of a hang.
+            progress = await asyncio.to_thread(watch.read, self._client, self._clock())
+            self._publish_engines()
+            if progress.asleep:
+                return None
+        return result
+
     def _sample_engines(self) -> None:
         now = self._clock()
         futures = [self._pool.submit(w.read, self._client, now) for w in self._watches.values()]
@@ -191,56 +271,12 @@ class Sampler:
         with self._engines_lock:
             self._engines = tuple(w.latest for w in self._watches.values())
 
-    def _probe(self, component: Component, probe: Probe) -> ProbeResult | None:
-        """One probe; a canary without a configured model asks for the one served. None: no
-        observation, as a canary is not asked (or not counted) while the engine sleeps."""
-        if probe.kind != "canary":
-            return probe_once(self._client, component, probe)
-        watch = self._watches.get(component.name)
-        if watch is not None and watch.latest.asleep:
-            return None
-        model = probe.model or self._models.get(component.name)
-        if model is None:
-            model = discover_model_blocking(self._client, component)
-        result = probe_once(self._client, component, with_model(probe, model))
-        if result.success and model is not None:
-            self._models[component.name] = model
-        else:  # a restart may serve another name: ask again next time
-            self._models.pop(component.name, None)
-        if not result.success and watch is not None:
-            # Refused because the engine was just put to sleep? Then it says nothing of a hang.
-            asleep = watch.read(self._client, self._clock()).asleep
-            self._publish_engines()
-            if asleep:
-                return None
-        return result
-
-    def _prober(
-        self, probes: list[tuple[Component, Probe]], strikes: int = 1
-    ) -> Callable[[], None]:
-        """Each run probes all; a probe that fails is tried again at once, up to `strikes`
-        attempts, so that a hang takes `strikes` failures in a row and not as many intervals."""
-
-        def sample() -> None:
-            pending = probes
-            for _ in range(strikes):
-                futures = [(c, p, self._pool.submit(self._probe, c, p)) for c, p in pending]
-                results = [(c, p, future.result()) for c, p, future in futures]
-                self._publish([result for _, _, result in results if result is not None])
-                pending = [(c, p) for c, p, r in results if r is not None and not r.success]
-                if not pending or self._stopping.is_set():
-                    break
-
-        return sample
-
-    def _publish(self, results: list[ProbeResult]) -> None:
+    def _publish(self, collector: str, result: ProbeResult) -> None:
         now = self._clock()
-        with self._probes_lock:
-            updated = dict(self._probes)
-            for result in results:
-                key = (result.component, result.probe)
-                updated[key] = self._accumulators[key].add(result, now)
-            self._probes = updated
+        key = (result.component, result.probe)
+        self._probes = {**self._probes, key: self._accumulators[key].add(result, now)}
+        errors = self._runs[collector].errors
+        self._runs[collector] = CollectorRun(collector, result.duration_seconds, errors, now)
 
 
 def _limits(component: Component) -> ComponentLimits:

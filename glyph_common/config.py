@@ -50,12 +50,23 @@ def is_loopback(host: str) -> bool:
 class Matcher(_Frozen):
     """How to recognise a component's main process; a component is its whole tree."""
 
+    program: str | None = Field(
+        default=None,
+        description="regular expression the program's name must match in full: argv[0]'s"
+        " basename, or the script or `-m` module an interpreter (python, sh...) runs",
+    )
+    args: str | None = Field(
+        default=None, description="regular expression searched in the program's own arguments"
+    )
     cmdline: str | None = Field(
-        default=None, description="regular expression searched in the space-joined argv"
+        default=None,
+        description="regular expression searched in the space-joined argv (of any program,"
+        " wrappers too: prefer program and args)",
     )
     pidfile: Path | None = Field(default=None, description="file holding the main PID")
+    user: str | None = Field(default=None, description="user name or UID the process runs as")
 
-    @field_validator("cmdline")
+    @field_validator("program", "args", "cmdline")
     @classmethod
     def _compiles(cls, value: str | None) -> str | None:
         if value is not None:
@@ -67,8 +78,15 @@ class Matcher(_Frozen):
 
     @model_validator(mode="after")
     def _one_way(self) -> Matcher:
-        if self.cmdline is None and self.pidfile is None:
-            raise ValueError("set cmdline or pidfile")
+        if self.program is None and self.cmdline is None and self.pidfile is None:
+            raise ValueError("set program, cmdline or pidfile")
+        if self.args is not None and self.program is None:
+            raise ValueError("args needs a program")
+        if self.pidfile is not None and (self.program, self.cmdline, self.user) == (None,) * 3:
+            raise ValueError(
+                "a pidfile alone proves nothing about the PID it holds: also set program,"
+                " cmdline or user"
+            )
         return self
 
 
@@ -102,10 +120,32 @@ class Probe(_Frozen):
         return self
 
 
+_SHARED_PARENTS = frozenset({"/home", "/var", "/usr", "/etc", "/run"})
+
+
+def _glob_root(glob: str) -> Path:
+    parts: list[str] = []
+    for part in Path(glob).parts:
+        if any(ch in part for ch in "*?["):
+            break
+        parts.append(part)
+    return Path(*parts)
+
+
+def _shared_directory(root: Path) -> bool:
+    """A top-level directory (/tmp, /home, /etc...), or one level below a shared one
+    (/home/alice, /var/tmp, /usr/local): too wide for a cache glob."""
+    parts = root.parts
+    return len(parts) <= 2 or (len(parts) == 3 and str(Path(*parts[:2])) in _SHARED_PARENTS)
+
+
 class Cache(_Frozen):
     """A cache directory glob whose files count against the component."""
 
     glob: Annotated[str, Field(min_length=2)]
+    owner: str | None = Field(
+        default=None, description="user name or UID whose files clean_cache may delete"
+    )
 
     @field_validator("glob")
     @classmethod
@@ -114,17 +154,18 @@ class Cache(_Frozen):
             raise ValueError("must be an absolute path glob")
         if ".." in Path(value).parts:
             raise ValueError("must not contain '..'")
+        root = _glob_root(value)
+        if _shared_directory(root):
+            raise ValueError(
+                f"{value} is rooted at {root}, a system or home directory that other programs"
+                " and users share: name the cache's own directory (e.g. /tmp/gradio/**)"
+            )
         return value
 
     @property
     def root(self) -> Path:
         """The longest leading directory without wildcards; nothing outside it is touched."""
-        parts: list[str] = []
-        for part in Path(self.glob).parts:
-            if any(ch in part for ch in "*?["):
-                break
-            parts.append(part)
-        return Path(*parts)
+        return _glob_root(self.glob)
 
 
 class CommandRestart(_Frozen):
@@ -297,6 +338,9 @@ class RemediatorSettings(_Frozen):
     """The remediator's own section."""
 
     listen: str = "127.0.0.1:9843"
+    allowed_hosts: tuple[str, ...] = Field(
+        default=(), description="host names clients may call the remediator by (IPs always)"
+    )
     token_file: Path | None = None
     basic_auth: BasicAuth | None = None
     state_db: Path = Path("/var/lib/glyph-guard/remediator.sqlite")

@@ -12,7 +12,7 @@ import httpx
 
 from glyph_common.config import Component, Probe
 from glyph_common.enginemetrics import parse_engine_metrics
-from glyph_common.probes import ProbeResult, probe_once, run_probe
+from glyph_common.probes import ProbeResult, run_probe
 
 MODELS_PATH = "/v1/models"
 
@@ -73,14 +73,6 @@ async def _get(client: httpx.AsyncClient, url: str, timeout: float) -> bytes | N
     return response.content if response.status_code == 200 else None
 
 
-def _get_blocking(client: httpx.Client, url: str, timeout: float) -> bytes | None:
-    try:
-        response = client.get(url, timeout=timeout)
-    except httpx.HTTPError:
-        return None
-    return response.content if response.status_code == 200 else None
-
-
 def _timeout(component: Component) -> float:
     return component.engine.timeout_seconds if component.engine else 2.0
 
@@ -95,22 +87,10 @@ async def discover_model(client: httpx.AsyncClient, component: Component) -> str
     return served_model(body) if body is not None else None
 
 
-def discover_model_blocking(client: httpx.Client, component: Component) -> str | None:
-    body = _get_blocking(client, component.base_url() + MODELS_PATH, _timeout(component))
-    return served_model(body) if body is not None else None
-
-
 async def _asleep(client: httpx.AsyncClient, component: Component) -> bool:
     if component.engine is None:
         return False
     body = await _get(client, component.base_url() + component.engine.path, _timeout(component))
-    return body is not None and engine_asleep(body)
-
-
-def _asleep_blocking(client: httpx.Client, component: Component) -> bool:
-    if component.engine is None:
-        return False
-    body = _get_blocking(client, component.base_url() + component.engine.path, _timeout(component))
     return body is not None and engine_asleep(body)
 
 
@@ -125,10 +105,11 @@ async def check(
     return judge(component, {r.probe: r.success for r in results}, asleep=asleep), results
 
 
-def check_blocking(client: httpx.Client, component: Component) -> tuple[Health, list[ProbeResult]]:
-    """Probe the component now (blocking) and judge it."""
-    asleep = _asleep_blocking(client, component)
-    model = discover_model_blocking(client, component) if _needs_model(component) else None
-    probes = [with_model(p, model) for p in counted_probes(component, asleep=asleep)]
-    results = [probe_once(client, component, p) for p in probes]
-    return judge(component, {r.probe: r.success for r in results}, asleep=asleep), results
+def check_blocking(component: Component) -> tuple[Health, list[ProbeResult]]:
+    """Probe the component now and judge it, from code that does not run an event loop."""
+
+    async def once() -> tuple[Health, list[ProbeResult]]:
+        async with httpx.AsyncClient(trust_env=False) as client:
+            return await check(client, component)
+
+    return asyncio.run(once())

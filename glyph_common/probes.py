@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import time
+import zlib
 from dataclasses import dataclass
 from typing import Any
 
@@ -38,7 +39,14 @@ def canary_body(probe: Probe) -> dict[str, Any]:
     }
 
 
-MAX_BODY_BYTES = 1024 * 1024  # a probe judges at most this much of an answer
+MAX_BODY_BYTES = 1024 * 1024  # a probe judges at most this much of an answer, on the wire and
+# decompressed alike; a larger answer fails the probe
+
+
+class _Refused(Exception):
+    """An answer the probe will not read: too large, or compressed in a way it does not take."""
+
+    status: int | None = None
 
 
 def _judge(probe: Probe, status: int, body: bytes) -> tuple[bool, str | None]:
@@ -60,52 +68,72 @@ def _failure(probe: Probe, exc: Exception) -> str:
     return f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
 
 
-def probe_once(client: httpx.Client, component: Component, probe: Probe) -> ProbeResult:
-    """Run one probe (blocking); its timeout bounds the whole exchange, not just each read."""
-    started = time.perf_counter()
-    deadline = started + probe.timeout_seconds
+def _decoder(encoding: str) -> Any:
+    """A zlib decompressor for the answer's Content-Encoding, or None for an identity body."""
+    encoding = encoding.strip().lower()
+    if encoding in ("", "identity"):
+        return None
+    if encoding in ("gzip", "x-gzip"):
+        return zlib.decompressobj(16 + zlib.MAX_WBITS)
+    if encoding == "deflate":
+        return zlib.decompressobj()
+    raise _Refused(f"the answer is compressed with {encoding!r}, which a probe does not read")
+
+
+async def _read_capped(response: httpx.Response) -> bytes:
+    """The body, decompressed here (httpx would inflate it unbounded), capped both ways."""
+    length = response.headers.get("content-length", "")
+    if length.isdigit() and int(length) > MAX_BODY_BYTES:
+        raise _Refused(f"the answer is larger than {MAX_BODY_BYTES} bytes ({length})")
+    decoder = _decoder(response.headers.get("content-encoding", ""))
+    wire = 0
+    body = bytearray()
+    async for chunk in response.aiter_raw():
+        wire += len(chunk)
+        if wire > MAX_BODY_BYTES:
+            raise _Refused(f"the answer is larger than {MAX_BODY_BYTES} bytes")
+        if decoder is None:
+            body += chunk
+            continue
+        try:
+            body += decoder.decompress(chunk, MAX_BODY_BYTES + 1 - len(body))
+        except zlib.error as exc:
+            raise _Refused(f"the answer's compressed body is broken: {exc}") from None
+        if len(body) > MAX_BODY_BYTES or decoder.unconsumed_tail:
+            raise _Refused(f"the answer inflates to more than {MAX_BODY_BYTES} bytes")
+    return bytes(body)
+
+
+async def _exchange(
+    client: httpx.AsyncClient, component: Component, probe: Probe
+) -> tuple[int, bytes]:
     body = canary_body(probe) if probe.kind == "canary" else None
-    status: int | None = None
-    try:
-        with client.stream(
-            probe.method,
-            component.base_url() + probe.path,
-            json=body,
-            timeout=probe.timeout_seconds,
-        ) as response:
-            content = bytearray()
-            for chunk in response.iter_bytes():
-                if time.perf_counter() > deadline:
-                    raise TimeoutError  # an answer trickling in forever
-                content += chunk
-                if len(content) >= MAX_BODY_BYTES:
-                    break
-            status = response.status_code
-        success, error = _judge(probe, status, bytes(content))
-    except (TimeoutError, httpx.HTTPError) as exc:
-        success, error = False, _failure(probe, exc)
-    return ProbeResult(
-        component.name, probe.name, success, time.perf_counter() - started, status, error
-    )
+    async with client.stream(
+        probe.method,
+        component.base_url() + probe.path,
+        json=body,
+        headers={"Accept-Encoding": "identity"},
+        timeout=probe.timeout_seconds,
+    ) as response:
+        try:
+            return response.status_code, await _read_capped(response)
+        except _Refused as exc:
+            exc.status = response.status_code
+            raise
 
 
 async def run_probe(client: httpx.AsyncClient, component: Component, probe: Probe) -> ProbeResult:
-    """Run one probe (async); its timeout bounds the whole exchange, not just each read."""
+    """Run one probe; its timeout bounds the whole exchange (connect, headers and body)."""
     started = time.perf_counter()
-    body = canary_body(probe) if probe.kind == "canary" else None
     status: int | None = None
     try:
-        response = await asyncio.wait_for(
-            client.request(
-                probe.method,
-                component.base_url() + probe.path,
-                json=body,
-                timeout=probe.timeout_seconds,
-            ),
-            probe.timeout_seconds,
+        code, content = await asyncio.wait_for(
+            _exchange(client, component, probe), probe.timeout_seconds
         )
-        status = response.status_code
-        success, error = _judge(probe, status, response.content)
+        status = code
+        success, error = _judge(probe, code, content)
+    except _Refused as exc:
+        status, success, error = exc.status, False, str(exc)
     except (TimeoutError, asyncio.TimeoutError, httpx.HTTPError) as exc:
         success, error = False, _failure(probe, exc)
     return ProbeResult(

@@ -7,14 +7,13 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import httpx
-
 from glyph_common.config import CommandRestart, Component, Deployment, load_config
 from glyph_common.health import check_blocking
 from glyph_common.processes import ProcessTable
+from glyph_common.stopping import collect, stop_processes
 from glyph_stack.configs import Ports, StackFiles, write_stack_files
 from glyph_stack.services import Service, StackError, find_binary
-from remediator.actions.tree import collect, session_members, stop_processes
+from remediator.actions.tree import session_members
 from remediator.store import Store
 
 
@@ -151,8 +150,7 @@ def _healthy(component: Component) -> Callable[[], bool]:
     """Readiness of a started component: the health model, over a fresh client each time."""
 
     def ready() -> bool:
-        with httpx.Client(trust_env=False) as client:
-            health, _ = check_blocking(client, component)
+        health, _ = check_blocking(component)
         return health.healthy
 
     return ready

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import signal
 import subprocess
 import sys
 import time
@@ -14,6 +13,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import httpx
+
+from glyph_common.stopping import group_members, stop_tree
 
 
 class StackError(Exception):
@@ -99,15 +100,7 @@ class Service:
 
 
 def stop_group(pgid: int, grace: float, reap: Callable[[], object] | None = None) -> None:
-    """End a process group this stack started: SIGTERM, a grace period, then SIGKILL."""
-    with suppress(ProcessLookupError, PermissionError):
-        os.killpg(pgid, signal.SIGTERM)
-        deadline = time.monotonic() + grace
-        while time.monotonic() < deadline:
-            if reap is not None:
-                reap()  # our own child stays a zombie, and in its group, until reaped
-            os.killpg(pgid, 0)  # raises once the group is empty
-            time.sleep(0.05)
-        os.killpg(pgid, signal.SIGKILL)
+    """End a process group this stack started, and the children of its members."""
+    stop_tree(group_members(pgid), grace)
     if reap is not None:
-        reap()
+        reap()  # our own child stays a zombie until reaped

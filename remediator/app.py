@@ -13,6 +13,7 @@ from remediator import __version__
 from remediator.auth import Credentials, RequireAuth
 from remediator.bodylimit import BodyLimit
 from remediator.engine import Conflict, Engine, Worker
+from remediator.guard import RequestGuard
 from remediator.models import (
     Accepted,
     ActionRecord,
@@ -41,6 +42,13 @@ def create_app(engine: Engine, credentials: Credentials) -> FastAPI:
     app = FastAPI(title="glyph-remediator", version=__version__, lifespan=lifespan)
     app.add_middleware(BodyLimit, max_bytes=engine.config.remediator.max_body_bytes)
     app.add_middleware(RequireAuth, credentials=credentials, open_paths=OPEN_PATHS)
+    settings = engine.config.remediator
+    app.add_middleware(
+        RequestGuard,
+        host_names=(settings.address[0], *settings.allowed_hosts),
+        credentials_required=credentials.required,
+        open_paths=OPEN_PATHS,
+    )
 
     def worker_named(name: str) -> Worker:
         worker = engine.worker(name)

@@ -5,6 +5,8 @@ from __future__ import annotations
 import base64
 import binascii
 import hmac
+import os
+import stat
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -52,10 +54,19 @@ class Credentials:
 
 
 def _secret(path: Path, field: str) -> bytes:
+    """A secret file's content; refused, as ssh refuses a key, when other users may read it."""
     try:
-        value = path.read_bytes().strip()
+        with path.open("rb") as handle:
+            mode = os.fstat(handle.fileno()).st_mode
+            value = handle.read().strip()
     except OSError as exc:
         raise ConfigError(f"{field}: cannot read {path}: {exc.strerror or exc}") from None
+    if mode & 0o007:
+        raise ConfigError(
+            f"{field}: {path} is open to other users (mode {stat.S_IMODE(mode):04o}); make it"
+            f" private with `chmod 600 {path}` (or `chmod 640` and a group the Alertmanager"
+            " user shares)"
+        )
     if not value:
         raise ConfigError(f"{field}: {path} is empty")
     return value

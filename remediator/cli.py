@@ -19,9 +19,11 @@ from glyph_common.config import (
     is_loopback,
     load_config,
 )
+from glyph_common.logflood import limit_log_floods
 from remediator.actions.gpu import GpuHolders
 from remediator.app import create_app
 from remediator.auth import Credentials, load_credentials
+from remediator.connections import server_limits
 from remediator.engine import Engine
 from remediator.store import Store, StoreError
 
@@ -67,6 +69,7 @@ def build_server(
         access_log=False,
         server_header=False,
         log_config=None,
+        **server_limits(),
     )
     return uvicorn.Server(server_config)
 
@@ -93,6 +96,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     logging.basicConfig(
         level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
+    limit_log_floods()
     try:
         if args.command == "check-config":
             config = load_config(args.file)

@@ -6,14 +6,14 @@ import signal
 import subprocess
 import sys
 import threading
-import time
 from dataclasses import dataclass
 from pathlib import Path
 from types import FrameType
 
+from glyph_common.stopping import stop_tree
 from standin.names import STAND_IN_NOTICE
 
-_STOP_GRACE_SECONDS = 10.0
+_STOP_GRACE = 10.0
 
 
 @dataclass(frozen=True)
@@ -77,13 +77,7 @@ def run_all(options: AllOptions) -> int:
 
 
 def _stop_children(children: dict[str, subprocess.Popen[bytes]]) -> None:
-    running = [child for child in children.values() if child.poll() is None]
-    for child in running:
-        child.terminate()
-    deadline = time.monotonic() + _STOP_GRACE_SECONDS
-    for child in running:
-        try:
-            child.wait(max(0.1, deadline - time.monotonic()))
-        except subprocess.TimeoutExpired:
-            child.kill()
-            child.wait()
+    """Stop every running child with its own children (the api's engine), then reap them."""
+    stop_tree([child.pid for child in children.values() if child.poll() is None], _STOP_GRACE)
+    for child in children.values():
+        child.wait()

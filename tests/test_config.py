@@ -62,7 +62,10 @@ def test_check_config_without_file_prints_builtin() -> None:
         (MINIMAL.replace("5002", "70000"), "components.api.port: Input should be less than"),
         (MINIMAL.replace("'vllm serve'", "'vllm ('"), "components.api.match.cmdline: not a valid"),
         (MINIMAL + "    colour: blue\n", "components.api.colour: Extra inputs are not permitted"),
-        ("components:\n  api:\n    match: {}\n", "components.api.match: set cmdline or pidfile"),
+        (
+            "components:\n  api:\n    match: {}\n",
+            "components.api.match: set program, cmdline or pidfile",
+        ),
         (
             MINIMAL + "    probes: [{name: h, path: health}]\n",
             "components.api.probes[0].path: String should match pattern",

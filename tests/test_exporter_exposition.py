@@ -13,7 +13,7 @@ import psutil
 import pytest
 
 from exporter.nvml import NvmlReader
-from glyph_common.caches import cache_files
+from glyph_common.cachefiles import cache_files
 from glyph_common.config import Cache
 from tests.exporter_fixtures import deployment, running_exporter, scrape
 from tests.fake_nvml import GIB, FakeDevice, FakeNvml

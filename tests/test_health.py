@@ -55,8 +55,7 @@ def test_every_checker_gives_the_same_verdict(tmp_path: Path) -> None:
         config = component(running.port, HEALTH, MISSING, CANARY, OFF)
 
         def verdicts() -> tuple[Health, Health, bool]:
-            with httpx.Client(trust_env=False) as client:
-                blocking, _ = check_blocking(client, config)
+            blocking, _ = check_blocking(config)
 
             async def both() -> tuple[Health, bool]:
                 async with httpx.AsyncClient(trust_env=False) as client:

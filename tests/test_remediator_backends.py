@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 
-from glyph_common.config import parse_config
+from glyph_common.config import ConfigError, parse_config
 from remediator.actions.cache import clean_cache
 from tests.remediator_doubles.docker_engine import FakeDockerEngine
 from tests.remediator_doubles.harness import (
@@ -168,12 +168,11 @@ def test_clean_cache_never_reaches_through_a_symlinked_directory(tmp_path: Path)
     assert kept.exists()
 
 
-def test_clean_cache_refuses_a_glob_rooted_at_the_filesystem_root() -> None:
+def test_a_glob_rooted_at_the_filesystem_root_is_a_config_error() -> None:
     component = cache_component("/*.nothing-here", clean_cache_min_age_seconds=1e12)
-    config = parse_config({"components": {"ui": component}})
-    result = clean_cache(config.components[0], time.time())
-    assert result.outcome == "failed"
-    assert "refusing to clean a glob rooted at /" in result.details["errors"][0]
+    where = r"components\.ui\.caches\[0\]\.glob: /\*\.nothing-here is rooted at /,"
+    with pytest.raises(ConfigError, match=where):
+        parse_config({"components": {"ui": component}})
 
 
 def test_docker_socket_left_behind_by_a_dead_engine_is_reported(tmp_path: Path) -> None:

@@ -57,6 +57,7 @@ def test_basic_auth(tmp_path: Path) -> None:
     _, component = tripwire(tmp_path)
     password = tmp_path / "password"
     password.write_text("hunter2\n")
+    password.chmod(0o600)
     config = make_config(
         tmp_path,
         {"api": component},

@@ -15,7 +15,8 @@ from typing import Any
 import psutil
 import pytest
 
-from remediator.actions.tree import START_ENV, alive, session_members
+from glyph_common.stopping import alive
+from remediator.actions.tree import START_ENV, session_members
 from remediator.store import Started
 from tests.remediator_doubles.harness import (
     Remediator,

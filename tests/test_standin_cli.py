@@ -14,6 +14,7 @@ import psutil
 import pytest
 
 from glyph_common.config import load_config
+from glyph_common.processes import argv_matches
 from tests.standin_fixtures import STANDIN, answers, api, gone, listening, run_to_end
 from tests.support import REPO, free_port, spawned, wait_for
 
@@ -64,11 +65,10 @@ def test_all_runs_both_components_and_stops_them_on_sigterm(tmp_path: Path) -> N
         everything = [launcher.pid, pids["api"], pids["ui"], engine.pid]
 
         config = load_config(EXAMPLE)
-        patterns = {c.name: re.compile(c.match.cmdline or "") for c in config.components}
-        cmdlines = {pid: " ".join(psutil.Process(pid).cmdline()) for pid in everything}
+        argvs = {pid: psutil.Process(pid).cmdline() for pid in everything}
         matching = {
-            name: [pid for pid, cmd in cmdlines.items() if pattern.search(cmd)]
-            for name, pattern in patterns.items()
+            c.name: [pid for pid, argv in argvs.items() if argv_matches(c.match, argv)]
+            for c in config.components
         }
         assert matching == {"api": [pids["api"]], "ui": [pids["ui"]]}
 
@@ -110,7 +110,13 @@ def test_example_config_matches_only_the_right_processes() -> None:
     assert api_c.remediation.restart is not None and ui_c.remediation.restart is not None
     assert api_c.remediation.restart.start[:2] == ("glyph-standin", "api")  # type: ignore[union-attr]
     assert "clean_cache" in ui_c.remediation.actions
-    api_re, ui_re = re.compile(api_c.match.cmdline or ""), re.compile(ui_c.match.cmdline or "")
+
+    def is_api(line: str) -> bool:
+        return argv_matches(api_c.match, line.split())
+
+    def is_ui(line: str) -> bool:
+        return argv_matches(ui_c.match, line.split())
+
     py, bin_ = "/venv/bin/python3", "/venv/bin/glyph-standin"
     api_lines = [f"{py} {bin_} api --port 5002", f"{py} -m standin api --port 5002 --hang"]
     ui_lines = [f"{py} {bin_} ui --port 7860", f"{py} -m standin ui --api-url http://x:5002"]
@@ -123,11 +129,11 @@ def test_example_config_matches_only_the_right_processes() -> None:
         "vim standin/api.py",
     ]
     for line in api_lines:
-        assert api_re.search(line) and not ui_re.search(line), line
+        assert is_api(line) and not is_ui(line), line
     for line in ui_lines:
-        assert ui_re.search(line) and not api_re.search(line), line
+        assert is_ui(line) and not is_api(line), line
     for line in others:
-        assert not api_re.search(line) and not ui_re.search(line), line
+        assert not is_api(line) and not is_ui(line), line
 
 
 def test_help_names_the_stand_in() -> None:

@@ -16,10 +16,11 @@ import psutil
 
 from glyph_common.config import CommandRestart, Component
 from glyph_common.ports import port_state
-from glyph_common.processes import ProcessTable
+from glyph_common.processes import ProcessTable, read_pidfile
+from glyph_common.stopping import collect, stop_processes
 from remediator.actions.base import ActionResult, Toolkit
 from remediator.actions.gpu import GpuHolders
-from remediator.actions.tree import START_ENV, collect, session_members, stop_processes
+from remediator.actions.tree import START_ENV, session_members
 from remediator.actions.verify import verify
 from remediator.store import Started
 
@@ -43,6 +44,18 @@ def _pid_list(pids: frozenset[int] | set[int]) -> str:
     return ", ".join(str(p) for p in sorted(pids))
 
 
+def _unproven(table: ProcessTable, component: Component) -> str:
+    """Why no process of the component was found, for a restart that stops nothing."""
+    note = f"no process proven to be component {component.name}'s; nothing stopped"
+    pidfile = component.match.pidfile
+    if pidfile is None:
+        return note
+    pid = read_pidfile(pidfile)
+    if pid is None:
+        return f"{note} ({pidfile} holds no PID, or is not a regular file)"
+    return f"{note} ({pidfile} names PID {pid}: {table.rejection(component.match, pid)})"
+
+
 def _stop(
     component: Component,
     method: CommandRestart,
@@ -56,8 +69,11 @@ def _stop(
     table = ProcessTable()
     table.refresh()
     tree = table.find([component])[component.name]
+    if not tree.roots:
+        details["nothing_stopped"] = _unproven(table, component)
     handles = collect(tree.pids | session_members(previous, tree.roots))
     details["tree_pids"] = sorted(handles)
+    holders: dict[int, psutil.Process] = {}
     if component.port is not None:
         state = port_state(component.port, handles)
         foreign = state.holders - set(handles) if state.conflict else frozenset()
@@ -69,16 +85,22 @@ def _stop(
                     f" part of component {component.name}; left alone"
                     " (kill_port_holders is off)"
                 )
-            handles.update(collect(foreign))
+            holders = collect(foreign, descendants=False)  # the holder only, not its children
     if method.stop is not None:
         details["stop_command"] = _run_stop(method, remediation.stop_grace_seconds)
     report = stop_processes(handles, remediation.stop_grace_seconds)
-    details.update(stopped_pids=list(report.targeted), killed_pids=list(report.killed))
+    stopped, killed, survivors = set(report.targeted), set(report.killed), set(report.survivors)
+    if holders:
+        held = stop_processes(holders, remediation.stop_grace_seconds, descendants=False)
+        stopped |= set(held.targeted)
+        killed |= set(held.killed)
+        survivors |= set(held.survivors)
+    details.update(stopped_pids=sorted(stopped), killed_pids=sorted(killed))
     details["stop_seconds"] = round(time.monotonic() - started, 3)
-    if report.survivors:
-        details["survivors"] = describe(set(report.survivors))
-        return f"PID {_pid_list(set(report.survivors))} survived SIGKILL"
-    failure = _wait_released(component, frozenset(report.targeted), gpu, details)
+    if survivors:
+        details["survivors"] = describe(survivors)
+        return f"PID {_pid_list(survivors)} survived SIGKILL"
+    failure = _wait_released(component, frozenset(stopped), gpu, details)
     details["release_seconds"] = round(time.monotonic() - started - details["stop_seconds"], 3)
     return failure
 
@@ -216,8 +238,10 @@ async def restart_command(
     )
     details["verify_seconds"] = round(check.seconds, 3)
     if check.healthy:
+        stopped = details.get("nothing_stopped")
+        summary = f"started PID {started.pid}; {check.detail}"
         return ActionResult(
-            "succeeded", f"started PID {started.pid}; {check.detail}", details
+            "succeeded", f"{stopped}; {summary}" if stopped else summary, details
         ), started
     if check.exit_code is not None:
         details["log_tail"] = _log_tail(log)

@@ -146,6 +146,7 @@ def make_config(tmp_path: Path, components: dict[str, Any], **remediator: Any) -
     """A deployment whose remediator listens on a free loopback port with a token."""
     token_file = tmp_path / "token"
     token_file.write_text(TOKEN + "\n")
+    token_file.chmod(0o600)
     settings: dict[str, Any] = {
         "listen": f"127.0.0.1:{free_port()}",
         "token_file": str(token_file),

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from exporter.snapshot import CacheUsage
-from glyph_common.caches import cache_files
+from glyph_common.cachefiles import cache_files
 from glyph_common.config import Component
 
 

@@ -1,4 +1,4 @@
-"""Enumerating a cache glob's regular files without following links out of its root."""
+"""Enumerating a cache glob's regular files without following links into or out of its root."""
 
 from __future__ import annotations
 
@@ -17,6 +17,8 @@ def cache_files(cache: Cache) -> Iterator[tuple[Path, os.stat_result]]:
     reached through a symlinked directory is dropped, so nothing outside the root is reported.
     """
     root = cache.root
+    if root_refusal(cache) is not None:
+        return
     relative = Path(cache.glob).relative_to(root)
     if relative.name == "**":  # as in shell globstar: everything below, files included
         relative = relative / "*"
@@ -32,6 +34,20 @@ def cache_files(cache: Cache) -> Iterator[tuple[Path, os.stat_result]]:
             continue
         if stat.S_ISREG(info.st_mode) and not _through_link(root, path, linked):
             yield path, info
+
+
+def root_refusal(cache: Cache) -> str | None:
+    """Why a cache root is not looked into: it (or a directory leading to it) is a symlink.
+
+    Top-level directories are the system's own (/var/run may be a link to /run); below
+    them, a link could point the cleaner at another user's files.
+    """
+    parts = cache.root.parts
+    for depth in range(3, len(parts) + 1):
+        path = Path(*parts[:depth])
+        if path.is_symlink():
+            return f"{path} is a symlink; a cache root is never followed"
+    return None
 
 
 def _through_link(root: Path, path: Path, linked: dict[Path, bool]) -> bool:
