@@ -9,8 +9,7 @@ import os
 import sys
 from pathlib import Path
 
-from exporter.leak import LeakDetector, LeakSettings
-from exporter.leaks import leak_settings
+from exporter.leak_detector import LeakDetector, LeakSettings
 from glyph_common.config import ConfigError, load_config
 
 PROG = "glyph-exporter replay"
@@ -49,7 +48,7 @@ def replay_main(argv: list[str]) -> int:
         limit = _parse_limit(args.limit_bytes)
         samples = read_trace(Path(args.trace))
         settings = (
-            LeakSettings() if args.config is None else leak_settings(load_config(Path(args.config)))
+            LeakSettings() if args.config is None else load_config(Path(args.config)).exporter.leak
         )
     except (TraceError, ConfigError) as exc:
         print(f"{PROG}: {exc}", file=sys.stderr)

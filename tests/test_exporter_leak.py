@@ -10,7 +10,7 @@ from pathlib import Path
 import psutil
 import pytest
 
-from exporter.leaks import leak_settings
+from exporter.leak_tracking import leak_settings
 from glyph_common.config import ConfigError
 from tests.exporter_fixtures import deployment, running_exporter, scrape
 from tests.support import python_argv, sample, spawned, wait_for

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from exporter.leak import LeakDetector, LeakReading, LeakSettings
+from exporter.leak_detector import LeakDetector, LeakReading, LeakSettings
 
 MB = 1e6
 GB = 1e9

@@ -1,0 +1,229 @@
+"""Streaming memory-leak detection for one memory series: does its floor keep rising, how fast."""
+
+from __future__ import annotations
+
+import math
+from bisect import bisect_right
+from collections import deque
+from dataclasses import dataclass
+from itertools import combinations, pairwise
+from statistics import median
+
+from glyph_common.config import LeakSettings
+
+__all__ = ["LeakDetector", "LeakEvidence", "LeakReading", "LeakSettings"]
+
+
+@dataclass(frozen=True)
+class LeakEvidence:
+    """What a window measured: the floors of its blocks and the tests they passed or failed."""
+
+    window_seconds: float
+    slope_bytes_per_second: float  # Theil-Sen slope of the block floors
+    floor_rise_bytes: float  # last block's floor less the first's
+    sigmas: float  # the slope over its standard error
+    above_history_bytes: float | None  # last floor less the high floor of the older history
+    top_steps_share: float  # share of the rise carried by the two largest block steps
+    verdict: str  # "rising floor", or the first test it failed
+
+
+@dataclass(frozen=True)
+class LeakReading:
+    """The detector's view after one sample; None where not (yet) defined."""
+
+    slope_bytes_per_second: float | None
+    suspected: bool
+    seconds_until_exhausted: float | None
+    segment_age_seconds: float
+    evidence: LeakEvidence | None = None  # the window that tipped it, or the longest judged
+
+
+class LeakDetector:
+    """Suspects a leak when the floor a series returns to keeps rising; one per series.
+
+    Samples are reduced to one-minute medians. Each window (30 min to 2 h by default, inside
+    the current segment and after its warm-up) is cut into blocks, and the floor of a block
+    is a low quantile of its medians: what the service returns to between bursts, GC teeth
+    and noise. A leak is suspected when, in some window, the floors rise
+
+    * fast enough: the Theil-Sen slope clears the rate floor and the least rise;
+    * steadily: at most one block falls back, the later half still rises (a plateau or
+      a load cycle turning over does not), and no two block steps carry most of the rise
+      (a one-off step or a burst does not; a stair of three or more chunks does);
+    * significantly: the slope clears min_sigmas standard errors against both the scatter of
+      the floors about their line and the block-to-block noise of the floors over the segment;
+    * to a new high: above the level the floors already reached in the older history, so a
+      cycle coming back to where it has been is not a leak.
+
+    A large drop, a long gap or reset() starts a new segment; nothing is suspected within
+    grace_seconds of its start. Memory and cost are bounded by history_seconds / bin_seconds.
+    """
+
+    def __init__(self, settings: LeakSettings | None = None) -> None:
+        self.settings = settings or LeakSettings()
+        s = self.settings
+        self._max_bins = math.ceil(s.history_seconds / s.bin_seconds) + 2
+        self._windows = [s.window_seconds * k / s.windows for k in range(1, s.windows + 1)]
+        self.reset()
+
+    def reset(self) -> None:
+        """Forget the series: the next sample starts a new segment (e.g. a new process)."""
+        self._segment_start: float | None = None
+        self._last_t: float | None = None
+        self._ts: list[float] = []
+        self._ys: list[float] = []
+        self._open_index: int | None = None
+        self._open_t: list[float] = []
+        self._open_v: list[float] = []
+        self._recent: deque[tuple[float, float]] = deque(maxlen=64)
+        self._slope: float | None = None
+        self._suspected = False
+        self._evidence: LeakEvidence | None = None
+        self._reading = LeakReading(None, False, None, 0.0)
+
+    def update(
+        self, timestamp_seconds: float, value_bytes: float, limit_bytes: float | None
+    ) -> LeakReading:
+        """Add one sample; samples that are not finite or not newer are ignored."""
+        t, v = float(timestamp_seconds), float(value_bytes)
+        s = self.settings
+        if not (math.isfinite(t) and math.isfinite(v)) or (
+            self._last_t is not None and t <= self._last_t
+        ):
+            return self._reading
+        if self._last_t is None or t - self._last_t > s.max_gap_seconds or self._restarted(t, v):
+            self.reset()
+            self._segment_start = t
+        self._last_t = t
+        self._recent.append((t, v))
+        index = math.floor(t / s.bin_seconds)
+        if self._open_index is not None and index != self._open_index:
+            self._close_bin()
+        self._open_index = index
+        self._open_t.append(t)
+        self._open_v.append(v)
+        assert self._segment_start is not None
+        age = t - self._segment_start
+        until = None
+        slope = self._slope
+        if slope is not None and slope > 0 and limit_bytes is not None and limit_bytes > 0:
+            until = max(0.0, (limit_bytes - v) / slope)
+        suspected = self._suspected and age >= s.grace_seconds
+        self._reading = LeakReading(slope, suspected, until, age, self._evidence)
+        return self._reading
+
+    def _restarted(self, t: float, v: float) -> bool:
+        while self._recent and self._recent[0][0] < t - 300.0:
+            self._recent.popleft()
+        if not self._recent:
+            return False
+        reference = median(x for _, x in self._recent)
+        return reference > 0 and v < (1.0 - self.settings.restart_drop_fraction) * reference
+
+    def _close_bin(self) -> None:
+        self._ts.append(sum(self._open_t) / len(self._open_t))
+        self._ys.append(median(self._open_v))
+        self._open_t, self._open_v = [], []
+        if len(self._ts) > self._max_bins + 32:
+            cut = len(self._ts) - self._max_bins
+            del self._ts[:cut]
+            del self._ys[:cut]
+        self._evaluate()
+
+    def _evaluate(self) -> None:
+        s = self.settings
+        assert self._segment_start is not None
+        now = self._ts[-1]
+        settled = now - self._segment_start - s.warmup_seconds
+        judged: list[LeakEvidence] = []
+        for span in self._windows:
+            if settled < span:
+                break
+            evidence = self._judge(now, span)
+            if evidence is not None:
+                judged.append(evidence)
+                if evidence.verdict == RISING:
+                    break
+        rising = [e for e in judged if e.verdict == RISING]
+        self._suspected = bool(rising)
+        self._evidence = rising[0] if rising else (judged[-1] if judged else None)
+        self._slope = self._evidence.slope_bytes_per_second if self._evidence else None
+
+    def _floors(self, start: float, end: float, width: float) -> list[tuple[float, float]]:
+        """(centre, floor) of consecutive blocks of `width` from start to end; a block with
+        fewer than two medians is left out."""
+        s = self.settings
+        out = []
+        count = round((end - start) / width)
+        for k in range(count):
+            a = start + k * width
+            lo, hi = bisect_right(self._ts, a), bisect_right(self._ts, a + width)
+            if hi - lo >= 2:
+                block = sorted(self._ys[lo:hi])
+                out.append((a + width / 2, block[int(s.floor_quantile * (len(block) - 1))]))
+        return out
+
+    def _judge(self, now: float, span: float) -> LeakEvidence | None:
+        s = self.settings
+        assert self._segment_start is not None
+        width = span / s.blocks
+        start = now - span
+        floors = self._floors(start, now, width)
+        if len(floors) < s.blocks - 1:
+            return None
+        slope = _theil_sen(floors)
+        values = [y for _, y in floors]
+        rise = values[-1] - values[0]
+        begin = max(self._segment_start + s.warmup_seconds, now - s.history_seconds)
+        older = self._floors(start - width * math.floor((start - begin) / width), start, width)
+        steps = [b - a for a, b in pairwise(values)]
+        noise = _step_noise([b - a for a, b in pairwise(y for _, y in older + floors)])
+        mean = sum(t for t, _ in floors) / len(floors)
+        spread = math.sqrt(sum((t - mean) ** 2 for t, _ in floors))
+        resid = [y - slope * (t - mean) for t, y in floors]
+        centre = median(resid)
+        scatter = 1.4826 * median(abs(r - centre) for r in resid)
+        sigmas = slope * spread / max(scatter, noise, 1e-9)
+        rises = sorted((x for x in steps if x > 0), reverse=True)
+        top = sum(rises[:2]) / sum(rises) if rises and sum(rises) > 0 else 1.0
+        high = _quantile([y for _, y in older], s.history_quantile) if older else None
+        above = None if high is None else values[-1] - high
+
+        def verdict(reason: str) -> LeakEvidence:
+            return LeakEvidence(span, slope, rise, sigmas, above, top, reason)
+
+        if slope < s.min_rate_bytes_per_second or slope * span < s.min_rise_bytes:
+            return verdict("below the rate floor")
+        if sum(1 for x in steps if x < 0) > 1 or -sum(x for x in steps if x < 0) > 0.25 * rise:
+            return verdict("floors fall back")
+        half = len(values) // 2
+        if values[-1] - values[half] < s.min_late_fraction * (values[half] - values[0]):
+            return verdict("levelling off")
+        if top > s.max_top_steps_share:
+            return verdict("one or two steps")
+        if sigmas < s.min_sigmas:
+            return verdict("not significant")
+        if above is not None and above < s.min_sigmas / 2 * noise:
+            return verdict("not above the older history")
+        return verdict(RISING)
+
+
+RISING = "rising floor"
+
+
+def _theil_sen(points: list[tuple[float, float]]) -> float:
+    """Median of the pairwise slopes."""
+    return median((b[1] - a[1]) / (b[0] - a[0]) for a, b in combinations(points, 2))
+
+
+def _step_noise(steps: list[float]) -> float:
+    """Robust standard deviation of one floor, from the steps between neighbouring floors."""
+    if len(steps) < 3:
+        return 0.0
+    centre = median(steps)
+    return 1.4826 * median(abs(x - centre) for x in steps) / math.sqrt(2)
+
+
+def _quantile(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[int(q * (len(ordered) - 1))]
