@@ -72,6 +72,7 @@ class LeakDetector:
         self._last_t: float | None = None
         self._ts: list[float] = []
         self._ys: list[float] = []
+        self._lows: list[float] = []
         self._open_index: int | None = None
         self._open_t: list[float] = []
         self._open_v: list[float] = []
@@ -123,11 +124,12 @@ class LeakDetector:
     def _close_bin(self) -> None:
         self._ts.append(sum(self._open_t) / len(self._open_t))
         self._ys.append(median(self._open_v))
+        self._lows.append(min(self._open_v))
         self._open_t, self._open_v = [], []
         if len(self._ts) > self._max_bins + 32:
             cut = len(self._ts) - self._max_bins
-            del self._ts[:cut]
-            del self._ys[:cut]
+            for seq in (self._ts, self._ys, self._lows):
+                del seq[:cut]
         self._evaluate()
 
     def _evaluate(self) -> None:
@@ -136,10 +138,11 @@ class LeakDetector:
         now = self._ts[-1]
         settled = now - self._segment_start - s.warmup_seconds
         judged: list[LeakEvidence] = []
+        noise, period = self._bin_noise_and_period()
         for span in self._windows:
-            if settled < span:
+            if settled < span + s.min_history_seconds:
                 break
-            evidence = self._judge(now, span)
+            evidence = self._judge(now, span, noise, period)
             if evidence is not None:
                 judged.append(evidence)
                 if evidence.verdict == RISING:
@@ -148,6 +151,21 @@ class LeakDetector:
         self._suspected = bool(rising)
         self._evidence = rising[0] if rising else (judged[-1] if judged else None)
         self._slope = self._evidence.slope_bytes_per_second if self._evidence else None
+
+    def _bin_noise_and_period(self) -> tuple[float, float | None]:
+        """The robust scatter of the one-minute medians, and the period of sharp drops (a
+        sawtooth's) when they recur."""
+        ts, ys = self._ts, self._ys
+        diffs = [b - a for a, b in pairwise(ys[-240:])]
+        if len(diffs) < 8:
+            return 0.0, None
+        centre = median(diffs)
+        sigma = 1.4826 * median(abs(x - centre) for x in diffs) / math.sqrt(2)
+        sharp = max(6 * sigma, 0.005 * abs(ys[-1]))
+        offset = len(ts) - len(diffs)
+        drops = [ts[offset + i] for i, x in enumerate(diffs) if x < -sharp]
+        gaps = [b - a for a, b in pairwise(drops)]
+        return sigma, median(gaps) if len(gaps) >= 2 else None
 
     def _floors(self, start: float, end: float, width: float) -> list[tuple[float, float]]:
         """(centre, floor) of consecutive blocks of `width` from start to end; a block with
@@ -159,17 +177,21 @@ class LeakDetector:
             a = start + k * width
             lo, hi = bisect_right(self._ts, a), bisect_right(self._ts, a + width)
             if hi - lo >= 2:
-                block = sorted(self._ys[lo:hi])
+                block = sorted(self._lows[lo:hi])
                 out.append((a + width / 2, block[int(s.floor_quantile * (len(block) - 1))]))
         return out
 
-    def _judge(self, now: float, span: float) -> LeakEvidence | None:
+    def _judge(
+        self, now: float, span: float, bin_noise: float, period: float | None
+    ) -> LeakEvidence | None:
         s = self.settings
         assert self._segment_start is not None
-        width = span / s.blocks
+        # a block must hold a sawtooth's trough to see its floor
+        count = max(4, min(s.blocks, math.floor(span / (1.2 * period)))) if period else s.blocks
+        width = span / count
         start = now - span
         floors = self._floors(start, now, width)
-        if len(floors) < s.blocks - 1:
+        if len(floors) < count - 1:
             return None
         slope = _theil_sen(floors)
         values = [y for _, y in floors]
@@ -177,7 +199,10 @@ class LeakDetector:
         begin = max(self._segment_start + s.warmup_seconds, now - s.history_seconds)
         older = self._floors(start - width * math.floor((start - begin) / width), start, width)
         steps = [b - a for a, b in pairwise(values)]
-        noise = _step_noise([b - a for a, b in pairwise(y for _, y in older + floors)])
+        noise = max(
+            _step_noise([b - a for a, b in pairwise(y for _, y in older + floors)]),
+            1.43 * bin_noise / math.sqrt(width / s.bin_seconds),  # a quantile of white noise
+        )
         mean = sum(t for t, _ in floors) / len(floors)
         spread = math.sqrt(sum((t - mean) ** 2 for t, _ in floors))
         resid = [y - slope * (t - mean) for t, y in floors]
@@ -196,14 +221,16 @@ class LeakDetector:
             return verdict("below the rate floor")
         if sum(1 for x in steps if x < 0) > 1 or -sum(x for x in steps if x < 0) > 0.25 * rise:
             return verdict("floors fall back")
-        half = len(values) // 2
-        if values[-1] - values[half] < s.min_late_fraction * (values[half] - values[0]):
+        (t0, y0), (th, yh), (t1, y1) = floors[0], floors[len(floors) // 2], floors[-1]
+        if (y1 - yh) / (t1 - th) < s.min_late_fraction * (yh - y0) / (th - t0):
             return verdict("levelling off")
         if top > s.max_top_steps_share:
             return verdict("one or two steps")
         if sigmas < s.min_sigmas:
             return verdict("not significant")
-        if above is not None and above < s.min_sigmas / 2 * noise:
+        if above is None or len(older) * width < s.min_history_seconds:
+            return verdict("too little older history")
+        if above < s.min_sigmas / 2 * noise:
             return verdict("not above the older history")
         return verdict(RISING)
 

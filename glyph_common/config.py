@@ -254,23 +254,26 @@ class LeakSettings(_Frozen):
         default=_HOUR, description="nothing is suspected this soon after a (re)start"
     )
     warmup_seconds: Annotated[float, Field(ge=0)] = Field(
-        default=0.5 * _HOUR, description="no window reaches back into a segment's first seconds"
+        default=1200.0, description="no window reaches back into a segment's first seconds"
+    )
+    min_history_seconds: Annotated[float, Field(ge=0)] = Field(
+        default=1800.0, description="older floors a window's last one is compared with"
     )
     min_rate_bytes_per_second: Seconds = Field(
         default=150e6 / _HOUR, description="the least floor slope suspected (150 MB/h)"
     )
     min_rise_bytes: Annotated[float, Field(ge=0)] = Field(
-        default=150e6, description="the least floor rise over a window"
+        default=300e6, description="the least rise over a window at its slope"
     )
     min_sigmas: Seconds = Field(default=4.0, description="standard errors the slope must clear")
     floor_quantile: Annotated[float, Field(ge=0, lt=1)] = Field(
         default=0.2, description="quantile of a block's medians that is its floor"
     )
     history_quantile: Annotated[float, Field(ge=0, le=1)] = Field(
-        default=0.9, description="the older floors' level a leak must rise above"
+        default=1.0, description="the older floors' level a leak must rise above"
     )
     min_late_fraction: Annotated[float, Field(ge=0, lt=1)] = Field(
-        default=0.35, description="the later half must rise this fraction of the earlier one"
+        default=0.5, description="the later half must rise at this fraction of the earlier's rate"
     )
     max_top_steps_share: Fraction = Field(
         default=0.75, description="the two largest block steps carry at most this of the rise"

@@ -211,14 +211,13 @@ def _draft(rng: random.Random, family: str, *, small: bool = False) -> _Draft:
 
 
 def _ramp_rate_cap(period: float) -> float:
-    """The fastest a healthy cycle may rise: its steep part (a quarter period) must turn back
-    before a leak of that rate is due (under 150 MB/h when it lasts over 75 min)."""
-    steep = period / 4
-    if steep >= 75 * 60:
-        return 120 * MB
-    if steep >= 30 * 60:
-        return 900 * MB
-    return 3 * GB
+    """The fastest a healthy cycle may rise: one that shows its peak within the first hour may
+    be fast, one that rises for hours stays under 120 MB/h, and between them 400 MB/h."""
+    if period <= 1.5 * HOUR:
+        return 3 * GB
+    if period <= 4 * HOUR:
+        return 400 * MB
+    return 120 * MB
 
 
 # ------------------------------------------------------------------------------------------
@@ -236,8 +235,8 @@ def _cycle(d: _Draft, periods: tuple[float, float]) -> None:
 
 
 def load_cycle(d: _Draft) -> None:
-    """Load cycles of 1-5 h rising and falling by up to a GB or more."""
-    _cycle(d, (1.0, 5.0))
+    """Load cycles of 1-4 h rising and falling by up to a GB or more."""
+    _cycle(d, (1.0, 4.0))
 
 
 def diurnal(d: _Draft) -> None:
@@ -333,10 +332,11 @@ def linear(d: _Draft) -> None:
 
 
 def staircase(d: _Draft) -> None:
-    """Large chunks far apart (cached images): one every 10-45 min, 200 MB/h to 1.5 GB/h."""
+    """Large chunks far apart (cached images), 200 MB/h to 1.5 GB/h: three or more before the
+    deadline (one every 5-15 min at 1 GB/h or more, else every 10-45 min)."""
     rng = d.rng
     rate = _log_uniform(rng, 200 * MB, 1.5 * GB)
-    every = rng.uniform(10, 45) * 60
+    every = (rng.uniform(5, 15) if rate >= GB else rng.uniform(10, 45)) * 60
     onset = _leak(d, rate)
     d.add(
         lambda t: (math.floor((t - onset) / every) + 1) * every * rate / HOUR if t >= onset else 0
