@@ -73,6 +73,8 @@ class LeakDetector:
         self._ts: list[float] = []
         self._ys: list[float] = []
         self._lows: list[float] = []
+        self._bins: list[int] = []  # the index of each closed bin
+        self._floor_cache: dict[tuple[int, int], float | None] = {}
         self._open_index: int | None = None
         self._open_t: list[float] = []
         self._open_v: list[float] = []
@@ -125,11 +127,15 @@ class LeakDetector:
         self._ts.append(sum(self._open_t) / len(self._open_t))
         self._ys.append(median(self._open_v))
         self._lows.append(min(self._open_v))
+        assert self._open_index is not None
+        self._bins.append(self._open_index)
         self._open_t, self._open_v = [], []
         if len(self._ts) > self._max_bins + 32:
             cut = len(self._ts) - self._max_bins
-            for seq in (self._ts, self._ys, self._lows):
-                del seq[:cut]
+            for seq in (self._ts, self._ys, self._lows, self._bins):
+                del seq[:cut]  # type: ignore[attr-defined]
+            first = self._bins[0]
+            self._floor_cache = {k: v for k, v in self._floor_cache.items() if k[0] >= first}
         self._evaluate()
 
     def _evaluate(self) -> None:
@@ -167,18 +173,26 @@ class LeakDetector:
         gaps = [b - a for a, b in pairwise(drops)]
         return sigma, median(gaps) if len(gaps) >= 2 else None
 
-    def _floors(self, start: float, end: float, width: float) -> list[tuple[float, float]]:
-        """(centre, floor) of consecutive blocks of `width` from start to end; a block with
-        fewer than two medians is left out."""
-        s = self.settings
-        out = []
-        count = round((end - start) / width)
-        for k in range(count):
-            a = start + k * width
-            lo, hi = bisect_right(self._ts, a), bisect_right(self._ts, a + width)
-            if hi - lo >= 2:
+    def _floor(self, end: int, reach: int) -> float | None:
+        """A low quantile of the bin minima in the `reach` bins up to bin `end`; None with
+        under half of them there. Closed bins never change, so floors are kept."""
+        key = (end, reach)
+        if key not in self._floor_cache:
+            lo, hi = bisect_right(self._bins, end - reach), bisect_right(self._bins, end)
+            floor = None
+            if 2 * (hi - lo) >= reach and hi - lo >= 2:
                 block = sorted(self._lows[lo:hi])
-                out.append((a + width / 2, block[int(s.floor_quantile * (len(block) - 1))]))
+                floor = block[int(self.settings.floor_quantile * (len(block) - 1))]
+            self._floor_cache[key] = floor
+        return self._floor_cache[key]
+
+    def _floors(self, ends: range, reach: int) -> list[tuple[float, float]]:
+        """(time, floor) at each of the block ends (bin indices) that has one."""
+        out = []
+        for end in ends:
+            floor = self._floor(end, reach)
+            if floor is not None:
+                out.append(((end + 1) * self.settings.bin_seconds, floor))
         return out
 
     def _judge(
@@ -186,22 +200,23 @@ class LeakDetector:
     ) -> LeakEvidence | None:
         s = self.settings
         assert self._segment_start is not None
-        # a block must hold a sawtooth's trough to see its floor
-        count = max(4, min(s.blocks, math.floor(span / (1.2 * period)))) if period else s.blocks
-        width = span / count
-        start = now - span
-        floors = self._floors(start, now, width)
-        if len(floors) < count - 1:
+        width = max(1, round(span / s.blocks / s.bin_seconds))  # in bins
+        reach = max(width, math.ceil(1.5 * period / s.bin_seconds)) if period else width
+        last = self._bins[-1]
+        start = last - s.blocks * width
+        floors = self._floors(range(start + width, last + 1, width), reach)
+        if len(floors) < s.blocks - 1:
             return None
         slope = _theil_sen(floors)
         values = [y for _, y in floors]
         rise = values[-1] - values[0]
         begin = max(self._segment_start + s.warmup_seconds, now - s.history_seconds)
-        older = self._floors(start - width * math.floor((start - begin) / width), start, width)
+        first = start - width * math.floor((start - begin / s.bin_seconds - reach) / width)
+        older = self._floors(range(first, start + 1, width), reach)
         steps = [b - a for a, b in pairwise(values)]
         noise = max(
             _step_noise([b - a for a, b in pairwise(y for _, y in older + floors)]),
-            1.43 * bin_noise / math.sqrt(width / s.bin_seconds),  # a quantile of white noise
+            1.43 * bin_noise / math.sqrt(reach),  # a low quantile of white noise
         )
         mean = sum(t for t, _ in floors) / len(floors)
         spread = math.sqrt(sum((t - mean) ** 2 for t, _ in floors))
@@ -228,10 +243,12 @@ class LeakDetector:
             return verdict("one or two steps")
         if sigmas < s.min_sigmas:
             return verdict("not significant")
-        if above is None or len(older) * width < s.min_history_seconds:
+        if above is None or len(older) * width * s.bin_seconds < s.min_history_seconds:
             return verdict("too little older history")
         if above < s.min_sigmas / 2 * noise:
             return verdict("not above the older history")
+        if _fall_back(older + floors[:1], span) > s.max_fall_back_fraction * slope * span:
+            return verdict("fell back as much before")
         return verdict(RISING)
 
 
@@ -241,6 +258,17 @@ RISING = "rising floor"
 def _theil_sen(points: list[tuple[float, float]]) -> float:
     """Median of the pairwise slopes."""
     return median((b[1] - a[1]) / (b[0] - a[0]) for a, b in combinations(points, 2))
+
+
+def _fall_back(floors: list[tuple[float, float]], span: float) -> float:
+    """The largest fall of the floors within `span`: how far the service has come back down."""
+    worst = 0.0
+    for i, (t, y) in enumerate(floors):
+        for u, z in floors[i + 1 :]:
+            if u - t > span:
+                break
+            worst = max(worst, y - z)
+    return worst
 
 
 def _step_noise(steps: list[float]) -> float:

@@ -278,6 +278,9 @@ class LeakSettings(_Frozen):
     max_top_steps_share: Fraction = Field(
         default=0.75, description="the two largest block steps carry at most this of the rise"
     )
+    max_fall_back_fraction: Annotated[float, Field(ge=0)] = Field(
+        default=0.5, description="older floors may have fallen by at most this of the rise"
+    )
     restart_drop_fraction: Fraction = Field(
         default=0.5, description="a fall by this fraction of the recent median is a restart"
     )
