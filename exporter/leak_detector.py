@@ -201,7 +201,9 @@ class LeakDetector:
         s = self.settings
         assert self._segment_start is not None
         width = max(1, round(span / s.blocks / s.bin_seconds))  # in bins
-        reach = max(width, math.ceil(1.5 * period / s.bin_seconds)) if period else width
+        reach = max(width, round(s.min_reach_seconds / s.bin_seconds))
+        if period:  # a floor must reach back to a sawtooth's trough
+            reach = max(reach, math.ceil(1.5 * period / s.bin_seconds))
         last = self._bins[-1]
         start = last - s.blocks * width
         floors = self._floors(range(start + width, last + 1, width), reach)
@@ -210,7 +212,7 @@ class LeakDetector:
         slope = _theil_sen(floors)
         values = [y for _, y in floors]
         rise = values[-1] - values[0]
-        begin = max(self._segment_start + s.warmup_seconds, now - s.history_seconds)
+        begin = max(self._segment_start, now - s.history_seconds)
         first = start - width * math.floor((start - begin / s.bin_seconds - reach) / width)
         older = self._floors(range(first, start + 1, width), reach)
         steps = [b - a for a, b in pairwise(values)]

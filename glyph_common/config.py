@@ -266,6 +266,9 @@ class LeakSettings(_Frozen):
         default=300e6, description="the least rise over a window at its slope"
     )
     min_sigmas: Seconds = Field(default=4.0, description="standard errors the slope must clear")
+    min_reach_seconds: Annotated[float, Field(ge=0)] = Field(
+        default=600.0, description="a floor is taken over at least this much of the past"
+    )
     floor_quantile: Annotated[float, Field(ge=0, lt=1)] = Field(
         default=0.2, description="quantile of a block's medians that is its floor"
     )

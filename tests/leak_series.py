@@ -159,6 +159,7 @@ class _Draft:
     hours: float
     base: float
     noise: float  # as a fraction of the base
+    interval: float  # between samples, before jitter
     parts: list[Shape]
     white: float = 0.0  # extra white noise, as a fraction of the base
     restarts: tuple[float, ...] = ()
@@ -171,7 +172,7 @@ class _Draft:
 
     def build(self, seed: int) -> Series:
         rng = self.rng
-        interval = rng.uniform(15, 60)
+        interval = self.interval
         noise = _noise(rng, self.base, self.noise)
         white = self.base * self.white
         restarts = self.restarts
@@ -201,7 +202,8 @@ class _Draft:
 
 def _draft(rng: random.Random, family: str, *, small: bool = False) -> _Draft:
     base = _log_uniform(rng, 0.2, 1.0) * GB if small else _log_uniform(rng, 0.5, 40) * GB
-    draft = _Draft(rng, family, rng.uniform(8, 12), base, _log_uniform(rng, 0.0005, 0.004), [])
+    noise = _log_uniform(rng, 0.0005, 0.004)
+    draft = _Draft(rng, family, rng.uniform(8, 12), base, noise, rng.uniform(15, 60), [])
     if rng.random() < 0.5:
         draft.add(_warmup(rng, rng.uniform(0.1, 0.5) * base))  # its age is t
     if rng.random() < 0.5:
@@ -228,8 +230,9 @@ def _cycle(d: _Draft, periods: tuple[float, float]) -> None:
     rng = d.rng
     period = _log_uniform(rng, *periods) * HOUR
     rate = rng.uniform(0.3, 1.0) * _ramp_rate_cap(period)
-    amplitude = min(rate * period / HOUR / (2 * math.pi), 0.4 * d.base)
     phase, second = rng.uniform(0, 2 * math.pi), rng.uniform(0, 0.3)
+    # the second harmonic adds up to 2 * second of the fundamental's fastest rise
+    amplitude = min(rate * period / HOUR / (2 * math.pi) / (1 + 2 * second), 0.4 * d.base)
     w = 2 * math.pi / period
     d.add(lambda t: amplitude * (math.sin(w * t + phase) + second * math.sin(2 * w * t + phase)))
 
@@ -344,12 +347,16 @@ def staircase(d: _Draft) -> None:
 
 
 def under_sawtooth(d: _Draft) -> None:
-    """A leak of 200 MB/h to 2 GB/h under a GC sawtooth of 3-15 % of the level, whose period
-    leaves a few teeth before the deadline (up to 7 min at 1 GB/h or more, else 20 min)."""
+    """A leak of 200 MB/h to 2 GB/h under a GC sawtooth of 3-15 % of the level. The leak
+    grows by at least half a tooth before its deadline, which leaves six teeth or more, each
+    sampled six times or more."""
     rng = d.rng
     linear_rate = _log_uniform(rng, 200 * MB, 2 * GB)
-    period = rng.uniform(3, 7 if linear_rate >= GB else 20) * 60
-    d.add(_sawtooth(rng, rng.uniform(0.03, 0.15) * d.base, period, d.hours))
+    deadline = 0.75 * HOUR if linear_rate >= GB else 2 * HOUR
+    shortest = max(180.0, 6 * d.interval)
+    period = rng.uniform(shortest, max(shortest, deadline / 6))
+    amplitude = min(rng.uniform(0.03, 0.15) * d.base, 2 * linear_rate * deadline / HOUR)
+    d.add(_sawtooth(rng, amplitude, period, d.hours))
     onset = _leak(d, linear_rate)
     d.add(lambda t: max(0.0, t - onset) * linear_rate / HOUR)
 
