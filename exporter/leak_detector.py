@@ -249,7 +249,7 @@ class LeakDetector:
             return verdict("too little older history")
         if above < s.min_sigmas / 2 * noise:
             return verdict("not above the older history")
-        if _fall_back(older + floors[:1], span) > s.max_fall_back_fraction * slope * span:
+        if _fall_back(older + floors[:1], span) > s.max_fall_back_fraction * rise:
             return verdict("fell back as much before")
         return verdict(RISING)
 

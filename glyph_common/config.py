@@ -242,7 +242,7 @@ class LeakSettings(_Frozen):
     window_seconds: Seconds = Field(
         default=2 * _HOUR, description="the longest window; the others are its 1/n, 2/n, ..."
     )
-    windows: Annotated[int, Field(ge=1, le=12)] = Field(default=4, description="windows judged")
+    windows: Annotated[int, Field(ge=1, le=12)] = Field(default=6, description="windows judged")
     blocks: Annotated[int, Field(ge=4, le=24)] = Field(
         default=6, description="blocks per window, one floor each"
     )
