@@ -81,6 +81,7 @@ class LeakDetector:
         self._recent: deque[tuple[float, float]] = deque(maxlen=64)
         self._slope: float | None = None
         self._suspected = False
+        self._verdicts: deque[bool] = deque(maxlen=self.settings.confirm_bins)
         self._evidence: LeakEvidence | None = None
         self._reading = LeakReading(None, False, None, 0.0)
 
@@ -154,7 +155,9 @@ class LeakDetector:
                 if evidence.verdict == RISING:
                     break
         rising = [e for e in judged if e.verdict == RISING]
-        self._suspected = bool(rising)
+        self._verdicts.append(bool(rising))
+        # a majority of the latest verdicts must agree: one odd bin does not tip it
+        self._suspected = bool(rising) and 2 * sum(self._verdicts) > self._verdicts.maxlen
         self._evidence = rising[0] if rising else (judged[-1] if judged else None)
         self._slope = self._evidence.slope_bytes_per_second if self._evidence else None
 

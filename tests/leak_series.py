@@ -215,11 +215,11 @@ def _draft(rng: random.Random, family: str, *, small: bool = False) -> _Draft:
 def _ramp_rate_cap(period: float) -> float:
     """The fastest a healthy cycle may rise. One that peaks within the first hour may be fast;
     a slower one rises on average at under 0.64 of this for half its period, which must stay
-    below the 150-200 MB/h a leak may have: 250 MB/h, and 120 MB/h for day-long ones."""
-    if period <= 1.2 * HOUR:
+    below the 150-200 MB/h a leak may have: 200 MB/h, and 120 MB/h for day-long ones."""
+    if period <= HOUR:
         return 2 * GB
     if period <= 4 * HOUR:
-        return 250 * MB
+        return 200 * MB
     return 120 * MB
 
 
