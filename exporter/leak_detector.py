@@ -173,8 +173,12 @@ class LeakDetector:
         sharp = max(6 * sigma, 0.005 * abs(ys[-1]))
         offset = len(ts) - len(diffs)
         drops = [ts[offset + i] for i, x in enumerate(diffs) if x < -sharp]
-        gaps = [b - a for a, b in pairwise(drops)]
-        return sigma, median(gaps) if len(gaps) >= 2 else None
+        gaps = sorted(b - a for a, b in pairwise(drops))
+        if len(gaps) < 3:
+            return sigma, None
+        typical = median(gaps)
+        regular = gaps[3 * len(gaps) // 4] - gaps[len(gaps) // 4] <= typical
+        return sigma, typical if regular else None
 
     def _floor(self, end: int, reach: int) -> float | None:
         """A low quantile of the bin minima in the `reach` bins up to bin `end`; None with
@@ -205,8 +209,8 @@ class LeakDetector:
         assert self._segment_start is not None
         width = max(1, round(span / s.blocks / s.bin_seconds))  # in bins
         reach = max(width, round(s.min_reach_seconds / s.bin_seconds))
-        if period:  # a floor must reach back to a sawtooth's trough
-            reach = max(reach, math.ceil(1.5 * period / s.bin_seconds))
+        if period:  # a floor must reach back to a sawtooth's trough, within the window
+            reach = max(reach, min(math.ceil(1.5 * period / s.bin_seconds), 2 * width))
         last = self._bins[-1]
         start = last - s.blocks * width
         floors = self._floors(range(start + width, last + 1, width), reach)

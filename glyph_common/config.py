@@ -267,7 +267,7 @@ class LeakSettings(_Frozen):
     )
     min_sigmas: Seconds = Field(default=4.0, description="standard errors the slope must clear")
     min_reach_seconds: Annotated[float, Field(ge=0)] = Field(
-        default=600.0, description="a floor is taken over at least this much of the past"
+        default=300.0, description="a floor is taken over at least this much of the past"
     )
     floor_quantile: Annotated[float, Field(ge=0, lt=1)] = Field(
         default=0.2, description="quantile of a block's medians that is its floor"
