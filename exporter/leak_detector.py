@@ -41,22 +41,24 @@ class LeakReading:
 class LeakDetector:
     """Suspects a leak when the floor a series returns to keeps rising; one per series.
 
-    Samples are reduced to one-minute medians. Each window (30 min to 2 h by default, inside
-    the current segment and after its warm-up) is cut into blocks, and the floor of a block
-    is a low quantile of its medians: what the service returns to between bursts, GC teeth
-    and noise. A leak is suspected when, in some window, the floors rise
+    Samples are reduced to one-minute bins. Each window (20 min to 2 h by default, inside the
+    current segment and after its warm-up) is cut into blocks; the floor at the end of a
+    block is a low quantile of the bin minima over the block (or over 1.5 sawtooth periods,
+    when sharp drops recur): what the service returns to between bursts, GC teeth and noise.
+    A leak is suspected when, in some window, the floors rise
 
-    * fast enough: the Theil-Sen slope clears the rate floor and the least rise;
-    * steadily: at most one block falls back, the later half still rises (a plateau or
-      a load cycle turning over does not), and no two block steps carry most of the rise
+    * fast enough: their Theil-Sen slope clears the rate floor and the least rise;
+    * steadily: at most one block falls back, the later half still rises (a plateau or a
+      load cycle turning over does not), and no two block steps carry most of the rise
       (a one-off step or a burst does not; a stair of three or more chunks does);
-    * significantly: the slope clears min_sigmas standard errors against both the scatter of
-      the floors about their line and the block-to-block noise of the floors over the segment;
-    * to a new high: above the level the floors already reached in the older history, so a
-      cycle coming back to where it has been is not a leak.
+    * significantly: the slope clears min_sigmas standard errors against both the scatter
+      of the floors about their line and the block-to-block noise of the floors;
+    * to a new high: above every older floor of the segment, which must not have fallen back
+      by as much within a window before (a cycle or a sawtooth coming back is not a leak);
 
-    A large drop, a long gap or reset() starts a new segment; nothing is suspected within
-    grace_seconds of its start. Memory and cost are bounded by history_seconds / bin_seconds.
+    and when a majority of the latest confirm_bins bins agree. A large drop, a long gap or
+    reset() starts a new segment; nothing is suspected within grace_seconds of its start.
+    Memory and cost are bounded by history_seconds / bin_seconds.
     """
 
     def __init__(self, settings: LeakSettings | None = None) -> None:

@@ -285,7 +285,7 @@ class LeakSettings(_Frozen):
         default=0.5, description="older floors may have fallen by at most this of the rise"
     )
     confirm_bins: Annotated[int, Field(ge=1, le=60)] = Field(
-        default=5, description="a majority of this many latest bins must find a rising floor"
+        default=3, description="a majority of this many latest bins must find a rising floor"
     )
     restart_drop_fraction: Fraction = Field(
         default=0.5, description="a fall by this fraction of the recent median is a restart"
