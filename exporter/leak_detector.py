@@ -136,7 +136,7 @@ class LeakDetector:
         if len(self._ts) > self._max_bins + 32:
             cut = len(self._ts) - self._max_bins
             for seq in (self._ts, self._ys, self._lows, self._bins):
-                del seq[:cut]  # type: ignore[attr-defined]
+                del seq[:cut]
             first = self._bins[0]
             self._floor_cache = {k: v for k, v in self._floor_cache.items() if k[0] >= first}
         self._evaluate()
@@ -159,7 +159,7 @@ class LeakDetector:
         rising = [e for e in judged if e.verdict == RISING]
         self._verdicts.append(bool(rising))
         # a majority of the latest verdicts must agree: one odd bin does not tip it
-        self._suspected = bool(rising) and 2 * sum(self._verdicts) > self._verdicts.maxlen
+        self._suspected = bool(rising) and 2 * sum(self._verdicts) > self.settings.confirm_bins
         self._evidence = rising[0] if rising else (judged[-1] if judged else None)
         self._slope = self._evidence.slope_bytes_per_second if self._evidence else None
 

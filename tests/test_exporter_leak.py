@@ -5,11 +5,25 @@ from __future__ import annotations
 import subprocess
 import sys
 import uuid
+from dataclasses import replace
 from pathlib import Path
 
 import psutil
 import pytest
+from prometheus_client import CollectorRegistry
 
+from exporter.gpu_memory import attribute_gpu_memory
+from exporter.leak_tracking import LeakTracker
+from exporter.metrics import SnapshotCollector
+from exporter.snapshot import (
+    ComponentGpuMemory,
+    ComponentLiveness,
+    GpuDevice,
+    GpuOrphanMemory,
+    GpuProcess,
+    GpuSnapshot,
+    Snapshot,
+)
 from glyph_common.config import LeakSettings
 from tests.exporter_fixtures import deployment, running_exporter, scrape
 from tests.support import python_argv, sample, spawned, wait_for
@@ -26,6 +40,7 @@ while True:
 """
 
 AGE = "glyph_leak_segment_age_seconds"
+GB = 10**9
 SCALED = LeakSettings(  # the defaults, 600 times faster: 2 h windows become 12 s, 1 h of grace 6 s
     window_seconds=12,
     bin_seconds=0.1,
@@ -134,3 +149,32 @@ def test_replay_uses_a_deployments_tuning(tmp_path: Path) -> None:
     assert (
         bad.returncode == 2 and "exporter.leak.grace: Extra inputs are not permitted" in bad.stderr
     )
+
+
+def test_gpu_memory_is_attributed_once_for_the_metrics_and_the_leak_trend() -> None:
+    api = ComponentLiveness("api", processes=2, start_time=1.0, pids=frozenset({10, 11}))
+    ui = ComponentLiveness("ui", processes=1, start_time=1.0, pids=frozenset({20}))
+    device = GpuDevice(0, "GPU-0", "H100", True, memory_total_bytes=80 * GB)
+    known = GpuSnapshot(
+        True, (replace(device, processes=(GpuProcess(10, 3 * GB), GpuProcess(11, GB))),)
+    )
+    unknown = GpuSnapshot(
+        True, (replace(device, processes=(GpuProcess(10, 3 * GB), GpuProcess(20, None))),)
+    )
+    usage, orphans = attribute_gpu_memory(known, (api, ui))
+    assert usage == (ComponentGpuMemory("api", 0, 2, 4 * GB), ComponentGpuMemory("ui", 0, 0, 0))
+    assert orphans == (GpuOrphanMemory(0, 0),)
+    config = deployment({"api": {"match": {"cmdline": "a"}}, "ui": {"match": {"cmdline": "u"}}})
+    tracker = LeakTracker(config.components)
+    tracker.observe_gpu(known, usage, (api, ui), 100.0)
+    assert [(t.component, t.resource) for t in tracker.readings()] == [("api", "gpu_memory")]
+    usage, orphans = attribute_gpu_memory(unknown, (api, ui))
+    assert usage[1] == ComponentGpuMemory("ui", 0, 1, None)
+    tracker.observe_gpu(unknown, usage, (api, ui), 200.0)  # ui's figure is unknown: skipped
+    assert [(t.component, t.resource) for t in tracker.readings()] == [("api", "gpu_memory")]
+    registry = CollectorRegistry(auto_describe=False)
+    snapshot = Snapshot(gpu=unknown, gpu_memory=usage, gpu_orphans=orphans)
+    registry.register(SnapshotCollector(lambda: snapshot))
+    series = "glyph_component_gpu_memory_bytes"
+    assert registry.get_sample_value(series, {"component": "api", "gpu": "0"}) == 3 * GB
+    assert registry.get_sample_value(series, {"component": "ui", "gpu": "0"}) is None
