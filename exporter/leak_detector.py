@@ -35,7 +35,7 @@ class LeakReading:
     suspected: bool
     seconds_until_exhausted: float | None
     segment_age_seconds: float
-    evidence: LeakEvidence | None = None  # the window that tipped it, or the longest judged
+    evidence: LeakEvidence | None = None  # the longest window that tipped it, or judged
 
 
 class LeakDetector:
@@ -154,13 +154,12 @@ class LeakDetector:
             evidence = self._judge(now, span, noise, period)
             if evidence is not None:
                 judged.append(evidence)
-                if evidence.verdict == RISING:
-                    break
         rising = [e for e in judged if e.verdict == RISING]
         self._verdicts.append(bool(rising))
         # a majority of the latest verdicts must agree: one odd bin does not tip it
         self._suspected = bool(rising) and 2 * sum(self._verdicts) > self.settings.confirm_bins
-        self._evidence = rising[0] if rising else (judged[-1] if judged else None)
+        # the longest window says best how fast it grows
+        self._evidence = rising[-1] if rising else (judged[-1] if judged else None)
         self._slope = self._evidence.slope_bytes_per_second if self._evidence else None
 
     def _bin_noise_and_period(self) -> tuple[float, float | None]:
