@@ -4,17 +4,17 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
-from exporter.snapshot import ComponentGpuMemory, ComponentLiveness, GpuOrphanMemory, GpuSnapshot
+from exporter.snapshot import ComponentLiveness, GpuSnapshot, GpuUnclaimed, GpuUsage
 
 
 def attribute_gpu_memory(
     gpu: GpuSnapshot, readings: Iterable[ComponentLiveness]
-) -> tuple[tuple[ComponentGpuMemory, ...], tuple[GpuOrphanMemory, ...]]:
+) -> tuple[tuple[GpuUsage, ...], tuple[GpuUnclaimed, ...]]:
     """Each component's and no component's GPU memory per device whose process list is
     readable; a sum is None when the driver gives no figure for one of its processes."""
     trees = [(r.component, r.pids) for r in readings]
-    usage: list[ComponentGpuMemory] = []
-    orphans: list[GpuOrphanMemory] = []
+    usage: list[GpuUsage] = []
+    orphans: list[GpuUnclaimed] = []
     for device in gpu.devices:
         if device.processes is None:
             continue
@@ -23,12 +23,10 @@ def attribute_gpu_memory(
             mine = [p for p in device.processes if p.pid in pids]
             claimed.update(p.pid for p in mine)
             usage.append(
-                ComponentGpuMemory(
-                    component, device.index, len(mine), _sum(p.used_bytes for p in mine)
-                )
+                GpuUsage(component, device.index, len(mine), _sum(p.used_bytes for p in mine))
             )
         others = [p.used_bytes for p in device.processes if p.pid not in claimed]
-        orphans.append(GpuOrphanMemory(device.index, _sum(others)))
+        orphans.append(GpuUnclaimed(device.index, _sum(others)))
     return tuple(usage), tuple(orphans)
 
 

@@ -11,9 +11,9 @@ import psutil
 from exporter.leak_detector import LeakDetector, LeakReading, LeakSettings
 from exporter.snapshot import (
     CacheUsage,
-    ComponentGpuMemory,
     ComponentLiveness,
     GpuSnapshot,
+    GpuUsage,
     LeakTrend,
 )
 from glyph_common.config import Component
@@ -60,7 +60,7 @@ class LeakTracker:
     def observe_gpu(
         self,
         gpu: GpuSnapshot,
-        usage: Iterable[ComponentGpuMemory],
+        usage: Iterable[GpuUsage],
         liveness: Iterable[ComponentLiveness],
         now: float,
     ) -> None:

@@ -18,10 +18,10 @@ from exporter.probestats import PROBE_BUCKETS
 from exporter.snapshot import (
     CacheUsage,
     CollectorRun,
-    ComponentGpuMemory,
     ComponentLiveness,
-    GpuOrphanMemory,
     GpuSnapshot,
+    GpuUnclaimed,
+    GpuUsage,
     LeakTrend,
     PortReading,
     ProbeStats,
@@ -88,7 +88,7 @@ def liveness_families(
 
 
 def gpu_families(
-    gpu: GpuSnapshot, usage: Iterable[ComponentGpuMemory], orphans: Iterable[GpuOrphanMemory]
+    gpu: GpuSnapshot, usage: Iterable[GpuUsage], orphans: Iterable[GpuUnclaimed]
 ) -> Iterator[Metric]:
     labels = ["gpu", "uuid", "name"]
     info = _gauge("gpu_info", "Static device information; always 1.", [*labels, "driver_version"])

@@ -19,10 +19,10 @@ from exporter.probestats import ProbeAccumulator
 from exporter.snapshot import (
     CacheUsage,
     CollectorRun,
-    ComponentGpuMemory,
     ComponentLiveness,
-    GpuOrphanMemory,
     GpuSnapshot,
+    GpuUnclaimed,
+    GpuUsage,
     PortReading,
     ProbeStats,
     Snapshot,
@@ -69,8 +69,8 @@ class Sampler:
         )
         self._ports: tuple[PortReading, ...] = ()
         self._gpu = GpuSnapshot()
-        self._gpu_memory: tuple[ComponentGpuMemory, ...] = ()
-        self._gpu_orphans: tuple[GpuOrphanMemory, ...] = ()
+        self._gpu_memory: tuple[GpuUsage, ...] = ()
+        self._gpu_orphans: tuple[GpuUnclaimed, ...] = ()
         self._probes: dict[tuple[str, str], ProbeStats] = {}
         self._probes_lock = threading.Lock()  # the probe and the canary loops both update it
         self._caches: tuple[CacheUsage, ...] = ()

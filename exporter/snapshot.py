@@ -69,7 +69,7 @@ class GpuSnapshot:
 
 
 @dataclass(frozen=True)
-class ComponentGpuMemory:
+class GpuUsage:
     """GPU memory of a component's processes on one device; None when the driver does not
     give a figure for one of them."""
 
@@ -80,7 +80,7 @@ class ComponentGpuMemory:
 
 
 @dataclass(frozen=True)
-class GpuOrphanMemory:
+class GpuUnclaimed:
     """GPU memory of the processes on one device that belong to no component."""
 
     gpu: int
@@ -142,8 +142,8 @@ class Snapshot:
     liveness: tuple[ComponentLiveness, ...] = ()
     ports: tuple[PortReading, ...] = ()
     gpu: GpuSnapshot = GpuSnapshot()
-    gpu_memory: tuple[ComponentGpuMemory, ...] = ()
-    gpu_orphans: tuple[GpuOrphanMemory, ...] = ()
+    gpu_memory: tuple[GpuUsage, ...] = ()
+    gpu_orphans: tuple[GpuUnclaimed, ...] = ()
     probes: tuple[ProbeStats, ...] = ()
     caches: tuple[CacheUsage, ...] = ()
     leaks: tuple[LeakTrend, ...] = ()

@@ -16,12 +16,12 @@ from exporter.gpu_memory import attribute_gpu_memory
 from exporter.leak_tracking import LeakTracker
 from exporter.metrics import SnapshotCollector
 from exporter.snapshot import (
-    ComponentGpuMemory,
     ComponentLiveness,
     GpuDevice,
-    GpuOrphanMemory,
     GpuProcess,
     GpuSnapshot,
+    GpuUnclaimed,
+    GpuUsage,
     Snapshot,
 )
 from glyph_common.config import LeakSettings
@@ -162,14 +162,14 @@ def test_gpu_memory_is_attributed_once_for_the_metrics_and_the_leak_trend() -> N
         True, (replace(device, processes=(GpuProcess(10, 3 * GB), GpuProcess(20, None))),)
     )
     usage, orphans = attribute_gpu_memory(known, (api, ui))
-    assert usage == (ComponentGpuMemory("api", 0, 2, 4 * GB), ComponentGpuMemory("ui", 0, 0, 0))
-    assert orphans == (GpuOrphanMemory(0, 0),)
+    assert usage == (GpuUsage("api", 0, 2, 4 * GB), GpuUsage("ui", 0, 0, 0))
+    assert orphans == (GpuUnclaimed(0, 0),)
     config = deployment({"api": {"match": {"cmdline": "a"}}, "ui": {"match": {"cmdline": "u"}}})
     tracker = LeakTracker(config.components)
     tracker.observe_gpu(known, usage, (api, ui), 100.0)
     assert [(t.component, t.resource) for t in tracker.readings()] == [("api", "gpu_memory")]
     usage, orphans = attribute_gpu_memory(unknown, (api, ui))
-    assert usage[1] == ComponentGpuMemory("ui", 0, 1, None)
+    assert usage[1] == GpuUsage("ui", 0, 1, None)
     tracker.observe_gpu(unknown, usage, (api, ui), 200.0)  # ui's figure is unknown: skipped
     assert [(t.component, t.resource) for t in tracker.readings()] == [("api", "gpu_memory")]
     registry = CollectorRegistry(auto_describe=False)
