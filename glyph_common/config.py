@@ -232,22 +232,22 @@ class Intervals(_Frozen):
 
 
 _HOUR = 3600.0
-Seconds = Annotated[float, Field(gt=0)]
+Positive = Annotated[float, Field(gt=0)]
 Fraction = Annotated[float, Field(gt=0, lt=1)]
 
 
 class LeakSettings(_Frozen):
     """How the leak detector judges a series (exporter.leak); the defaults are the exporter's."""
 
-    window_seconds: Seconds = Field(
+    window_seconds: Positive = Field(
         default=2 * _HOUR, description="the longest window; the others are its 1/n, 2/n, ..."
     )
     windows: Annotated[int, Field(ge=1, le=12)] = Field(default=6, description="windows judged")
     blocks: Annotated[int, Field(ge=4, le=24)] = Field(
         default=6, description="blocks per window, one floor each"
     )
-    bin_seconds: Seconds = Field(default=60.0, description="samples reduce to one median per bin")
-    history_seconds: Seconds = Field(
+    bin_seconds: Positive = Field(default=60.0, description="samples reduce to bins this long")
+    history_seconds: Positive = Field(
         default=6 * _HOUR, description="how much of the segment is kept (memory and cost)"
     )
     grace_seconds: Annotated[float, Field(ge=0)] = Field(
@@ -259,18 +259,18 @@ class LeakSettings(_Frozen):
     min_history_seconds: Annotated[float, Field(ge=0)] = Field(
         default=1800.0, description="older floors a window's last one is compared with"
     )
-    min_rate_bytes_per_second: Seconds = Field(
+    min_rate_bytes_per_second: Positive = Field(
         default=150e6 / _HOUR, description="the least floor slope suspected (150 MB/h)"
     )
     min_rise_bytes: Annotated[float, Field(ge=0)] = Field(
         default=300e6, description="the least rise over a window at its slope"
     )
-    min_sigmas: Seconds = Field(default=4.0, description="standard errors the slope must clear")
+    min_sigmas: Positive = Field(default=4.0, description="standard errors the slope must clear")
     min_reach_seconds: Annotated[float, Field(ge=0)] = Field(
         default=300.0, description="a floor is taken over at least this much of the past"
     )
     floor_quantile: Annotated[float, Field(ge=0, lt=1)] = Field(
-        default=0.2, description="quantile of a block's medians that is its floor"
+        default=0.2, description="quantile of a block's bin minima that is its floor"
     )
     history_quantile: Annotated[float, Field(ge=0, le=1)] = Field(
         default=1.0, description="the older floors' level a leak must rise above"
@@ -290,7 +290,7 @@ class LeakSettings(_Frozen):
     restart_drop_fraction: Fraction = Field(
         default=0.5, description="a fall by this fraction of the recent median is a restart"
     )
-    max_gap_seconds: Seconds = Field(
+    max_gap_seconds: Positive = Field(
         default=0.5 * _HOUR, description="a longer gap in the samples starts a new segment"
     )
 
