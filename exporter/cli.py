@@ -13,7 +13,6 @@ from types import FrameType
 from prometheus_client import CollectorRegistry
 
 from exporter import __version__
-from exporter.leaks import leak_settings
 from exporter.metrics import SnapshotCollector
 from exporter.nvml import NvmlReader
 from exporter.sampler import Sampler
@@ -116,7 +115,6 @@ def _check_config(argv: list[str]) -> int:
     parser.add_argument("file", nargs="?", help="deployment YAML (default: the built-in profile)")
     args = parser.parse_args(argv)
     config = _load(args.file)
-    leak_settings(config)
     print(dump_config(config), end="")
     return 0
 

@@ -22,6 +22,8 @@ from exporter.snapshot import (
     ComponentLiveness,
     EngineProgress,
     GpuSnapshot,
+    GpuUnclaimed,
+    GpuUsage,
     LeakTrend,
     PortReading,
     ProbeKind,
@@ -88,7 +90,9 @@ def liveness_families(
     yield from (up, count, rss, cpu, start, fds, threads, listening, conflict)
 
 
-def gpu_families(gpu: GpuSnapshot, readings: Iterable[ComponentLiveness]) -> Iterator[Metric]:
+def gpu_families(
+    gpu: GpuSnapshot, usage: Iterable[GpuUsage], orphans: Iterable[GpuUnclaimed]
+) -> Iterator[Metric]:
     labels = ["gpu", "uuid", "name"]
     info = _gauge("gpu_info", "Static device information; always 1.", [*labels, "driver_version"])
     readable = _gauge("gpu_readable", "1 when the device answered this cycle.", labels)
@@ -111,7 +115,6 @@ def gpu_families(gpu: GpuSnapshot, readings: Iterable[ComponentLiveness]) -> Ite
         "by a crash).",
         labels,
     )
-    trees = [(r.component, r.pids) for r in readings]
     for device in gpu.devices:
         values = [str(device.index), device.uuid, device.name]
         info.add_metric([*values, gpu.driver_version], 1.0)
@@ -126,19 +129,13 @@ def gpu_families(gpu: GpuSnapshot, readings: Iterable[ComponentLiveness]) -> Ite
         ):
             if value is not None:
                 family.add_metric(values, value)
-        if device.processes is None:
-            continue
-        claimed: set[int] = set()
-        for component, pids in trees:
-            mine = [p for p in device.processes if p.pid in pids]
-            claimed.update(p.pid for p in mine)
-            if all(p.used_bytes is not None for p in mine):
-                per_component.add_metric(
-                    [component, str(device.index)], sum(p.used_bytes or 0 for p in mine)
-                )
-        others = [p for p in device.processes if p.pid not in claimed]
-        if all(p.used_bytes is not None for p in others):
-            orphan.add_metric(values, sum(p.used_bytes or 0 for p in others))
+    for u in usage:
+        if u.used_bytes is not None:
+            per_component.add_metric([u.component, str(u.gpu)], u.used_bytes)
+    devices = {d.index: [str(d.index), d.uuid, d.name] for d in gpu.devices}
+    for o in orphans:
+        if o.used_bytes is not None and o.gpu in devices:
+            orphan.add_metric(devices[o.gpu], o.used_bytes)
     yield from (info, readable, total, used, reserved, utilization, temperature, power)
     yield from (per_component, orphan)
 
@@ -321,7 +318,7 @@ def self_families(runs: Iterable[CollectorRun], gpu: GpuSnapshot) -> Iterator[Me
 def families(snapshot: Snapshot) -> Iterator[Metric]:
     """Every family of one snapshot."""
     yield from liveness_families(snapshot.liveness, snapshot.ports)
-    yield from gpu_families(snapshot.gpu, snapshot.liveness)
+    yield from gpu_families(snapshot.gpu, snapshot.gpu_memory, snapshot.gpu_orphans)
     yield from probe_families(snapshot.probes)
     yield from probe_info_families(snapshot.probe_kinds)
     yield from engine_families(snapshot.engines)

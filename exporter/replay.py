@@ -7,10 +7,10 @@ import json
 import math
 import os
 import sys
+from dataclasses import asdict
 from pathlib import Path
 
-from exporter.leak import LeakDetector, LeakSettings
-from exporter.leaks import leak_settings
+from exporter.leak_detector import LeakDetector, LeakSettings
 from glyph_common.config import ConfigError, load_config
 
 PROG = "glyph-exporter replay"
@@ -26,7 +26,8 @@ def replay_main(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(
         prog=PROG,
         description="Replay a memory trace through the leak detector with the exporter's "
-        "default settings and print one JSON object per sample.",
+        "default settings and print one JSON object per sample; a suspected one carries the "
+        "evidence of the window that tipped it.",
     )
     parser.add_argument("trace", help="CSV file with the header 'timestamp_seconds,bytes'")
     parser.add_argument(
@@ -49,7 +50,7 @@ def replay_main(argv: list[str]) -> int:
         limit = _parse_limit(args.limit_bytes)
         samples = read_trace(Path(args.trace))
         settings = (
-            LeakSettings() if args.config is None else leak_settings(load_config(Path(args.config)))
+            LeakSettings() if args.config is None else load_config(Path(args.config)).exporter.leak
         )
     except (TraceError, ConfigError) as exc:
         print(f"{PROG}: {exc}", file=sys.stderr)
@@ -58,12 +59,14 @@ def replay_main(argv: list[str]) -> int:
     try:
         for t, value in samples:
             reading = detector.update(t, value, limit)
-            line = {
+            line: dict[str, object] = {
                 "t": t,
                 "slope_bytes_per_second": reading.slope_bytes_per_second,
                 "suspected": reading.suspected,
                 "seconds_until_exhausted": reading.seconds_until_exhausted,
             }
+            if reading.suspected and reading.evidence is not None:
+                line["evidence"] = asdict(reading.evidence)
             sys.stdout.write(json.dumps(line) + "\n")
         sys.stdout.flush()
     except BrokenPipeError:

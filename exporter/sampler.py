@@ -12,7 +12,8 @@ from concurrent.futures import ThreadPoolExecutor
 import httpx
 
 from exporter.cacheusage import measure_caches
-from exporter.leaks import LeakTracker, leak_settings
+from exporter.gpu_memory import attribute_gpu_memory
+from exporter.leak_tracking import LeakTracker
 from exporter.liveness import sample_liveness, sample_ports
 from exporter.nvml import NvmlReader
 from exporter.probestats import ProbeAccumulator
@@ -24,6 +25,8 @@ from exporter.snapshot import (
     ComponentLiveness,
     EngineProgress,
     GpuSnapshot,
+    GpuUnclaimed,
+    GpuUsage,
     PortReading,
     ProbeKind,
     ProbeStats,
@@ -56,7 +59,7 @@ class Sampler:
         self._nvml = nvml
         self._clock = clock
         self._table = ProcessTable()
-        self._leaks = LeakTracker(self._components, leak_settings(config))
+        self._leaks = LeakTracker(self._components, config.exporter.leak)
         probes = [(c, p) for c in self._components for p in c.probes if p.enabled]
         self._http_probes = [(c, p) for c, p in probes if p.kind != "canary"]
         self._canaries = [(c, p) for c, p in probes if p.kind == "canary"]
@@ -75,6 +78,8 @@ class Sampler:
         )
         self._ports: tuple[PortReading, ...] = ()
         self._gpu = GpuSnapshot()
+        self._gpu_memory: tuple[GpuUsage, ...] = ()
+        self._gpu_orphans: tuple[GpuUnclaimed, ...] = ()
         self._probes: dict[tuple[str, str], ProbeStats] = {}
         self._caches: tuple[CacheUsage, ...] = ()
         self._runs: dict[str, CollectorRun] = {}
@@ -91,6 +96,8 @@ class Sampler:
             liveness=self._liveness,
             ports=self._ports,
             gpu=self._gpu,
+            gpu_memory=self._gpu_memory,
+            gpu_orphans=self._gpu_orphans,
             probes=tuple(self._probes.values()),
             caches=self._caches,
             leaks=self._leaks.readings(),
@@ -172,8 +179,11 @@ class Sampler:
 
     def _sample_gpu(self) -> None:
         assert self._nvml is not None
-        self._gpu = self._nvml.read()
-        self._leaks.observe_gpu(self._gpu, self._liveness, self._clock())
+        gpu = self._nvml.read()
+        liveness = self._liveness
+        usage, orphans = attribute_gpu_memory(gpu, liveness)
+        self._gpu, self._gpu_memory, self._gpu_orphans = gpu, usage, orphans
+        self._leaks.observe_gpu(gpu, usage, liveness, self._clock())
 
     def _sample_caches(self) -> None:
         self._caches = measure_caches(self._components)

@@ -69,6 +69,25 @@ class GpuSnapshot:
 
 
 @dataclass(frozen=True)
+class GpuUsage:
+    """GPU memory of a component's processes on one device; None when the driver does not
+    give a figure for one of them."""
+
+    component: str
+    gpu: int  # the device's index
+    processes: int
+    used_bytes: int | None
+
+
+@dataclass(frozen=True)
+class GpuUnclaimed:
+    """GPU memory of the processes on one device that belong to no component."""
+
+    gpu: int
+    used_bytes: int | None
+
+
+@dataclass(frozen=True)
 class ProbeStats:
     """Accumulated results of one probe; bucket counts are cumulative, as exposed."""
 
@@ -123,6 +142,8 @@ class Snapshot:
     liveness: tuple[ComponentLiveness, ...] = ()
     ports: tuple[PortReading, ...] = ()
     gpu: GpuSnapshot = GpuSnapshot()
+    gpu_memory: tuple[GpuUsage, ...] = ()
+    gpu_orphans: tuple[GpuUnclaimed, ...] = ()
     probes: tuple[ProbeStats, ...] = ()
     caches: tuple[CacheUsage, ...] = ()
     leaks: tuple[LeakTrend, ...] = ()

@@ -10,6 +10,7 @@ from typing import Annotated, Any, Literal
 
 import yaml
 from pydantic import (
+    AfterValidator,
     BaseModel,
     ConfigDict,
     Field,
@@ -290,22 +291,93 @@ class Intervals(_Frozen):
     caches: Annotated[float, Field(ge=1, le=86400)] = 30.0
 
 
+_HOUR = 3600.0
+Positive = Annotated[float, Field(gt=0)]
+Fraction = Annotated[float, Field(gt=0, lt=1)]
+
+
+class LeakSettings(_Frozen):
+    """How the leak detector judges a series (exporter.leak); the defaults are the exporter's."""
+
+    window_seconds: Positive = Field(
+        default=2 * _HOUR, description="the longest window; the others are its 1/n, 2/n, ..."
+    )
+    windows: Annotated[int, Field(ge=1, le=12)] = Field(default=6, description="windows judged")
+    blocks: Annotated[int, Field(ge=4, le=24)] = Field(
+        default=6, description="blocks per window, one floor each"
+    )
+    bin_seconds: Positive = Field(default=60.0, description="samples reduce to bins this long")
+    history_seconds: Positive = Field(
+        default=6 * _HOUR, description="how much of the segment is kept (memory and cost)"
+    )
+    grace_seconds: Annotated[float, Field(ge=0)] = Field(
+        default=_HOUR, description="nothing is suspected this soon after a (re)start"
+    )
+    warmup_seconds: Annotated[float, Field(ge=0)] = Field(
+        default=1200.0, description="no window reaches back into a segment's first seconds"
+    )
+    min_history_seconds: Annotated[float, Field(ge=0)] = Field(
+        default=1800.0, description="older floors a window's last one is compared with"
+    )
+    min_rate_bytes_per_second: Positive = Field(
+        default=150e6 / _HOUR, description="the least floor slope suspected (150 MB/h)"
+    )
+    min_rise_bytes: Annotated[float, Field(ge=0)] = Field(
+        default=300e6, description="the least rise over a window at its slope"
+    )
+    min_sigmas: Positive = Field(default=4.0, description="standard errors the slope must clear")
+    min_reach_seconds: Annotated[float, Field(ge=0)] = Field(
+        default=300.0, description="a floor is taken over at least this much of the past"
+    )
+    floor_quantile: Annotated[float, Field(ge=0, lt=1)] = Field(
+        default=0.2, description="quantile of a block's bin minima that is its floor"
+    )
+    history_quantile: Annotated[float, Field(ge=0, le=1)] = Field(
+        default=1.0, description="the older floors' level a leak must rise above"
+    )
+    min_late_fraction: Annotated[float, Field(ge=0, lt=1)] = Field(
+        default=0.5, description="the later half must rise at this fraction of the earlier's rate"
+    )
+    max_top_steps_share: Fraction = Field(
+        default=0.75, description="the two largest block steps carry at most this of the rise"
+    )
+    max_fall_back_fraction: Annotated[float, Field(ge=0)] = Field(
+        default=0.5, description="older floors may have fallen by at most this of the rise"
+    )
+    confirm_bins: Annotated[int, Field(ge=1, le=60)] = Field(
+        default=3, description="a majority of this many latest bins must find a rising floor"
+    )
+    restart_drop_fraction: Fraction = Field(
+        default=0.5, description="a fall by this fraction of the recent median is a restart"
+    )
+    max_gap_seconds: Positive = Field(
+        default=0.5 * _HOUR, description="a longer gap in the samples starts a new segment"
+    )
+
+    @model_validator(mode="after")
+    def _fits(self) -> LeakSettings:
+        if self.history_seconds < self.window_seconds:
+            raise ValueError("history_seconds must be >= window_seconds")
+        if self.window_seconds / self.windows < 2 * self.blocks * self.bin_seconds:
+            raise ValueError("the shortest window must hold two bins per block")
+        return self
+
+
+def _valid_listen(value: str) -> str:
+    parse_listen(value)
+    return value
+
+
+Listen = Annotated[str, AfterValidator(_valid_listen)]
+
+
 class ExporterSettings(_Frozen):
     """The exporter's own section."""
 
-    listen: str = "127.0.0.1:9842"
+    listen: Listen = "127.0.0.1:9842"
     intervals: Intervals = Intervals()
     nvml: bool = Field(default=True, description="read GPUs through NVML when available")
-    leak: dict[str, float] = Field(
-        default_factory=dict,
-        description="leak detector tuning (exporter.leak.LeakSettings); checked by the exporter",
-    )
-
-    @field_validator("listen")
-    @classmethod
-    def _listen(cls, value: str) -> str:
-        parse_listen(value)
-        return value
+    leak: LeakSettings = Field(default=LeakSettings(), description="leak detector tuning")
 
     @property
     def address(self) -> tuple[str, int]:
@@ -337,7 +409,7 @@ class Budget(_Frozen):
 class RemediatorSettings(_Frozen):
     """The remediator's own section."""
 
-    listen: str = "127.0.0.1:9843"
+    listen: Listen = "127.0.0.1:9843"
     allowed_hosts: tuple[str, ...] = Field(
         default=(), description="host names clients may call the remediator by (IPs always)"
     )
@@ -348,12 +420,6 @@ class RemediatorSettings(_Frozen):
     max_body_bytes: Annotated[int, Field(ge=1024, le=64 * 1024 * 1024)] = 1024 * 1024
     budget: Budget = Budget()
     dry_run: bool = False
-
-    @field_validator("listen")
-    @classmethod
-    def _listen(cls, value: str) -> str:
-        parse_listen(value)
-        return value
 
     @property
     def address(self) -> tuple[str, int]:

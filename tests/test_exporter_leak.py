@@ -5,13 +5,26 @@ from __future__ import annotations
 import subprocess
 import sys
 import uuid
+from dataclasses import replace
 from pathlib import Path
 
 import psutil
 import pytest
+from prometheus_client import CollectorRegistry
 
-from exporter.leaks import leak_settings
-from glyph_common.config import ConfigError
+from exporter.gpu_memory import attribute_gpu_memory
+from exporter.leak_tracking import LeakTracker
+from exporter.metrics import SnapshotCollector
+from exporter.snapshot import (
+    ComponentLiveness,
+    GpuDevice,
+    GpuProcess,
+    GpuSnapshot,
+    GpuUnclaimed,
+    GpuUsage,
+    Snapshot,
+)
+from glyph_common.config import LeakSettings
 from tests.exporter_fixtures import deployment, running_exporter, scrape
 from tests.support import python_argv, sample, spawned, wait_for
 
@@ -27,16 +40,18 @@ while True:
 """
 
 AGE = "glyph_leak_segment_age_seconds"
-SCALED = {  # the defaults, 600 times faster: 2 h windows become 12 s, 1 h of grace 6 s
-    "window_seconds": 12,
-    "bin_seconds": 0.1,
-    "history_seconds": 18,
-    "grace_seconds": 6,
-    "warmup_seconds": 3,
-    "min_rate_bytes_per_second": 100e6 / 6,
-    "max_gap_seconds": 3,
-    "spike_seconds": 1,
-}
+GB = 10**9
+SCALED = LeakSettings(  # the defaults, 600 times faster: 2 h windows become 12 s, 1 h of grace 6 s
+    window_seconds=12,
+    bin_seconds=0.1,
+    history_seconds=36,
+    grace_seconds=6,
+    warmup_seconds=2,
+    min_history_seconds=3,
+    min_reach_seconds=1,
+    min_rate_bytes_per_second=150e6 / 6,
+    max_gap_seconds=3,
+)
 
 
 def trend(samples: dict, name: str) -> float | None:  # type: ignore[type-arg]
@@ -87,18 +102,27 @@ def test_a_flat_process_is_not_suspected_and_a_restart_starts_a_new_segment() ->
             )
 
 
-def test_leak_settings_errors_name_the_field(tmp_path: Path) -> None:
+def test_leak_settings_errors_name_the_field_for_both_services(tmp_path: Path) -> None:
+    config = tmp_path / "deploy.yaml"
     for leak, expected in [
-        ({"windw_seconds": 1}, "exporter.leak.windw_seconds: unknown setting"),
-        ({"blocks": 2.5}, "exporter.leak.blocks: must be a whole number"),
-        ({"bin_seconds": -1}, "exporter.leak: LeakSettings"),
+        ("{windw_seconds: 1}", "exporter.leak.windw_seconds: Extra inputs are not permitted"),
+        ("{blocks: 2.5}", "exporter.leak.blocks: Input should be a valid integer"),
+        ("{bin_seconds: -1}", "exporter.leak.bin_seconds: Input should be greater than 0"),
+        ("{history_seconds: 60}", "exporter.leak: history_seconds must be >= window_seconds"),
     ]:
-        config = deployment({"svc": {"match": {"cmdline": "x"}}})
-        config = config.model_copy(
-            update={"exporter": config.exporter.model_copy(update={"leak": leak})}
+        config.write_text(
+            f"components:\n  a: {{match: {{cmdline: x}}}}\nexporter: {{leak: {leak}}}\n"
         )
-        with pytest.raises(ConfigError, match=expected):
-            leak_settings(config)
+        for service in ("exporter", "remediator"):
+            done = subprocess.run(
+                [sys.executable, "-m", service, "check-config", str(config)],
+                capture_output=True,
+                text=True,
+                check=False,
+            )
+            assert done.returncode != 0, (service, leak)
+            assert expected in done.stderr, (service, done.stderr)
+            assert "Traceback" not in done.stderr
 
 
 def test_replay_uses_a_deployments_tuning(tmp_path: Path) -> None:
@@ -122,4 +146,35 @@ def test_replay_uses_a_deployments_tuning(tmp_path: Path) -> None:
     assert '"suspected": true' not in strict.stdout
     assert '"suspected": true' in lenient.stdout
     bad = replay("{grace: 1}")
-    assert bad.returncode == 2 and "exporter.leak.grace: unknown setting" in bad.stderr
+    assert (
+        bad.returncode == 2 and "exporter.leak.grace: Extra inputs are not permitted" in bad.stderr
+    )
+
+
+def test_gpu_memory_is_attributed_once_for_the_metrics_and_the_leak_trend() -> None:
+    api = ComponentLiveness("api", processes=2, start_time=1.0, pids=frozenset({10, 11}))
+    ui = ComponentLiveness("ui", processes=1, start_time=1.0, pids=frozenset({20}))
+    device = GpuDevice(0, "GPU-0", "H100", True, memory_total_bytes=80 * GB)
+    known = GpuSnapshot(
+        True, (replace(device, processes=(GpuProcess(10, 3 * GB), GpuProcess(11, GB))),)
+    )
+    unknown = GpuSnapshot(
+        True, (replace(device, processes=(GpuProcess(10, 3 * GB), GpuProcess(20, None))),)
+    )
+    usage, orphans = attribute_gpu_memory(known, (api, ui))
+    assert usage == (GpuUsage("api", 0, 2, 4 * GB), GpuUsage("ui", 0, 0, 0))
+    assert orphans == (GpuUnclaimed(0, 0),)
+    config = deployment({"api": {"match": {"cmdline": "a"}}, "ui": {"match": {"cmdline": "u"}}})
+    tracker = LeakTracker(config.components)
+    tracker.observe_gpu(known, usage, (api, ui), 100.0)
+    assert [(t.component, t.resource) for t in tracker.readings()] == [("api", "gpu_memory")]
+    usage, orphans = attribute_gpu_memory(unknown, (api, ui))
+    assert usage[1] == GpuUsage("ui", 0, 1, None)
+    tracker.observe_gpu(unknown, usage, (api, ui), 200.0)  # ui's figure is unknown: skipped
+    assert [(t.component, t.resource) for t in tracker.readings()] == [("api", "gpu_memory")]
+    registry = CollectorRegistry(auto_describe=False)
+    snapshot = Snapshot(gpu=unknown, gpu_memory=usage, gpu_orphans=orphans)
+    registry.register(SnapshotCollector(lambda: snapshot))
+    series = "glyph_component_gpu_memory_bytes"
+    assert registry.get_sample_value(series, {"component": "api", "gpu": "0"}) == 3 * GB
+    assert registry.get_sample_value(series, {"component": "ui", "gpu": "0"}) is None

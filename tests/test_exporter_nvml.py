@@ -5,6 +5,7 @@ from __future__ import annotations
 import pynvml
 from prometheus_client import CollectorRegistry
 
+from exporter.gpu_memory import attribute_gpu_memory
 from exporter.metrics import SnapshotCollector
 from exporter.nvml import NvmlReader
 from exporter.snapshot import ComponentLiveness, GpuSnapshot, Snapshot
@@ -14,7 +15,8 @@ from tests.fake_nvml import GIB, FakeDevice, FakeNvml
 
 def registry_for(gpu: GpuSnapshot, *liveness: ComponentLiveness) -> CollectorRegistry:
     registry = CollectorRegistry(auto_describe=False)
-    snapshot = Snapshot(liveness=liveness, gpu=gpu)
+    usage, orphans = attribute_gpu_memory(gpu, liveness)
+    snapshot = Snapshot(liveness=liveness, gpu=gpu, gpu_memory=usage, gpu_orphans=orphans)
     registry.register(SnapshotCollector(lambda: snapshot))
     return registry
 

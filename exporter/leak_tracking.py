@@ -4,33 +4,19 @@ from __future__ import annotations
 
 import shutil
 from collections.abc import Iterable
-from dataclasses import fields
 from pathlib import Path
-from typing import Any
 
 import psutil
 
-from exporter.leak import LeakDetector, LeakReading, LeakSettings
-from exporter.snapshot import CacheUsage, ComponentLiveness, GpuSnapshot, LeakTrend
-from glyph_common.config import Component, ConfigError, Deployment
-
-
-def leak_settings(config: Deployment) -> LeakSettings:
-    """The detector settings of exporter.leak; a ConfigError names a bad one."""
-    known = {f.name: f.type for f in fields(LeakSettings)}
-    values: dict[str, Any] = {}
-    for name, value in config.exporter.leak.items():
-        if name not in known:
-            raise ConfigError(
-                f"exporter.leak.{name}: unknown setting; known: {', '.join(sorted(known))}"
-            )
-        if known[name] == "int" and value != int(value):
-            raise ConfigError(f"exporter.leak.{name}: must be a whole number")
-        values[name] = int(value) if known[name] == "int" else value
-    try:
-        return LeakSettings(**values)
-    except ValueError as exc:
-        raise ConfigError(f"exporter.leak: {exc}") from None
+from exporter.leak_detector import LeakDetector, LeakReading, LeakSettings
+from exporter.snapshot import (
+    CacheUsage,
+    ComponentLiveness,
+    GpuSnapshot,
+    GpuUsage,
+    LeakTrend,
+)
+from glyph_common.config import Component
 
 
 class LeakTracker:
@@ -72,27 +58,34 @@ class LeakTracker:
         )
 
     def observe_gpu(
-        self, gpu: GpuSnapshot, liveness: Iterable[ComponentLiveness], now: float
+        self,
+        gpu: GpuSnapshot,
+        usage: Iterable[GpuUsage],
+        liveness: Iterable[ComponentLiveness],
+        now: float,
     ) -> None:
+        """Each component's GPU memory over the devices it uses; skipped while a figure is
+        unknown, since a partial sum would look like a drop and a rise."""
+        totals = {d.index: d.memory_total_bytes or 0 for d in gpu.devices}
+        used: dict[str, int | None] = {}
+        limit: dict[str, int] = {}
+        for u in usage:
+            if u.processes == 0:
+                continue
+            known = used.get(u.component, 0)
+            used[u.component] = (
+                None if known is None or u.used_bytes is None else known + u.used_bytes
+            )
+            limit[u.component] = limit.get(u.component, 0) + totals.get(u.gpu, 0)
         for reading in liveness:
-            used, total, known = 0, 0, False
-            for device in gpu.devices:
-                figures = [
-                    p.used_bytes
-                    for p in device.processes or ()
-                    if p.pid in reading.pids and p.used_bytes is not None
-                ]
-                if figures:
-                    known = True
-                    used += sum(figures)
-                    total += device.memory_total_bytes or 0
-            if known and total:
+            value = used.get(reading.component)
+            if value is not None and limit[reading.component]:
                 self._update(
                     reading.component,
                     "gpu_memory",
                     now,
-                    used,
-                    limit=total,
+                    value,
+                    limit=limit[reading.component],
                     started=reading.start_time,
                 )
 

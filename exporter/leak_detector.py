@@ -1,0 +1,294 @@
+"""Streaming memory-leak detection for one memory series: does its floor keep rising, how fast."""
+
+from __future__ import annotations
+
+import math
+from bisect import bisect_right
+from collections import deque
+from dataclasses import dataclass
+from itertools import combinations, pairwise
+from statistics import median
+
+from glyph_common.config import LeakSettings
+
+__all__ = ["LeakDetector", "LeakEvidence", "LeakReading", "LeakSettings"]
+
+
+@dataclass(frozen=True)
+class LeakEvidence:
+    """What a window measured: the floors of its blocks and the tests they passed or failed."""
+
+    window_seconds: float
+    slope_bytes_per_second: float  # Theil-Sen slope of the block floors
+    floor_rise_bytes: float  # last block's floor less the first's
+    sigmas: float  # the slope over its standard error
+    above_history_bytes: float | None  # last floor less the high floor of the older history
+    top_steps_share: float  # share of the rise carried by the two largest block steps
+    verdict: str  # "rising floor", or the first test it failed
+
+
+@dataclass(frozen=True)
+class LeakReading:
+    """The detector's view after one sample; None where not (yet) defined."""
+
+    slope_bytes_per_second: float | None
+    suspected: bool
+    seconds_until_exhausted: float | None
+    segment_age_seconds: float
+    evidence: LeakEvidence | None = None  # the longest window that tipped it, or judged
+
+
+class LeakDetector:
+    """Suspects a leak when the floor a series returns to keeps rising; one per series.
+
+    Samples are reduced to one-minute bins. Each window (20 min to 2 h by default, inside the
+    current segment and after its warm-up) is cut into blocks; the floor at the end of a
+    block is a low quantile of the bin minima over the block (or over 1.5 sawtooth periods,
+    when sharp drops recur): what the service returns to between bursts, GC teeth and noise.
+    A leak is suspected when, in some window, the floors rise
+
+    * fast enough: their Theil-Sen slope clears the rate floor and the least rise;
+    * steadily: at most one block falls back, the later half still rises (a plateau or a
+      load cycle turning over does not), and no two block steps carry most of the rise
+      (a one-off step or a burst does not; a stair of three or more chunks does);
+    * significantly: the slope clears min_sigmas standard errors against both the scatter
+      of the floors about their line and the block-to-block noise of the floors;
+    * to a new high: above every older floor of the segment, which must not have fallen back
+      by as much within a window before (a cycle or a sawtooth coming back is not a leak);
+
+    and when a majority of the latest confirm_bins bins agree. A large drop, a long gap or
+    reset() starts a new segment; nothing is suspected within grace_seconds of its start.
+    Memory and cost are bounded by history_seconds / bin_seconds.
+    """
+
+    def __init__(self, settings: LeakSettings | None = None) -> None:
+        self.settings = settings or LeakSettings()
+        s = self.settings
+        self._max_bins = math.ceil(s.history_seconds / s.bin_seconds) + 2
+        self._windows = [s.window_seconds * k / s.windows for k in range(1, s.windows + 1)]
+        self.reset()
+
+    def reset(self) -> None:
+        """Forget the series: the next sample starts a new segment (e.g. a new process)."""
+        self._segment_start: float | None = None
+        self._last_t: float | None = None
+        self._ts: list[float] = []
+        self._ys: list[float] = []
+        self._lows: list[float] = []
+        self._bins: list[int] = []  # the index of each closed bin
+        self._floor_cache: dict[tuple[int, int], float | None] = {}
+        self._open_index: int | None = None
+        self._open_t: list[float] = []
+        self._open_v: list[float] = []
+        self._recent: deque[tuple[float, float]] = deque(maxlen=64)
+        self._slope: float | None = None
+        self._suspected = False
+        self._verdicts: deque[bool] = deque(maxlen=self.settings.confirm_bins)
+        self._evidence: LeakEvidence | None = None
+        self._reading = LeakReading(None, False, None, 0.0)
+
+    def update(
+        self, timestamp_seconds: float, value_bytes: float, limit_bytes: float | None
+    ) -> LeakReading:
+        """Add one sample; samples that are not finite or not newer are ignored."""
+        t, v = float(timestamp_seconds), float(value_bytes)
+        s = self.settings
+        if not (math.isfinite(t) and math.isfinite(v)) or (
+            self._last_t is not None and t <= self._last_t
+        ):
+            return self._reading
+        if self._last_t is None or t - self._last_t > s.max_gap_seconds or self._restarted(t, v):
+            self.reset()
+            self._segment_start = t
+        self._last_t = t
+        self._recent.append((t, v))
+        index = math.floor(t / s.bin_seconds)
+        if self._open_index is not None and index != self._open_index:
+            self._close_bin()
+        self._open_index = index
+        self._open_t.append(t)
+        self._open_v.append(v)
+        assert self._segment_start is not None
+        age = t - self._segment_start
+        until = None
+        slope = self._slope
+        if slope is not None and slope > 0 and limit_bytes is not None and limit_bytes > 0:
+            until = max(0.0, (limit_bytes - v) / slope)
+        suspected = self._suspected and age >= s.grace_seconds
+        self._reading = LeakReading(slope, suspected, until, age, self._evidence)
+        return self._reading
+
+    def _restarted(self, t: float, v: float) -> bool:
+        while self._recent and self._recent[0][0] < t - 300.0:
+            self._recent.popleft()
+        if not self._recent:
+            return False
+        reference = median(x for _, x in self._recent)
+        return reference > 0 and v < (1.0 - self.settings.restart_drop_fraction) * reference
+
+    def _close_bin(self) -> None:
+        self._ts.append(sum(self._open_t) / len(self._open_t))
+        self._ys.append(median(self._open_v))
+        self._lows.append(min(self._open_v))
+        assert self._open_index is not None
+        self._bins.append(self._open_index)
+        self._open_t, self._open_v = [], []
+        if len(self._ts) > self._max_bins + 32:
+            cut = len(self._ts) - self._max_bins
+            for seq in (self._ts, self._ys, self._lows, self._bins):
+                del seq[:cut]
+            first = self._bins[0]
+            self._floor_cache = {k: v for k, v in self._floor_cache.items() if k[0] >= first}
+        self._evaluate()
+
+    def _evaluate(self) -> None:
+        s = self.settings
+        assert self._segment_start is not None
+        now = self._ts[-1]
+        settled = now - self._segment_start - s.warmup_seconds
+        judged: list[LeakEvidence] = []
+        noise, period = self._bin_noise_and_period()
+        for span in self._windows:
+            if settled < span + s.min_history_seconds:
+                break
+            evidence = self._judge(now, span, noise, period)
+            if evidence is not None:
+                judged.append(evidence)
+        rising = [e for e in judged if e.verdict == RISING]
+        self._verdicts.append(bool(rising))
+        # a majority of the latest verdicts must agree: one odd bin does not tip it
+        self._suspected = bool(rising) and 2 * sum(self._verdicts) > self.settings.confirm_bins
+        # the longest window says best how fast it grows
+        self._evidence = rising[-1] if rising else (judged[-1] if judged else None)
+        self._slope = self._evidence.slope_bytes_per_second if self._evidence else None
+
+    def _bin_noise_and_period(self) -> tuple[float, float | None]:
+        """The robust scatter of the one-minute medians, and the period of sharp drops (a
+        sawtooth's) when they recur."""
+        ts, ys = self._ts, self._ys
+        diffs = [b - a for a, b in pairwise(ys[-240:])]
+        if len(diffs) < 8:
+            return 0.0, None
+        centre = median(diffs)
+        sigma = 1.4826 * median(abs(x - centre) for x in diffs) / math.sqrt(2)
+        sharp = max(6 * sigma, 0.005 * abs(ys[-1]))
+        offset = len(ts) - len(diffs)
+        drops = [ts[offset + i] for i, x in enumerate(diffs) if x < -sharp]
+        gaps = sorted(b - a for a, b in pairwise(drops))
+        if len(gaps) < 3:
+            return sigma, None
+        typical = median(gaps)
+        regular = gaps[3 * len(gaps) // 4] - gaps[len(gaps) // 4] <= typical
+        return sigma, typical if regular else None
+
+    def _floor(self, end: int, reach: int) -> float | None:
+        """A low quantile of the bin minima in the `reach` bins up to bin `end`; None with
+        under half of them there. Closed bins never change, so floors are kept."""
+        key = (end, reach)
+        if key not in self._floor_cache:
+            lo, hi = bisect_right(self._bins, end - reach), bisect_right(self._bins, end)
+            floor = None
+            if 2 * (hi - lo) >= reach and hi - lo >= 2:
+                block = sorted(self._lows[lo:hi])
+                floor = block[int(self.settings.floor_quantile * (len(block) - 1))]
+            self._floor_cache[key] = floor
+        return self._floor_cache[key]
+
+    def _floors(self, ends: range, reach: int) -> list[tuple[float, float]]:
+        """(time, floor) at each of the block ends (bin indices) that has one."""
+        out = []
+        for end in ends:
+            floor = self._floor(end, reach)
+            if floor is not None:
+                out.append(((end + 1) * self.settings.bin_seconds, floor))
+        return out
+
+    def _judge(
+        self, now: float, span: float, bin_noise: float, period: float | None
+    ) -> LeakEvidence | None:
+        s = self.settings
+        assert self._segment_start is not None
+        width = max(1, round(span / s.blocks / s.bin_seconds))  # in bins
+        reach = max(width, round(s.min_reach_seconds / s.bin_seconds))
+        if period:  # a floor must reach back to a sawtooth's trough, within the window
+            reach = max(reach, min(math.ceil(1.5 * period / s.bin_seconds), 2 * width))
+        last = self._bins[-1]
+        start = last - s.blocks * width
+        floors = self._floors(range(start + width, last + 1, width), reach)
+        if len(floors) < s.blocks - 1:
+            return None
+        slope = _theil_sen(floors)
+        values = [y for _, y in floors]
+        rise = values[-1] - values[0]
+        begin = max(self._segment_start, now - s.history_seconds)
+        first = start - width * math.floor((start - begin / s.bin_seconds - reach) / width)
+        older = self._floors(range(first, start + 1, width), reach)
+        steps = [b - a for a, b in pairwise(values)]
+        noise = max(
+            _step_noise([b - a for a, b in pairwise(y for _, y in older + floors)]),
+            1.43 * bin_noise / math.sqrt(reach),  # a low quantile of white noise
+        )
+        mean = sum(t for t, _ in floors) / len(floors)
+        spread = math.sqrt(sum((t - mean) ** 2 for t, _ in floors))
+        resid = [y - slope * (t - mean) for t, y in floors]
+        centre = median(resid)
+        scatter = 1.4826 * median(abs(r - centre) for r in resid)
+        sigmas = slope * spread / max(scatter, noise, 1e-9)
+        rises = sorted((x for x in steps if x > 0), reverse=True)
+        top = sum(rises[:2]) / sum(rises) if rises and sum(rises) > 0 else 1.0
+        high = _quantile([y for _, y in older], s.history_quantile) if older else None
+        above = None if high is None else values[-1] - high
+
+        def verdict(reason: str) -> LeakEvidence:
+            return LeakEvidence(span, slope, rise, sigmas, above, top, reason)
+
+        if slope < s.min_rate_bytes_per_second or slope * span < s.min_rise_bytes:
+            return verdict("below the rate floor")
+        if sum(1 for x in steps if x < 0) > 1 or -sum(x for x in steps if x < 0) > 0.25 * rise:
+            return verdict("floors fall back")
+        (t0, y0), (th, yh), (t1, y1) = floors[0], floors[len(floors) // 2], floors[-1]
+        if (y1 - yh) / (t1 - th) < s.min_late_fraction * (yh - y0) / (th - t0):
+            return verdict("levelling off")
+        if top > s.max_top_steps_share:
+            return verdict("one or two steps")
+        if sigmas < s.min_sigmas:
+            return verdict("not significant")
+        if above is None or len(older) * width * s.bin_seconds < s.min_history_seconds:
+            return verdict("too little older history")
+        if above < s.min_sigmas / 2 * noise:
+            return verdict("not above the older history")
+        if _fall_back(older + floors[:1], span) > s.max_fall_back_fraction * rise:
+            return verdict("fell back as much before")
+        return verdict(RISING)
+
+
+RISING = "rising floor"
+
+
+def _theil_sen(points: list[tuple[float, float]]) -> float:
+    """Median of the pairwise slopes."""
+    return median((b[1] - a[1]) / (b[0] - a[0]) for a, b in combinations(points, 2))
+
+
+def _fall_back(floors: list[tuple[float, float]], span: float) -> float:
+    """The largest fall of the floors within `span`: how far the service has come back down."""
+    worst = 0.0
+    for i, (t, y) in enumerate(floors):
+        for u, z in floors[i + 1 :]:
+            if u - t > span:
+                break
+            worst = max(worst, y - z)
+    return worst
+
+
+def _step_noise(steps: list[float]) -> float:
+    """Robust standard deviation of one floor, from the steps between neighbouring floors."""
+    if len(steps) < 3:
+        return 0.0
+    centre = median(steps)
+    return 1.4826 * median(abs(x - centre) for x in steps) / math.sqrt(2)
+
+
+def _quantile(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[int(q * (len(ordered) - 1))]
