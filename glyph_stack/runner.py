@@ -11,7 +11,7 @@ from glyph_common.processes import ProcessTable
 from glyph_stack.configs import Ports, StackFiles, write_stack_files
 from glyph_stack.services import Service, StackError, find_binary
 from remediator.actions.tree import collect, session_members, stop_processes
-from remediator.store import Store
+from remediator.store import read_started
 
 
 @dataclass
@@ -133,12 +133,5 @@ class LocalStack:
         """Processes of the sessions the remediator started: they belong to this stack too."""
         assert self.files is not None
         path = load_config(self.files.deployment).remediator.state_db
-        if not path.exists():
-            return set()
-        store = Store.open(path)
-        try:
-            states = store.load_states()
-        finally:
-            store.close()
         # Only processes carrying that start's token: a reused session number is never swept.
-        return set().union(*(session_members(started, ()) for _, started in states.values()))
+        return set().union(*(session_members(started, ()) for started in read_started(path)))

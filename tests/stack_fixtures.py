@@ -20,8 +20,7 @@ FAST_BUDGET = {
     "backoff_initial_seconds": 1,
     "backoff_max_seconds": 4,
     "backoff_reset_seconds": 600,
-    "max_restarts": 5,
-    "window_seconds": 3600,
+    "max_failed_restarts": 5,
 }
 
 

@@ -101,7 +101,7 @@ def test_crash_loop_backs_off_then_gives_up_and_stays_down(tmp_path: Path) -> No
     config = standin_deployment(
         tmp_path,
         api_args=("--startup-delay", "5", "--fail-start-after", "1"),
-        budget={"max_restarts": 3, "cooldown_seconds": 1, "backoff_initial_seconds": 1},
+        budget={"max_failed_restarts": 3, "cooldown_seconds": 1, "backoff_initial_seconds": 1},
     )
     with local_stack(tmp_path, config) as (_stack, probe):
         wait_for(lambda: probe.firing("GlyphRemediationGaveUp", "api"), 150)

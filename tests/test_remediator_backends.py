@@ -70,7 +70,7 @@ def test_systemd_failure_is_reported(
 ) -> None:
     monkeypatch.setenv("SYSTEMCTL_DOUBLE_EXIT", "1")
     component = probed(free_port(), {"backend": "systemd", "unit": "glyph-api.service"})
-    config = make_config(tmp_path, {"api": component}, budget={"max_restarts": 1})
+    config = make_config(tmp_path, {"api": component}, budget={"max_failed_restarts": 1})
     with Remediator(config) as rem:
         rem.post(payload())
         [action] = rem.finished_actions(1)
@@ -119,7 +119,7 @@ def test_docker_failures_are_reported(
 ) -> None:
     engine, restart = _docker(tmp_path, state, container)
     component = probed(free_port(), restart, startup_timeout_seconds=0.5)
-    config = make_config(tmp_path, {"api": component}, budget={"max_restarts": 1})
+    config = make_config(tmp_path, {"api": component}, budget={"max_failed_restarts": 1})
     with engine, Remediator(config) as rem:
         rem.post(payload())
         [action] = rem.finished_actions(1)
@@ -130,7 +130,7 @@ def test_docker_failures_are_reported(
 def test_docker_socket_missing_is_reported(tmp_path: Path) -> None:
     restart = {"backend": "docker", "container": "glyph", "socket": str(tmp_path / "none.sock")}
     config = make_config(
-        tmp_path, {"api": probed(free_port(), restart)}, budget={"max_restarts": 1}
+        tmp_path, {"api": probed(free_port(), restart)}, budget={"max_failed_restarts": 1}
     )
     with Remediator(config) as rem:
         rem.post(payload())
