@@ -94,7 +94,9 @@ def test_start_uses_path_env_cwd_and_runs_the_stop_argv_first(tmp_path: Path) ->
 def test_start_command_not_found_fails_to_start(tmp_path: Path) -> None:
     port, mark = free_port(), marker()
     component = command_component(port, mark, start=["glyph-no-such-command", mark])
-    with Remediator(make_config(tmp_path, {"api": component}, budget={"max_failed_restarts": 1})) as rem:
+    with Remediator(
+        make_config(tmp_path, {"api": component}, budget={"max_failed_restarts": 1})
+    ) as rem:
         rem.post(payload())
         [action] = rem.finished_actions(1)
         assert action["outcome"] == "failed_to_start"
