@@ -15,8 +15,8 @@ from typing import Any
 import psutil
 import pytest
 
-from remediator.actions.tree import START_ENV, alive, session_members
 from remediator.actions.base import Started
+from remediator.actions.tree import START_ENV, alive, session_members
 from tests.remediator_doubles.harness import (
     Remediator,
     alert,
