@@ -77,15 +77,22 @@ class LocalStack:
                 self.warnings.append(str(exc))
 
     def stop(self) -> None:
-        """Stop the stack, then the service instances it (or its remediator) started."""
+        """Stop the stack, then the service instances it (or its remediator) started.
+
+        The remediator stops before its record is read: told to stop mid-restart, it finishes
+        the start it began (and records the process) or never starts it, so what it started
+        is known only once it has exited.
+        """
+        for name in ("prometheus", "alertmanager", "remediator"):
+            if name in self.services:
+                self.services[name].stop()
         try:
             started = self._remediator_started()
         except Exception as exc:  # stopping the rest matters more than this lookup
             self.warnings.append(f"could not read what the remediator started: {exc}")
             started = set()
-        for name in ("prometheus", "alertmanager", "remediator", "exporter"):
-            if name in self.services:
-                self.services[name].stop()
+        if "exporter" in self.services:
+            self.services["exporter"].stop()
         for name, service in self.services.items():
             if name.startswith("component:"):
                 service.stop()
