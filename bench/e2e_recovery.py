@@ -5,11 +5,17 @@ Alertmanager 0.25 with deploy/prometheus/*.yml) on free loopback ports, then rep
 the api (or hang its engine), and read when the remediator began the restart and when it was
 verified healthy. Between trials it waits out the remediator's cooldown and resets its budget,
 as an operator would after a test.
+
+`--repeated-kills N` instead kills the api N times, `--kill-spacing` seconds apart (or as soon as
+it is healthy again, when later), and never resets anything: recovered/N, kill-to-healthy
+median and max, and the back-off delays the remediator applied.
 """
 
 from __future__ import annotations
 
 import argparse
+import os
+import signal
 import statistics
 import sys
 import tempfile
@@ -19,9 +25,11 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from glyph_common.config import load_config
+from glyph_common.processes import ProcessTable
 from glyph_stack.configs import Ports
 from glyph_stack.runner import LocalStack
-from glyph_stack.scenario import StackReader, run_scenario, wait_healthy
+from glyph_stack.scenario import StackReader, run_scenario, wait_healthy, wait_until
+from glyph_stack.services import StackError
 from tests.support import free_port
 
 REPO = Path(__file__).resolve().parents[1]
@@ -34,12 +42,70 @@ def summary(label: str, values: list[float]) -> str:
     )
 
 
+def repeated_kills(stack: LocalStack, kills: int, spacing: float) -> None:
+    """Kill the api again and again, never resetting the budget; print what an operator sees."""
+    component = stack.config.component("api")
+    assert component is not None
+    probe = StackReader(stack)
+    recovered: list[float] = []
+    try:
+        wait_healthy(probe, "api")
+        last_kill = 0.0
+        for trial in range(kills):
+            time.sleep(max(0.0, last_kill + spacing - time.time()))
+            wait_healthy(probe, "api", 600)
+            table = ProcessTable()
+            table.refresh()
+            last_kill = time.time()
+            for pid in table.find([component])["api"].roots:
+                os.kill(pid, signal.SIGKILL)
+            wait_until(lambda: not probe.healthy("api"), 30, "the kill to show")
+            try:
+                back = wait_until(lambda: probe.healthy("api"), 600, "health")
+            except StackError as exc:
+                print(f"kill #{trial + 1}: not recovered ({exc})", flush=True)
+                continue
+            recovered.append(back - last_kill)
+            print(f"kill #{trial + 1}: healthy again after {back - last_kill:.2f} s", flush=True)
+        actions = sorted(probe.actions("api"), key=lambda a: a["id"])
+        decisions = probe.decisions("api")
+    finally:
+        probe.close()
+    waits = []  # from each alert deferred by back-off to the restart that followed it
+    for deferred in (d for d in decisions if d["reason"] == "backoff"):
+        after = [a["started_at"] for a in actions if a["started_at"] >= deferred["at"]]
+        if after:
+            waits.append(min(after) - deferred["at"])
+    print()
+    print(f"repeated kills, {spacing:g} s apart, budget never reset:")
+    print(f"recovered {len(recovered)}/{kills}")
+    if recovered:
+        print(summary("kill -> healthy again", recovered))
+    print(
+        "back-off waits seen (alert deferred -> restart began): "
+        + (", ".join(f"{w:.1f} s" for w in waits) or "none")
+    )
+    print("outcomes: " + ", ".join(str(a["outcome"]) for a in actions))
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--kills", type=int, default=10)
     parser.add_argument("--hangs", type=int, default=3)
     parser.add_argument("--config", type=Path, default=REPO / "examples" / "standin.yaml")
+    parser.add_argument("--repeated-kills", type=int, default=0, metavar="N")
+    parser.add_argument("--kill-spacing", type=float, default=20.0, metavar="SECONDS")
     args = parser.parse_args()
+    if args.repeated_kills:
+        ports = Ports(free_port(), free_port(), free_port(), free_port())
+        work = Path(tempfile.mkdtemp(prefix="glyph-e2e-bench-"))
+        stack = LocalStack(load_config(args.config), work, ports)
+        try:
+            stack.start()
+            repeated_kills(stack, args.repeated_kills, args.kill_spacing)
+        finally:
+            stack.stop()
+        return
     config = load_config(args.config)
     cooldown = config.remediator.budget.cooldown_seconds
     ports = Ports(free_port(), free_port(), free_port(), free_port())
