@@ -25,9 +25,10 @@ from remediator.store import StoreFault
 
 OPEN_PATHS = frozenset({"/healthz", "/metrics", "/openapi.json", "/docs", "/redoc"})
 Limit = Annotated[int, Query(ge=1, le=1000, description="how many, newest first")]
-NOT_FOUND: dict[int | str, dict[str, Any]] = {
-    404: {"description": "no such component"},
-    503: {"description": "the state database is failing (the remediator still acts)"},
+NOT_FOUND: dict[int | str, dict[str, Any]] = {404: {"description": "no such component"}}
+RECORD: dict[int | str, dict[str, Any]] = {
+    **NOT_FOUND,
+    503: {"description": "the state database cannot be read now (the remediator still acts)"},
 }
 
 
@@ -66,12 +67,12 @@ def create_app(engine: Engine, credentials: Credentials) -> FastAPI:
         """An Alertmanager webhook delivery: recorded and judged now, acted on in the background."""
         return Accepted(alerts=await engine.receive(payload, await request.body()))
 
-    @app.get("/actions", response_model=list[ActionRecord], responses=NOT_FOUND)
+    @app.get("/actions", response_model=list[ActionRecord], responses=RECORD)
     async def actions(component: str | None = None, limit: Limit = 50) -> list[dict[str, Any]]:
         """Recent actions with timings and outcomes."""
         return await from_store(engine.store.actions(component_filter(component), limit))
 
-    @app.get("/decisions", response_model=list[DecisionRecord], responses=NOT_FOUND)
+    @app.get("/decisions", response_model=list[DecisionRecord], responses=RECORD)
     async def decisions(component: str | None = None, limit: Limit = 50) -> list[dict[str, Any]]:
         """Recent judgements of alerts and operator requests, with the reason."""
         return await from_store(engine.store.decisions(component_filter(component), limit))

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import sqlite3
 import sys
+from collections.abc import Callable
 from dataclasses import replace
 from datetime import UTC, datetime
 from pathlib import Path
@@ -11,14 +13,22 @@ from typing import Any
 
 import pytest
 
-from glyph_common.config import Budget, Component, Deployment, parse_config
+from glyph_common.config import Budget, Component, Deployment, Retention, parse_config
 from remediator.engine import Engine
 from remediator.intake import ComponentView, Context, judge, key_of
 from remediator.metrics import Metrics
 from remediator.models import Alert, WebhookPayload
 from remediator.policy import ComponentState
 from remediator.reasons import DEFERRED, SKIPPED, Reason
-from remediator.store import DecisionRow, Store
+from remediator.store import (
+    DecisionRow,
+    Store,
+    mark_seen,
+    payload_digest,
+    prune,
+    record_decision,
+    record_payload,
+)
 from remediator.worker import Conflict, Trigger, Worker
 from tests.remediator_doubles.harness import alert, payload
 
@@ -414,5 +424,29 @@ def test_operator_switch_and_truncated_delivery_are_recorded(tmp_path: Path) -> 
             )
         finally:
             await engine.stop()
+
+    asyncio.run(scenario())
+
+
+def test_retention_prunes_by_age_and_count(tmp_path: Path) -> None:
+    async def scenario() -> None:
+        store = Store.open(tmp_path / "state.sqlite")
+        old, now = 1_000.0, 1_000_000.0
+        ops = [record_payload(b"old", payload_digest(b"old"), old)]
+        ops += [record_decision(DecisionRow("skipped", "duplicate"), old) for _ in range(10)]
+        ops += [record_decision(DecisionRow("skipped", "duplicate"), now) for _ in range(150)]
+        ops += [mark_seen((f"f{i}", "t"), old if i < 10 else now) for i in range(150)]
+        assert await store.write(ops)
+        assert await store.write([prune(Retention(max_age_seconds=3600, max_rows=100), now)])
+
+        def count(table: str) -> Callable[[sqlite3.Connection], int]:
+            return lambda db: int(db.execute(f"SELECT COUNT(*) FROM {table}").fetchone()[0])
+
+        assert await store.read(count("decisions")) == 100
+        assert await store.read(count("seen_alerts")) == 100
+        assert await store.read(count("payloads")) == 0
+        newest = await store.decisions(None, 1)
+        assert newest[0]["at"] == now
+        store.close()
 
     asyncio.run(scenario())
