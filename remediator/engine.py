@@ -27,6 +27,7 @@ from remediator.reasons import Reason
 from remediator.store import (
     DecisionRow,
     Store,
+    StoreFault,
     Write,
     begin_action,
     drop_intent,
@@ -223,26 +224,29 @@ class Engine:
         unknown = [k for k in dict.fromkeys(keys) if k not in self._seen]
         stored: set[Key] = set()
         if unknown:
-            with contextlib.suppress(Exception):  # a store fault is logged; memory still dedups
+            with contextlib.suppress(StoreFault):  # logged and counted; memory still dedups
                 stored = await self.store.seen_among(unknown)
         digest = payload_digest(body)
         wall = self.clock.wall()
         ops = [record_payload(body, digest, wall)]
         launched: list[tuple[Worker, Running]] = []
-        verdicts = [self._take(a, digest, stored, ops, launched) for a in alerts]
-        beyond = len(payload.alerts) - len(alerts) + payload.truncatedAlerts
-        if beyond:
-            self.metrics.truncated.inc(beyond)
-            detail = (
-                f"{len(payload.alerts) - len(alerts)} alert(s) beyond max_alerts_per_delivery"
-                f" ({limit}) not judged; Alertmanager truncated {payload.truncatedAlerts}"
-            )
-            log.warning("delivery %s: %s", digest[:12], detail)
-            row = DecisionRow("skipped", Reason.TRUNCATED, detail=detail, payload_sha256=digest)
-            ops.append(record_decision(row, wall))
-        persisted = asyncio.ensure_future(self.store.write(ops))
-        for worker, running in launched:
-            self._spawn(worker, running, persisted)
+        try:
+            verdicts = [self._take(a, digest, stored, ops, launched) for a in alerts]
+            beyond = len(payload.alerts) - len(alerts) + payload.truncatedAlerts
+            if beyond:
+                self.metrics.truncated.inc(beyond)
+                detail = (
+                    f"{len(payload.alerts) - len(alerts)} alert(s) beyond"
+                    f" max_alerts_per_delivery ({limit}) not judged;"
+                    f" Alertmanager truncated {payload.truncatedAlerts}"
+                )
+                log.warning("delivery %s: %s", digest[:12], detail)
+                row = DecisionRow("skipped", Reason.TRUNCATED, detail=detail, payload_sha256=digest)
+                ops.append(record_decision(row, wall))
+        finally:  # a slot taken is always run (and freed), whatever else was raised
+            persisted = asyncio.ensure_future(self.store.write(ops))
+            for worker, running in launched:
+                self._spawn(worker, running, persisted)
         await asyncio.shield(persisted)
         return verdicts
 
