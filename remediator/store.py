@@ -238,7 +238,28 @@ class Store:
             return False
 
     def _drain(self, db: sqlite3.Connection) -> bool:
-        while self._outbox:
+        """Write every kept batch in one transaction (group commit), or one by one on a bad one."""
+        batches = list(self._outbox)
+        if not batches:
+            return True
+        db.execute("BEGIN IMMEDIATE")
+        try:
+            for batch in batches:
+                for op in batch:
+                    op(db)
+        except sqlite3.OperationalError:
+            db.execute("ROLLBACK")
+            raise  # locked, read-only, disk full: keep them for the next try
+        except sqlite3.Error:
+            db.execute("ROLLBACK")
+            return self._drain_one_by_one(db, len(batches))
+        db.execute("COMMIT")
+        for _ in batches:
+            self._outbox.popleft()
+        return True
+
+    def _drain_one_by_one(self, db: sqlite3.Connection, count: int) -> bool:
+        for _ in range(count):
             batch = self._outbox[0]
             db.execute("BEGIN IMMEDIATE")
             try:
@@ -246,13 +267,12 @@ class Store:
                     op(db)
             except sqlite3.OperationalError:
                 db.execute("ROLLBACK")
-                raise  # locked, read-only, disk full: keep it for the next try
+                raise
             except sqlite3.Error as exc:
                 db.execute("ROLLBACK")
-                self._outbox.popleft()
                 log.error("state store %s: dropped a batch it cannot take: %s", self.path, exc)
-                continue
-            db.execute("COMMIT")
+            else:
+                db.execute("COMMIT")
             self._outbox.popleft()
         return True
 
