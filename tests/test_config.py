@@ -98,7 +98,7 @@ def test_check_config_without_file_prints_builtin() -> None:
         ),
         (
             MINIMAL + "remediator: {budget: {max_restarts: 5}}\n",
-            "remediator.budget: max_restarts is no longer supported: replaced by max_failed_restarts",
+            "remediator.budget: max_restarts is no longer supported: replaced by max_failed_",
         ),
         (
             MINIMAL + "remediator: {budget: {window_seconds: 3600}}\n",
