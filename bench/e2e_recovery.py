@@ -6,9 +6,9 @@ the api (or hang its engine), and read when the remediator began the restart and
 verified healthy. Between trials it waits out the remediator's cooldown and resets its budget,
 as an operator would after a test.
 
-`--repeated-kills N` instead kills the api N times, `--kill-spacing` seconds apart (or as soon as
-it is healthy again, when later), and never resets anything: recovered/N, kill-to-healthy
-median and max, and the back-off delays the remediator applied.
+`--repeated-kills N` instead kills the api N times, `--kill-spacing` seconds apart and each at
+least `--healthy-for` seconds after it was healthy again, and never resets anything:
+recovered/N, kill-to-healthy median and max, and the back-off delays the remediator applied.
 """
 
 from __future__ import annotations
@@ -42,18 +42,20 @@ def summary(label: str, values: list[float]) -> str:
     )
 
 
-def repeated_kills(stack: LocalStack, kills: int, spacing: float) -> None:
+def repeated_kills(stack: LocalStack, kills: int, spacing: float, healthy_for: float) -> None:
     """Kill the api again and again, never resetting the budget; print what an operator sees."""
     component = stack.config.component("api")
     assert component is not None
     probe = StackReader(stack)
     recovered: list[float] = []
     try:
-        wait_healthy(probe, "api")
+        healthy_at = wait_until(lambda: probe.healthy("api"), 600, "health")
         last_kill = 0.0
         for trial in range(kills):
-            time.sleep(max(0.0, last_kill + spacing - time.time()))
-            wait_healthy(probe, "api", 600)
+            # spaced apart, and each after the service was healthy again for a while
+            time.sleep(
+                max(0.0, last_kill + spacing - time.time(), healthy_at + healthy_for - time.time())
+            )
             table = ProcessTable()
             table.refresh()
             last_kill = time.time()
@@ -66,6 +68,7 @@ def repeated_kills(stack: LocalStack, kills: int, spacing: float) -> None:
                 print(f"kill #{trial + 1}: not recovered ({exc})", flush=True)
                 continue
             recovered.append(back - last_kill)
+            healthy_at = back
             print(f"kill #{trial + 1}: healthy again after {back - last_kill:.2f} s", flush=True)
         actions = sorted(probe.actions("api"), key=lambda a: a["id"])
         decisions = probe.decisions("api")
@@ -77,7 +80,9 @@ def repeated_kills(stack: LocalStack, kills: int, spacing: float) -> None:
         if after:
             waits.append(min(after) - deferred["at"])
     print()
-    print(f"repeated kills, {spacing:g} s apart, budget never reset:")
+    print(
+        f"repeated kills, {spacing:g} s apart and {healthy_for:g} s after healthy, budget never reset:"
+    )
     print(f"recovered {len(recovered)}/{kills}")
     if recovered:
         print(summary("kill -> healthy again", recovered))
@@ -95,14 +100,16 @@ def main() -> None:
     parser.add_argument("--config", type=Path, default=REPO / "examples" / "standin.yaml")
     parser.add_argument("--repeated-kills", type=int, default=0, metavar="N")
     parser.add_argument("--kill-spacing", type=float, default=20.0, metavar="SECONDS")
+    parser.add_argument("--healthy-for", type=float, default=12.0, metavar="SECONDS")
     args = parser.parse_args()
     if args.repeated_kills:
         ports = Ports(free_port(), free_port(), free_port(), free_port())
         work = Path(tempfile.mkdtemp(prefix="glyph-e2e-bench-"))
         stack = LocalStack(load_config(args.config), work, ports)
+        signal.signal(signal.SIGTERM, lambda *_: sys.exit(1))  # stop the stack on the way out
         try:
             stack.start()
-            repeated_kills(stack, args.repeated_kills, args.kill_spacing)
+            repeated_kills(stack, args.repeated_kills, args.kill_spacing, args.healthy_for)
         finally:
             stack.stop()
         return

@@ -259,15 +259,16 @@ def test_a_write_lock_held_elsewhere_never_wedges_or_blocks(tmp_path: Path) -> N
             assert "glyph_remediator_store_pending_writes 0.0" not in metrics
             manual = rem.http.post("/components/api/restart")
             assert manual.status_code == 202, manual.text  # not wedged busy
-        finally:
             db.execute("ROLLBACK")
+            # the kept record is written once the lock is gone
+            done = rem.finished_actions(2, timeout=30)
+            assert [a["outcome"] for a in done] == ["succeeded", "succeeded"]
+            pending = "glyph_remediator_store_pending_writes 0.0"
+            wait_for(lambda: pending in rem.http.get("/metrics").text, 20)
+        finally:
             db.close()
-        # the kept record is written once the lock is gone
-        done = rem.finished_actions(2, timeout=30)
-        assert [a["outcome"] for a in done] == ["succeeded", "succeeded"]
-        wait_for(
-            lambda: "glyph_remediator_store_pending_writes 0.0" in rem.http.get("/metrics").text, 20
-        )
+            for pid in _listeners(port):  # also when the record never caught up
+                kill_group(pid)
 
 
 def test_a_read_only_database_still_acts_and_says_so(tmp_path: Path) -> None:
