@@ -81,7 +81,8 @@ def repeated_kills(stack: LocalStack, kills: int, spacing: float, healthy_for: f
             waits.append(min(after) - deferred["at"])
     print()
     print(
-        f"repeated kills, {spacing:g} s apart and {healthy_for:g} s after healthy, budget never reset:"
+        f"repeated kills, {spacing:g} s apart and {healthy_for:g} s after healthy,"
+        " budget never reset:"
     )
     print(f"recovered {len(recovered)}/{kills}")
     if recovered:
