@@ -7,6 +7,7 @@ import contextlib
 import dataclasses
 import logging
 from collections import OrderedDict
+from collections.abc import Callable
 from dataclasses import replace
 from typing import Any
 
@@ -92,7 +93,7 @@ class Engine:
         return self._restamp(state, lambda t: from_wall(self.clock, t))
 
     @staticmethod
-    def _restamp(state: ComponentState, convert: Any) -> ComponentState:
+    def _restamp(state: ComponentState, convert: Callable[[float], float]) -> ComponentState:
         return replace(
             state,
             last_restart_at=None
