@@ -360,3 +360,35 @@ def test_readiness_and_watchdog_reach_systemd(tmp_path: Path, service: str) -> N
             proc.proc.terminate()
             assert "STOPPING=1" in _datagrams(sock, "STOPPING=1", 10)
             proc.proc.wait(10)
+
+
+def test_stopped_while_verifying_it_keeps_the_started_service_and_records_recovered(
+    tmp_path: Path,
+) -> None:
+    port, mark = free_port(), marker()
+    slow = service_argv(port, mark, "--delay", "2")  # started, healthy only 2 s later
+    config = make_config(tmp_path, {"api": command_component(port, mark, start=slow)})
+    process = Process(config, tmp_path).start()
+    try:
+        assert process.post(now_alert()) == ["acted"]
+        wait_for(lambda: _running_with(mark), 10)  # the start has begun
+        process.signal(signal.SIGTERM)
+        wait_for(lambda: healthy(port), 10)  # what it started runs on
+
+        process.start()
+        wait_for(
+            lambda: any(d["reason"] == "recovered" for d in process.http.get("/decisions").json()),
+            15,
+        )
+        assert [a["outcome"] for a in process.actions()] == ["interrupted"]
+        with contextlib.closing(sqlite3.connect(config.remediator.state_db)) as db:
+            row = db.execute("SELECT started FROM component_state WHERE name = 'api'").fetchone()
+        assert row[0] is not None  # the process it started is known
+    finally:
+        for pid in _listeners(port):
+            kill_group(pid)
+        process.close()
+
+
+def _running_with(mark: str) -> bool:
+    return any(mark in " ".join(p.info["cmdline"] or []) for p in psutil.process_iter(["cmdline"]))
