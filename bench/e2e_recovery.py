@@ -6,7 +6,8 @@ the api (or hang its engine), and read when the remediator began the restart and
 verified healthy. Between trials it waits out the remediator's cooldown and resets its budget,
 as an operator would after a test.
 
-`--repeated-kills N` instead kills the api N times, `--kill-spacing` seconds apart and each at
+`--repeated-kills N` (the stand-in on free ports, matched by port, with --config's budget)
+instead kills the api N times, `--kill-spacing` seconds apart and each at
 least `--healthy-for` seconds after it was healthy again, and never resets anything:
 recovered/N, kill-to-healthy median and max, and the back-off delays the remediator applied.
 """
@@ -30,6 +31,7 @@ from glyph_stack.configs import Ports
 from glyph_stack.runner import LocalStack
 from glyph_stack.scenario import StackReader, run_scenario, wait_healthy, wait_until
 from glyph_stack.services import StackError
+from tests.stack_fixtures import pinned_to_ports, standin_deployment
 from tests.support import free_port
 
 REPO = Path(__file__).resolve().parents[1]
@@ -106,7 +108,10 @@ def main() -> None:
     if args.repeated_kills:
         ports = Ports(free_port(), free_port(), free_port(), free_port())
         work = Path(tempfile.mkdtemp(prefix="glyph-e2e-bench-"))
-        stack = LocalStack(load_config(args.config), work, ports)
+        # the stand-in on free ports, matched by its port: other stacks on the host are left alone
+        budget = load_config(args.config).remediator.budget.model_dump()  # the shipped budget
+        config = pinned_to_ports(standin_deployment(work, budget=budget))
+        stack = LocalStack(config, work, ports)
         signal.signal(signal.SIGTERM, lambda *_: sys.exit(1))  # stop the stack on the way out
         try:
             stack.start()

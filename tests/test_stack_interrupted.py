@@ -14,7 +14,7 @@ import pytest
 
 from glyph_common.config import dump_config
 from glyph_common.processes import ProcessTable
-from tests.stack_fixtures import standin_deployment
+from tests.stack_fixtures import pinned_to_ports, standin_deployment
 from tests.support import wait_for
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(240)]
@@ -41,7 +41,7 @@ def _restart_running(db: Path) -> bool:
 
 @pytest.mark.parametrize("moment", [0.5, 3.0])  # stopping the old api / verifying the new one
 def test_ctrl_c_during_a_restart_leaves_no_process(tmp_path: Path, moment: float) -> None:
-    config = standin_deployment(tmp_path, api_args=("--startup-delay", "4"))
+    config = pinned_to_ports(standin_deployment(tmp_path, api_args=("--startup-delay", "4")))
     file = tmp_path / "glyph.yaml"
     file.write_text(dump_config(config))
     work = tmp_path / "stack"
