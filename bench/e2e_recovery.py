@@ -5,11 +5,18 @@ Alertmanager 0.25 with deploy/prometheus/*.yml) on free loopback ports, then rep
 the api (or hang its engine), and read when the remediator began the restart and when it was
 verified healthy. Between trials it waits out the remediator's cooldown and resets its budget,
 as an operator would after a test.
+
+`--repeated-kills N` (the stand-in on free ports, matched by port, with --config's budget)
+instead kills the api N times, `--kill-spacing` seconds apart and each at
+least `--healthy-for` seconds after it was healthy again, and never resets anything:
+recovered/N, kill-to-healthy median and max, and the back-off delays the remediator applied.
 """
 
 from __future__ import annotations
 
 import argparse
+import os
+import signal
 import statistics
 import subprocess
 import sys
@@ -23,9 +30,12 @@ import yaml
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from glyph_common.config import Deployment, dump_config, load_config, parse_config
+from glyph_common.processes import ProcessTable
 from glyph_stack.configs import Ports
 from glyph_stack.runner import LocalStack
 from glyph_stack.scenario import StackReader, run_scenario, wait_healthy, wait_until
+from glyph_stack.services import StackError
+from tests.stack_fixtures import pinned_to_ports, standin_deployment
 from tests.support import free_port
 
 REPO = Path(__file__).resolve().parents[1]
@@ -223,6 +233,58 @@ def engine_report(
         )
 
 
+def repeated_kills(stack: LocalStack, kills: int, spacing: float, healthy_for: float) -> None:
+    """Kill the api again and again, never resetting the budget; print what an operator sees."""
+    component = stack.config.component("api")
+    assert component is not None
+    probe = StackReader(stack)
+    recovered: list[float] = []
+    try:
+        healthy_at = wait_until(lambda: probe.healthy("api"), 600, "health")
+        last_kill = 0.0
+        for trial in range(kills):
+            # spaced apart, and each after the service was healthy again for a while
+            time.sleep(
+                max(0.0, last_kill + spacing - time.time(), healthy_at + healthy_for - time.time())
+            )
+            table = ProcessTable()
+            table.refresh()
+            last_kill = time.time()
+            for pid in table.find([component])["api"].roots:
+                os.kill(pid, signal.SIGKILL)
+            wait_until(lambda: not probe.healthy("api"), 30, "the kill to show")
+            try:
+                back = wait_until(lambda: probe.healthy("api"), 600, "health")
+            except StackError as exc:
+                print(f"kill #{trial + 1}: not recovered ({exc})", flush=True)
+                continue
+            recovered.append(back - last_kill)
+            healthy_at = back
+            print(f"kill #{trial + 1}: healthy again after {back - last_kill:.2f} s", flush=True)
+        actions = sorted(probe.actions("api"), key=lambda a: a["id"])
+        decisions = probe.decisions("api")
+    finally:
+        probe.close()
+    waits = []  # from each alert deferred by back-off to the restart that followed it
+    for deferred in (d for d in decisions if d["reason"] == "backoff"):
+        after = [a["started_at"] for a in actions if a["started_at"] >= deferred["at"]]
+        if after:
+            waits.append(min(after) - deferred["at"])
+    print()
+    print(
+        f"repeated kills, {spacing:g} s apart and {healthy_for:g} s after healthy,"
+        " budget never reset:"
+    )
+    print(f"recovered {len(recovered)}/{kills}")
+    if recovered:
+        print(summary("kill -> healthy again", recovered))
+    print(
+        "back-off waits seen (alert deferred -> restart began): "
+        + (", ".join(f"{w:.1f} s" for w in waits) or "none")
+    )
+    print("outcomes: " + ", ".join(str(a["outcome"]) for a in actions))
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--kills", type=int, default=10)
@@ -244,7 +306,24 @@ def main() -> None:
         help="startup_timeout_seconds for the wedged start-ups (default 30)",
     )
     engine.add_argument("--engine-only", action="store_true", help="skip the kill/hang trials")
+    parser.add_argument("--repeated-kills", type=int, default=0, metavar="N")
+    parser.add_argument("--kill-spacing", type=float, default=20.0, metavar="SECONDS")
+    parser.add_argument("--healthy-for", type=float, default=12.0, metavar="SECONDS")
     args = parser.parse_args()
+    if args.repeated_kills:
+        ports = Ports(free_port(), free_port(), free_port(), free_port())
+        work = Path(tempfile.mkdtemp(prefix="glyph-e2e-bench-"))
+        # the stand-in on free ports, matched by its port: other stacks on the host are left alone
+        budget = load_config(args.config).remediator.budget.model_dump()  # the shipped budget
+        config = pinned_to_ports(standin_deployment(work, budget=budget))
+        stack = LocalStack(config, work, ports)
+        signal.signal(signal.SIGTERM, lambda *_: sys.exit(1))  # stop the stack on the way out
+        try:
+            stack.start()
+            repeated_kills(stack, args.repeated_kills, args.kill_spacing, args.healthy_for)
+        finally:
+            stack.stop()
+        return
     config = load_config(args.config)
     if args.engine_only:
         args.kills = args.hangs = 0

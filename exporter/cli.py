@@ -27,6 +27,7 @@ from glyph_common.config import (
 )
 from glyph_common.logflood import limit_log_floods
 from glyph_common.nvml import load_pynvml
+from glyph_common.sdnotify import notify, watchdog_interval
 
 log = logging.getLogger("glyph-exporter")
 
@@ -102,7 +103,11 @@ def _run(argv: list[str]) -> int:
         exporter.server.port,
         ", ".join(c.name for c in config.components),
     )
-    done.wait()
+    notify("READY=1")
+    beat = watchdog_interval()
+    while not done.wait(beat):
+        notify("WATCHDOG=1")  # from the main thread, while the server and samplers run
+    notify("STOPPING=1")
     exporter.stop()
     return 0
 

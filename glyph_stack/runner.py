@@ -14,7 +14,7 @@ from glyph_common.stopping import collect, stop_processes
 from glyph_stack.configs import Ports, StackFiles, write_stack_files
 from glyph_stack.services import Service, StackError, find_binary
 from remediator.actions.tree import session_members
-from remediator.store import Store
+from remediator.store import read_started
 
 
 @dataclass
@@ -80,15 +80,22 @@ class LocalStack:
                 self.warnings.append(str(exc))
 
     def stop(self) -> None:
-        """Stop the stack, then the service instances it (or its remediator) started."""
+        """Stop the stack, then the service instances it (or its remediator) started.
+
+        The remediator stops before its record is read: told to stop mid-restart, it finishes
+        the start it began (and records the process) or never starts it, so what it started
+        is known only once it has exited.
+        """
+        for name in ("prometheus", "alertmanager", "remediator"):
+            if name in self.services:
+                self.services[name].stop()
         try:
             started = self._remediator_started()
         except Exception as exc:  # stopping the rest matters more than this lookup
             self.warnings.append(f"could not read what the remediator started: {exc}")
             started = set()
-        for name in ("prometheus", "alertmanager", "remediator", "exporter"):
-            if name in self.services:
-                self.services[name].stop()
+        if "exporter" in self.services:
+            self.services["exporter"].stop()
         for name, service in self.services.items():
             if name.startswith("component:"):
                 service.stop()
@@ -135,15 +142,8 @@ class LocalStack:
         """Processes of the sessions the remediator started: they belong to this stack too."""
         assert self.files is not None
         path = load_config(self.files.deployment).remediator.state_db
-        if not path.exists():
-            return set()
-        store = Store.open(path)
-        try:
-            states = store.load_states()
-        finally:
-            store.close()
         # Only processes carrying that start's token: a reused session number is never swept.
-        return set().union(*(session_members(started, ()) for _, started in states.values()))
+        return set().union(*(session_members(started, ()) for started in read_started(path)))
 
 
 def _healthy(component: Component) -> Callable[[], bool]:

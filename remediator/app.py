@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable
 from contextlib import asynccontextmanager
 from typing import Annotated, Any, Literal
 
@@ -22,10 +22,15 @@ from remediator.models import (
     OperatorRestart,
     WebhookPayload,
 )
+from remediator.store import StoreFault
 
 OPEN_PATHS = frozenset({"/healthz", "/metrics", "/openapi.json", "/docs", "/redoc"})
 Limit = Annotated[int, Query(ge=1, le=1000, description="how many, newest first")]
 NOT_FOUND: dict[int | str, dict[str, Any]] = {404: {"description": "no such component"}}
+RECORD: dict[int | str, dict[str, Any]] = {
+    **NOT_FOUND,
+    503: {"description": "the state database cannot be read now (the remediator still acts)"},
+}
 
 
 def create_app(engine: Engine, credentials: Credentials) -> FastAPI:
@@ -59,20 +64,26 @@ def create_app(engine: Engine, credentials: Credentials) -> FastAPI:
     def component_filter(name: str | None) -> str | None:
         return None if name is None else worker_named(name).component.name
 
+    async def from_store(query: Awaitable[list[dict[str, Any]]]) -> list[dict[str, Any]]:
+        try:
+            return await query
+        except StoreFault as exc:
+            raise HTTPException(503, f"{exc}; the remediator still acts") from None
+
     @app.post("/alerts", status_code=202, response_model=Accepted)
     async def alerts(payload: WebhookPayload, request: Request) -> Accepted:
         """An Alertmanager webhook delivery: recorded and judged now, acted on in the background."""
-        return Accepted(alerts=engine.receive(payload, await request.body()))
+        return Accepted(alerts=await engine.receive(payload, await request.body()))
 
-    @app.get("/actions", response_model=list[ActionRecord], responses=NOT_FOUND)
+    @app.get("/actions", response_model=list[ActionRecord], responses=RECORD)
     async def actions(component: str | None = None, limit: Limit = 50) -> list[dict[str, Any]]:
         """Recent actions with timings and outcomes."""
-        return engine.store.actions(component_filter(component), limit)
+        return await from_store(engine.store.actions(component_filter(component), limit))
 
-    @app.get("/decisions", response_model=list[DecisionRecord], responses=NOT_FOUND)
+    @app.get("/decisions", response_model=list[DecisionRecord], responses=RECORD)
     async def decisions(component: str | None = None, limit: Limit = 50) -> list[dict[str, Any]]:
         """Recent judgements of alerts and operator requests, with the reason."""
-        return engine.store.decisions(component_filter(component), limit)
+        return await from_store(engine.store.decisions(component_filter(component), limit))
 
     @app.get("/components", response_model=list[ComponentStatus])
     async def components() -> list[ComponentStatus]:
@@ -92,7 +103,7 @@ def create_app(engine: Engine, credentials: Credentials) -> FastAPI:
         """A manual restart: recorded and single-flight; it does not wait for back-off."""
         worker = worker_named(name)
         try:
-            verdict, reason, action_id = engine.operator_restart(worker)
+            verdict, reason, action_id = await engine.operator_restart(worker)
         except Conflict as exc:
             raise HTTPException(409, str(exc)) from None
         return OperatorRestart(
@@ -102,7 +113,7 @@ def create_app(engine: Engine, credentials: Credentials) -> FastAPI:
     @app.post("/components/{name}/{switch}", response_model=ComponentStatus, responses=NOT_FOUND)
     async def switch(name: str, switch: Literal["pause", "resume", "reset"]) -> ComponentStatus:
         """Pause or resume remediation (maintenance), or reset a give-up and the spent budget."""
-        return engine.set_switch(worker_named(name), switch)
+        return await engine.set_switch(worker_named(name), switch)
 
     @app.get("/healthz")
     async def healthz() -> dict[str, str]:

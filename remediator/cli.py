@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import argparse
+import asyncio
 import logging
+import socket
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -20,6 +22,7 @@ from glyph_common.config import (
     load_config,
 )
 from glyph_common.logflood import limit_log_floods
+from glyph_common.sdnotify import notify, watchdog_interval
 from remediator.actions.gpu import GpuHolders
 from remediator.app import create_app
 from remediator.auth import Credentials, load_credentials
@@ -59,7 +62,8 @@ def build_server(
     """Everything checked and built; nothing listens until the server runs."""
     settings = config.remediator
     credentials = checked_credentials(settings)
-    engine = Engine(config, Store.open(settings.state_db), dry_run=dry_run, gpu=gpu)
+    store = Store.open(settings.state_db, settings.store_timeout_seconds)
+    engine = Engine(config, store, dry_run=dry_run, gpu=gpu)
     host, port = settings.address
     server_config = uvicorn.Config(
         create_app(engine, credentials),
@@ -71,7 +75,29 @@ def build_server(
         log_config=None,
         **server_limits(),
     )
-    return uvicorn.Server(server_config)
+    return NotifyingServer(server_config)
+
+
+class NotifyingServer(uvicorn.Server):
+    """uvicorn's server that tells systemd when it listens, and beats its watchdog."""
+
+    async def startup(self, sockets: list[socket.socket] | None = None) -> None:
+        await super().startup(sockets)
+        if self.should_exit:
+            return
+        notify("READY=1")
+        beat = watchdog_interval()
+        if beat is not None:
+            self._heartbeat = asyncio.create_task(self._beat(beat))
+
+    async def _beat(self, interval: float) -> None:
+        while not self.should_exit:  # from the event loop: a wedged loop stops the beats
+            notify("WATCHDOG=1")
+            await asyncio.sleep(interval)
+
+    async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:
+        notify("STOPPING=1")
+        await super().shutdown(sockets)
 
 
 def _parser() -> argparse.ArgumentParser:

@@ -1,80 +1,59 @@
-"""Judging alerts and running actions: a single-flight worker per component, all recorded."""
+"""Alerts and operator requests through the pure intake and policy; actions in the background."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import logging
-import time
+from collections import OrderedDict
 from collections.abc import Callable
-from dataclasses import dataclass, replace
+from dataclasses import replace
+from typing import Any
 
 import httpx
 
-from glyph_common.config import Component, Deployment
+from glyph_common.config import Deployment
 from remediator import policy
-from remediator.actions.base import ActionResult, Toolkit
+from remediator.actions.base import ActionResult, Started, Toolkit
 from remediator.actions.dispatch import perform
 from remediator.actions.gpu import GpuHolders, NvmlHolders
 from remediator.actions.verify import healthy_now
+from remediator.clock import Clock, SystemClock, from_wall, to_wall
+from remediator.intake import Context, Key, judge, key_of
 from remediator.metrics import ComponentGauges, Metrics
 from remediator.models import Alert, AlertVerdict, ComponentStatus, Verdict, WebhookPayload
-from remediator.policy import ComponentState, Origin
-from remediator.store import DecisionRow, Started, Store
+from remediator.policy import ComponentState
+from remediator.reasons import Reason
+from remediator.store import (
+    DecisionRow,
+    Store,
+    StoreFault,
+    Write,
+    begin_action,
+    drop_intent,
+    finish_action,
+    mark_seen,
+    payload_digest,
+    prune,
+    put_intent,
+    record_decision,
+    record_payload,
+    save_state,
+)
+from remediator.worker import Conflict, Running, Trigger, Worker
+
+__all__ = ["Conflict", "Engine", "Worker"]
 
 log = logging.getLogger("glyph_remediator")
 
-ACTION_ORDER = ("restart", "clean_cache")  # a restart waiting goes before cleaning
-LABEL_ECHO_CHARS = 80
-
-
-class Conflict(Exception):
-    """An operator request that cannot be honoured now (the message says why)."""
-
-
-@dataclass(frozen=True)
-class Trigger:
-    """Why an action is wanted: the decision row to record, and from whom."""
-
-    origin: Origin
-    row: DecisionRow
-    retry_of: int | None = None  # the failed action a retry repeats
-    recheck: bool = False  # deferred past a cooldown: act only if still unhealthy then
-
-    def matches(self, fingerprint: str, starts_at: str) -> bool:
-        return (self.row.fingerprint, self.row.starts_at) == (fingerprint, starts_at)
-
-
-class Worker:
-    """One component's state, what it is doing, and what waits for its turn."""
-
-    def __init__(self, component: Component) -> None:
-        self.component = component
-        self.state = ComponentState()
-        self.started: Started | None = None
-        self.busy: str | None = None
-        self.busy_action_id: int | None = None
-        self.running: asyncio.Task[None] | None = None
-        self.wanted: dict[str, Trigger] = {}
-        self.last_action_at: float | None = None
-        self.wake = asyncio.Event()
-        self.loop: asyncio.Task[None] | None = None
-
-    def cancel_waiting(self, fingerprint: str, starts_at: str) -> list[str]:
-        """Drop waiting actions an alert wanted; the names of those dropped."""
-        dropped = [a for a, t in self.wanted.items() if t.matches(fingerprint, starts_at)]
-        for action in dropped:
-            del self.wanted[action]
-        return dropped
-
-
-def _echo(value: str | None) -> str:
-    text = repr(value) if value is not None else "no label"
-    return text if len(text) <= LABEL_ECHO_CHARS else text[: LABEL_ECHO_CHARS - 3] + "..."
+SEEN_IN_MEMORY = 50_000  # recent alerts remembered here too, so dedup holds while the store fails
+MAINTENANCE_SECONDS = 10.0  # how often kept record batches are retried
+PRUNE_SECONDS = 3600.0
 
 
 class Engine:
-    """Takes alerts and operator requests, decides with the pure policy, acts in the background."""
+    """Takes alerts and operator requests, decides with the pure intake and policy, acts."""
 
     def __init__(
         self,
@@ -82,334 +61,528 @@ class Engine:
         store: Store,
         dry_run: bool = False,
         gpu: GpuHolders | None = None,
-        clock: Callable[[], float] = time.time,
+        clock: Clock | None = None,
     ) -> None:
         self.config = config
         self.store = store
         self.dry_run = dry_run or config.remediator.dry_run
         self.budget = config.remediator.budget
-        self.clock = clock
+        self.clock = clock or SystemClock()
         self.workers = {c.name: Worker(c) for c in config.components}
-        self.metrics = Metrics(list(self.workers), self.gauges, self.dry_run)
+        self.metrics = Metrics(
+            list(self.workers), self.gauges, self.dry_run, lambda: store.pending_batches
+        )
+        store.on_error = lambda operation: self.metrics.store_errors.labels(operation).inc()
         self._gpu = gpu or NvmlHolders()
         self._kit: Toolkit | None = None
+        self._seen: OrderedDict[Key, None] = OrderedDict()
+        self._reopened: set[Key] = set()  # alerts whose action an earlier run never finished
+        self._next_id = 1
+        self._loops: list[asyncio.Task[None]] = []
+        self._actions: set[asyncio.Task[None]] = set()
+
+    # -- time: monotonic in the process, wall clock in the store -------------------------------
+
+    def _now(self) -> float:
+        return self.clock.monotonic()
+
+    def _state_out(self, state: ComponentState) -> ComponentState:
+        return self._restamp(state, lambda t: to_wall(self.clock, t))
+
+    def _state_in(self, state: ComponentState) -> ComponentState:
+        return self._restamp(state, lambda t: from_wall(self.clock, t))
+
+    @staticmethod
+    def _restamp(state: ComponentState, convert: Callable[[float], float]) -> ComponentState:
+        return replace(
+            state,
+            last_restart_at=None
+            if state.last_restart_at is None
+            else convert(state.last_restart_at),
+            healthy_since=None if state.healthy_since is None else convert(state.healthy_since),
+        )
+
+    def _trigger_out(self, trigger: Trigger) -> dict[str, Any]:
+        data = dataclasses.asdict(trigger)
+        data["failed_at"] = to_wall(self.clock, trigger.failed_at)
+        return data
+
+    def _trigger_in(self, data: dict[str, Any]) -> Trigger:
+        return Trigger(
+            data["origin"],
+            DecisionRow(**data["row"]),
+            from_wall(self.clock, float(data["failed_at"])),
+            data.get("retry_of"),
+            bool(data.get("recheck")),
+        )
+
+    def _save(self, worker: Worker) -> Write:
+        return save_state(
+            worker.name, self._state_out(worker.state), worker.started, self.clock.wall()
+        )
+
+    # -- life cycle -----------------------------------------------------------------------------
 
     async def start(self) -> None:
-        """Load what earlier runs remembered, then start one worker per component."""
-        now = self.clock()
-        interrupted = self.store.interrupt_unfinished(now)
-        if interrupted:
-            log.warning("marked %d action(s) of an earlier run as interrupted", interrupted)
-        saved = self.store.load_states()
-        last = self.store.last_actions()
+        """Load what earlier runs left, take up their unfinished intent, start the workers."""
+        now, wall = self._now(), self.clock.wall()
+        snap = self.store.load(wall)
+        self._next_id = snap.next_action_id
         for name, worker in self.workers.items():
-            worker.state, worker.started = saved.get(name, (ComponentState(), None))
-            worker.last_action_at = last.get(name)
-        client = httpx.AsyncClient(trust_env=False)
-        self._kit = Toolkit(client, self.config.remediator.log_dir, self._gpu)
-        for worker in self.workers.values():
-            worker.loop = asyncio.create_task(
-                self._work(worker), name=f"worker-{worker.component.name}"
+            state, worker.started = snap.states.get(name, (ComponentState(), None))
+            worker.state = self._state_in(state)
+            worker.last_action_at = snap.last_actions.get(name)
+        ops: list[Write] = []
+        for name, intents in snap.intents.items():
+            owner = self.workers.get(name)
+            for action, data in intents.items():
+                if owner is None or action not in owner.component.remediation.actions:
+                    ops.append(drop_intent(name, action))
+                    continue
+                trigger = replace(self._trigger_in(data), recheck=action == "restart")
+                owner.wanted[action] = trigger
+                self._reopened.add(trigger.key)
+        for unfinished in snap.interrupted:
+            found = self.workers.get(unfinished["component"])
+            log.warning(
+                "action %d (%s %s) of an earlier run was interrupted",
+                unfinished["id"],
+                unfinished["action"],
+                unfinished["component"],
             )
+            if found is None or unfinished["action"] != "restart":
+                continue
+            began = from_wall(self.clock, unfinished["started_at"])
+            found.state = policy.after_restart(
+                found.state,
+                self.budget,
+                failed_at=began,
+                started=began,
+                finished=now,
+                ending="interrupted",
+                origin=unfinished["origin"],
+            )
+            row = DecisionRow("", "", "retry", found.name, "restart")
+            found.wanted.setdefault(
+                "restart", Trigger("retry", row, now, unfinished["id"], recheck=True)
+            )
+            ops.append(self._save(found))
+        waiting = sum(len(w.wanted) for w in self.workers.values())
+        if waiting:
+            log.warning("taking up %d unfinished action(s) of an earlier run", waiting)
+        ops.append(prune(self.config.remediator.retention, wall))
+        await self.store.write(ops)
+        client = httpx.AsyncClient(trust_env=False)
+        self._kit = Toolkit(
+            client, self.config.remediator.log_dir, self._gpu, record_start=self._record_start
+        )
+        for worker in self.workers.values():
+            self._loops.append(
+                asyncio.create_task(self._work(worker), name=f"worker-{worker.name}")
+            )
+        self._loops.append(asyncio.create_task(self._maintain(), name="store-maintenance"))
 
     async def stop(self) -> None:
-        tasks = [t for w in self.workers.values() for t in (w.loop, w.running) if t is not None]
-        for task in tasks:
+        """Stop waiting, interrupt what runs (recording it), then write what is left."""
+        for task in self._loops:
             task.cancel()
-        for task in tasks:
+        for task in self._loops:
             with contextlib.suppress(asyncio.CancelledError):
                 await task
+        actions = list(self._actions)
+        for task in actions:
+            task.cancel()
+        for task in actions:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        if not await self.store.write([]):
+            log.error("%d record batch(es) could not be written", self.store.pending_batches)
         if self._kit is not None:
             await self._kit.client.aclose()
         self.store.close()
 
-    # -- alerts -------------------------------------------------------------------------------
+    async def _maintain(self) -> None:
+        """Retry record batches kept while the store failed; prune old rows now and then."""
+        last_prune = self._now()
+        while True:
+            await asyncio.sleep(MAINTENANCE_SECONDS)
+            ops: list[Write] = []
+            if self._now() - last_prune >= PRUNE_SECONDS:
+                ops.append(prune(self.config.remediator.retention, self.clock.wall()))
+                last_prune = self._now()
+            if ops or self.store.pending_batches:
+                await self.store.write(ops)
 
-    def receive(self, payload: WebhookPayload, body: bytes) -> list[AlertVerdict]:
+    # -- alerts ---------------------------------------------------------------------------------
+
+    async def receive(self, payload: WebhookPayload, body: bytes) -> list[AlertVerdict]:
         """Record a delivery and judge each of its alerts; acting starts in the background."""
-        now = self.clock()
         self.metrics.deliveries.inc()
         self.metrics.received.inc(len(payload.alerts))
-        with self.store.transaction():
-            payload_id = self.store.record_payload(body, now)
-            return [self._judge(alert, payload_id, now) for alert in payload.alerts]
+        limit = self.config.remediator.max_alerts_per_delivery
+        alerts = payload.alerts[:limit]
+        keys = [key_of(a) for a in alerts if a.status == "firing"]
+        unknown = [k for k in dict.fromkeys(keys) if k not in self._seen]
+        stored: set[Key] = set()
+        if unknown:
+            with contextlib.suppress(StoreFault):  # logged and counted; memory still dedups
+                stored = await self.store.seen_among(unknown)
+        digest = payload_digest(body)
+        wall = self.clock.wall()
+        ops = [record_payload(body, digest, wall)]
+        launched: list[tuple[Worker, Running]] = []
+        try:
+            verdicts = [self._take(a, digest, stored, ops, launched) for a in alerts]
+            beyond = len(payload.alerts) - len(alerts) + payload.truncatedAlerts
+            if beyond:
+                self.metrics.truncated.inc(beyond)
+                detail = (
+                    f"{len(payload.alerts) - len(alerts)} alert(s) beyond"
+                    f" max_alerts_per_delivery ({limit}) not judged;"
+                    f" Alertmanager truncated {payload.truncatedAlerts}"
+                )
+                log.warning("delivery %s: %s", digest[:12], detail)
+                row = DecisionRow("skipped", Reason.TRUNCATED, detail=detail, payload_sha256=digest)
+                ops.append(record_decision(row, wall))
+        finally:  # a slot taken is always run (and freed), whatever else was raised
+            persisted = asyncio.ensure_future(self.store.write(ops))
+            for worker, running in launched:
+                self._spawn(worker, running, persisted)
+        await asyncio.shield(persisted)
+        return verdicts
 
-    def _judge(self, alert: Alert, payload_id: int, now: float) -> AlertVerdict:
-        labels = alert.labels
-        starts_at = alert.startsAt.isoformat()
-        row = DecisionRow(
-            verdict="skipped",
-            reason="",
-            fingerprint=alert.fingerprint,
-            starts_at=starts_at,
-            alert_status=alert.status,
-            alertname=labels.get("alertname"),
-            payload_id=payload_id,
-        )
-        component_label, action_label = labels.get("component"), labels.get("action")
-        worker = self.workers.get(component_label) if component_label is not None else None
-        if worker is not None:
-            row = replace(row, component=worker.component.name)
-        own_host, host_label = self.config.host, labels.get("host")
-        if own_host is not None and host_label is not None and host_label != own_host:
-            mine = f"host label {_echo(host_label)} is not this host {own_host!r}"
-            return self._skip(row, "wrong_host", now, mine)
-        if alert.status == "resolved":
-            dropped = worker.cancel_waiting(alert.fingerprint, starts_at) if worker else []
-            detail = f"cancelled waiting {', '.join(dropped)}" if dropped else None
-            return self._skip(row, "resolved", now, detail)
-        if worker is None:
-            detail = f"component label {_echo(component_label)} names no configured component"
-            return self._skip(row, "unknown_component", now, detail)
-        allowed = worker.component.remediation.actions
-        action = next((a for a in allowed if a == action_label), None)
-        if action is None:
-            detail = f"action label {_echo(action_label)} is not among {list(allowed)}"
-            return self._skip(row, "action_not_allowed", now, detail)
-        row = replace(row, action=action)
-        if self.store.seen(alert.fingerprint, starts_at):
-            return self._skip(row, "duplicate", now, "fingerprint and startsAt seen before")
-        if worker.busy == action or action in worker.wanted:
-            self.store.mark_seen(alert.fingerprint, starts_at, now)
-            action_id = worker.busy_action_id if worker.busy == action else None
-            detail = (
-                f"joins the {action} already running"
-                if action_id
-                else f"joins the waiting {action}"
-            )
-            return self._skip(replace(row, action_id=action_id), "coalesced", now, detail)
-        decision = self._decide(worker, action, "alert", now)
-        self._set_state(worker, decision.state, now)
-        if decision.verdict == "skip":
-            if decision.reason == "dry_run":
-                self.store.mark_seen(alert.fingerprint, starts_at, now)
-            return self._skip(row, decision.reason, now)
-        self.store.mark_seen(alert.fingerprint, starts_at, now)
-        trigger = Trigger("alert", row)
-        if decision.verdict == "act" and worker.busy is None:
-            self._launch(worker, action, trigger, now)
-            return AlertVerdict(fingerprint=alert.fingerprint, verdict="acted", reason="acted")
-        reason = decision.reason if decision.verdict == "wait" else "busy"
-        worker.wanted[action] = replace(trigger, recheck=reason == "cooldown")
-        worker.wake.set()
-        self.store.record_decision(replace(row, verdict="deferred", reason=reason), now)
-        return AlertVerdict(fingerprint=alert.fingerprint, verdict="deferred", reason=reason)
-
-    def _skip(
-        self, row: DecisionRow, reason: str, now: float, detail: str | None = None
+    def _take(
+        self,
+        alert: Alert,
+        digest: str,
+        stored: set[Key],
+        ops: list[Write],
+        launched: list[tuple[Worker, Running]],
     ) -> AlertVerdict:
-        self.store.record_decision(
-            replace(row, verdict="skipped", reason=reason, detail=detail), now
+        key = key_of(alert)
+        worker = self.workers.get(alert.labels.get("component") or "")
+        now, wall = self._now(), self.clock.wall()
+        failed_at = from_wall(self.clock, alert.startsAt.timestamp())
+        context = Context(self.budget, self.dry_run, self.config.host, now)
+        seen = (key in self._seen or key in stored) and key not in self._reopened
+        got = judge(
+            alert, worker.view() if worker else None, context, seen=seen, failed_at=failed_at
         )
-        if row.origin == "alert":
-            self.metrics.skipped.labels(reason).inc()
-        return AlertVerdict(fingerprint=row.fingerprint or "", verdict="skipped", reason=reason)
-
-    # -- acting -------------------------------------------------------------------------------
-
-    def _decide(self, worker: Worker, action: str, origin: Origin, now: float) -> policy.Decision:
-        return policy.decide(
-            worker.state, self.budget, now, action, origin=origin, dry_run=self.dry_run
+        row = DecisionRow(
+            got.verdict,
+            got.reason,
+            component=got.component,
+            action=got.action,
+            fingerprint=alert.fingerprint,
+            starts_at=key[1],
+            alert_status=alert.status,
+            alertname=alert.labels.get("alertname"),
+            detail=got.detail,
+            payload_sha256=digest,
+            action_id=got.action_id,
         )
+        if got.seen:
+            self._remember(key)
+            ops.append(mark_seen(key, wall))
+        if worker is not None and got.state is not None:
+            worker.state = got.state
+            ops.append(self._save(worker))
+        if worker is not None and got.cancel:
+            ops.extend(drop_intent(worker.name, a) for a in worker.drop(got.cancel))
+        if worker is not None and got.action is not None and got.launch:
+            trigger = Trigger("alert", row, failed_at)
+            launched.append((worker, self._launch(worker, got.action, trigger, ops)))
+            return AlertVerdict(fingerprint=alert.fingerprint, verdict="acted", reason="acted")
+        if worker is not None and got.action is not None and got.enqueue:
+            trigger = Trigger("alert", row, failed_at, recheck=got.recheck)
+            worker.wait(got.action, trigger)
+            ops.append(put_intent(worker.name, got.action, self._trigger_out(trigger), wall))
+            self.metrics.deferred.labels(got.reason).inc()
+        else:
+            self.metrics.skipped.labels(got.reason).inc()
+        ops.append(record_decision(row, wall))
+        return AlertVerdict(fingerprint=alert.fingerprint, verdict=got.verdict, reason=got.reason)
 
-    def _set_state(self, worker: Worker, state: ComponentState, now: float) -> None:
-        if state != worker.state:
-            worker.state = state
-            self.store.save_state(worker.component.name, state, worker.started, now)
+    def _remember(self, key: Key) -> None:
+        self._seen[key] = None
+        self._seen.move_to_end(key)
+        while len(self._seen) > SEEN_IN_MEMORY:
+            self._seen.popitem(last=False)
 
-    def _launch(self, worker: Worker, action: str, trigger: Trigger, now: float) -> int:
-        """Start an action now (the caller checked the worker is idle); returns its record id."""
-        name = worker.component.name
-        action_id = self.store.begin_action(name, action, trigger.origin, now)
-        detail = f"retry of action {trigger.retry_of}" if trigger.retry_of else None
+    # -- acting ---------------------------------------------------------------------------------
+
+    def _launch(self, worker: Worker, action: str, trigger: Trigger, ops: list[Write]) -> Running:
+        """Take the worker's slot for an action and put its intent and record in the batch."""
+        action_id, self._next_id = self._next_id, self._next_id + 1
+        running = worker.launch(action, trigger, action_id, self._now())
+        wall = self.clock.wall()
+        detail = f"retry of action {trigger.retry_of}" if trigger.retry_of else trigger.row.detail
         row = replace(
-            trigger.row, verdict="acted", reason="acted", action_id=action_id, detail=detail
+            trigger.row,
+            action=action,
+            verdict="acted",
+            reason=Reason.ACTED,
+            action_id=action_id,
+            detail=detail,
         )
-        self.store.record_decision(row, now)
+        ops += [
+            put_intent(worker.name, action, self._trigger_out(trigger), wall),
+            begin_action(action_id, worker.name, action, trigger.origin, wall),
+            record_decision(row, wall),
+        ]
         if trigger.origin == "alert":
-            self.metrics.acted.labels(name, action).inc()
-        worker.busy, worker.busy_action_id = action, action_id
-        worker.running = asyncio.create_task(self._execute(worker, action, trigger, action_id, now))
-        return action_id
+            self.metrics.acted.labels(worker.name, action).inc()
+        self._reopened.discard(trigger.key)
+        return running
+
+    def _spawn(self, worker: Worker, running: Running, persisted: asyncio.Future[bool]) -> None:
+        task = asyncio.create_task(self._execute(worker, running, persisted))
+        self._actions.add(task)
+        task.add_done_callback(self._actions.discard)
 
     async def _execute(
-        self, worker: Worker, action: str, trigger: Trigger, action_id: int, started_at: float
+        self, worker: Worker, running: Running, persisted: asyncio.Future[bool]
     ) -> None:
-        component = worker.component
-        assert self._kit is not None
+        assert self._kit is not None and running.action_id is not None
         try:
-            result, started = await perform(component, action, worker.started, self._kit)
-        except asyncio.CancelledError:
-            self.store.finish_action(
-                action_id, self.clock(), "interrupted", "the remediator stopped while acting", {}
+            await asyncio.shield(persisted)  # intent and record first (or logged as failing)
+            try:
+                result, started = await perform(
+                    worker.component, running.action, worker.started, self._kit
+                )
+            except asyncio.CancelledError:
+                await self._ended(worker, running, None, worker.started)
+                raise
+            except Exception as exc:  # a backend bug must still end in a record
+                log.exception(
+                    "action %d (%s %s) failed unexpectedly",
+                    running.action_id,
+                    running.action,
+                    worker.name,
+                )
+                result, started = ActionResult("failed", f"internal error: {exc!r}"), worker.started
+            await self._ended(worker, running, result, started)
+        finally:
+            if worker.running is running:  # whatever was raised, the slot is freed
+                worker.finish()
+
+    async def _ended(
+        self,
+        worker: Worker,
+        running: Running,
+        result: ActionResult | None,
+        started: Started | None,
+    ) -> None:
+        """Record how an action ended (result None: interrupted) and what follows from it."""
+        assert running.action_id is not None
+        action, trigger = running.action, running.trigger
+        now, wall = self._now(), self.clock.wall()
+        if result is None:
+            result = ActionResult("interrupted", "the remediator stopped while acting")
+        ops = [
+            finish_action(
+                running.action_id,
+                wall,
+                now - running.started_at,
+                result.outcome,
+                result.reason,
+                result.details,
             )
-            raise
-        except Exception as exc:  # a backend bug must still end in a record, not a lost action
-            log.exception(
-                "action %d (%s %s) failed unexpectedly", action_id, action, component.name
-            )
-            result, started = ActionResult("failed", f"internal error: {exc!r}"), worker.started
-        finished = self.clock()
-        self.store.finish_action(action_id, finished, result.outcome, result.reason, result.details)
+        ]
         log.info(
             "%s %s: %s (%s) in %.1f s",
             action,
-            component.name,
+            worker.name,
             result.outcome,
             result.reason,
-            finished - started_at,
+            now - running.started_at,
         )
-        worker.last_action_at = finished
+        state = worker.state
         if action == "restart":
-            self._restarted(
-                worker,
-                trigger,
-                result,
-                started=started,
-                span=(started_at, finished),
-                action_id=action_id,
+            self.metrics.restarts.labels(worker.name, result.outcome).inc()
+            self.metrics.restart_duration.labels(worker.name).observe(now - running.started_at)
+            worker.started = started
+            ending: policy.Ending = (
+                "healthy"
+                if result.succeeded
+                else "interrupted"
+                if result.outcome == "interrupted"
+                else "failed"
+            )
+            state = policy.after_restart(
+                state,
+                self.budget,
+                failed_at=trigger.failed_at,
+                started=running.started_at,
+                finished=now,
+                ending=ending,
+                origin=trigger.origin,
             )
         else:
-            self.metrics.cache_files.labels(component.name).inc(
-                result.details.get("files_deleted", 0)
-            )
-            self.metrics.cache_bytes.labels(component.name).inc(
-                result.details.get("bytes_freed", 0)
-            )
-        worker.busy = worker.busy_action_id = worker.running = None
-        worker.wake.set()
-
-    def _restarted(
-        self,
-        worker: Worker,
-        trigger: Trigger,
-        result: ActionResult,
-        *,
-        started: Started | None,
-        span: tuple[float, float],
-        action_id: int,
-    ) -> None:
-        name = worker.component.name
-        started_at, finished = span
-        self.metrics.restarts.labels(name, result.outcome).inc()
-        self.metrics.restart_duration.labels(name).observe(finished - started_at)
-        worker.started = started
-        state = policy.after_restart(
-            worker.state,
-            self.budget,
-            started=started_at,
-            finished=finished,
-            healthy=result.succeeded,
-            origin=trigger.origin,
-        )
-        self.store.save_state(name, state, started, finished)
-        worker.state = state
-        if not result.succeeded and trigger.origin != "operator" and "restart" not in worker.wanted:
+            self.metrics.cache_files.labels(worker.name).inc(result.details.get("files_deleted", 0))
+            self.metrics.cache_bytes.labels(worker.name).inc(result.details.get("bytes_freed", 0))
+        worker.finish(state, wall)
+        ops.append(self._save(worker))
+        if result.outcome != "interrupted":  # an interrupted intent stays for the next start
+            ops.append(drop_intent(worker.name, action))
+        if (
+            action == "restart"
+            and result.outcome not in ("succeeded", "interrupted")
+            and trigger.origin != "operator"
+            and "restart" not in worker.wanted
+        ):
             # the alert still fires as far as we know: try again, within back-off and budget
-            worker.wanted["restart"] = Trigger(
-                "retry", replace(trigger.row, origin="retry"), action_id
-            )
+            retry = Trigger("retry", replace(trigger.row, origin="retry"), now, running.action_id)
+            worker.wait("restart", retry)
+            ops.append(put_intent(worker.name, "restart", self._trigger_out(retry), wall))
+        await self.store.write(ops)
+
+    async def _record_start(self, name: str, started: Started) -> None:
+        """A process was started: remember it at once, so the next restart sweeps its session."""
+        worker = self.workers[name]
+        worker.started = started
+        await self.store.write([self._save(worker)])
 
     async def _work(self, worker: Worker) -> None:
         """Run waiting actions in turn as the policy allows; sleep until woken or due."""
         while True:
             due = await self._run_due(worker)
-            timeout = None if due is None else max(0.0, due - self.clock())
+            timeout = None if due is None else max(0.0, due - self._now())
             with contextlib.suppress(TimeoutError, asyncio.TimeoutError):
                 await asyncio.wait_for(worker.wake.wait(), timeout)
             worker.wake.clear()
 
     async def _run_due(self, worker: Worker) -> float | None:
         """Start or drop waiting actions; when to look again (None: when woken)."""
-        while worker.busy is None and worker.wanted:
-            action = next(a for a in ACTION_ORDER if a in worker.wanted)
-            trigger = worker.wanted[action]
-            now = self.clock()
-            decision = self._decide(worker, action, trigger.origin, now)
-            self._set_state(worker, decision.state, now)
+        while (turn := worker.next_wanted()) is not None:
+            action, trigger = turn
+            now = self._now()
+            decision = policy.decide(
+                worker.state,
+                self.budget,
+                now,
+                action,
+                origin=trigger.origin,
+                dry_run=self.dry_run,
+                failed_at=trigger.failed_at,
+            )
+            ops: list[Write] = []
+            if decision.state != worker.state:
+                worker.state = decision.state
+                ops.append(self._save(worker))
             if decision.verdict == "wait":
+                await self.store.write(ops)
                 return decision.not_before
-            del worker.wanted[action]
+            if (
+                decision.verdict == "act"
+                and trigger.recheck
+                and await self._recovered(worker, action, trigger)
+            ):
+                decision = policy.Decision("skip", Reason.RECOVERED, worker.state)
             if decision.verdict == "skip":
-                self._skip(replace(trigger.row, action=action), decision.reason, now)
-            elif trigger.recheck and await self._recovered(worker, action):
-                detail = "healthy again when the cooldown ended"
-                self._skip(replace(trigger.row, action=action), "recovered", self.clock(), detail)
-            else:
-                self._launch(worker, action, trigger, self.clock())
+                worker.drop([action])
+                self._reopened.discard(trigger.key)
+                detail = (
+                    "healthy again when its turn came"
+                    if decision.reason == Reason.RECOVERED
+                    else None
+                )
+                row = replace(
+                    trigger.row,
+                    action=action,
+                    verdict="skipped",
+                    reason=decision.reason,
+                    detail=detail,
+                )
+                ops += [drop_intent(worker.name, action), record_decision(row, self.clock.wall())]
+                if trigger.origin != "operator":
+                    self.metrics.skipped.labels(decision.reason).inc()
+                await self.store.write(ops)
+                continue
+            if worker.next_wanted() != (action, trigger):
+                continue  # an operator's restart took the slot while we looked
+            running = self._launch(worker, action, trigger, ops)
+            self._spawn(worker, running, asyncio.ensure_future(self.store.write(ops)))
         return None
 
-    async def _recovered(self, worker: Worker, action: str) -> bool:
+    async def _recovered(self, worker: Worker, action: str, trigger: Trigger) -> bool:
         """Whether the component is healthy now; alerts arriving meanwhile coalesce."""
         assert self._kit is not None
-        worker.busy = action
+        worker.launch(action, trigger, None, self._now())
+        worker.wanted[action] = trigger  # still wanted until the check says otherwise
         try:
             return await healthy_now(self._kit.client, worker.component)
         finally:
-            worker.busy = None
+            worker.finish()
 
-    # -- operators ----------------------------------------------------------------------------
+    # -- operators ------------------------------------------------------------------------------
 
     def worker(self, name: str) -> Worker | None:
         return self.workers.get(name)
 
     def status(self, worker: Worker) -> ComponentStatus:
         return ComponentStatus(
-            component=worker.component.name,
+            component=worker.name,
             paused=worker.state.paused,
             gave_up=worker.state.gave_up,
-            budget_remaining=policy.budget_remaining(worker.state, self.budget, self.clock()),
+            budget_remaining=policy.budget_remaining(worker.state, self.budget, self._now()),
             busy=worker.busy,
             waiting=list(worker.wanted),
             dry_run=self.dry_run,
         )
 
-    def set_switch(self, worker: Worker, command: str) -> ComponentStatus:
+    async def set_switch(self, worker: Worker, command: str) -> ComponentStatus:
         """Pause, resume or reset a component, and record who did it."""
         change = {"pause": policy.pause, "resume": policy.resume, "reset": policy.reset}[command]
-        now = self.clock()
-        self._set_state(worker, change(worker.state), now)
-        row = DecisionRow(
-            verdict="acted",
-            reason="operator",
-            origin="operator",
-            component=worker.component.name,
-            action=command,
-        )
-        self.store.record_decision(row, now)
+        worker.state = change(worker.state)
+        row = DecisionRow("acted", Reason.OPERATOR, "operator", worker.name, command)
+        await self.store.write([self._save(worker), record_decision(row, self.clock.wall())])
         worker.wake.set()
         return self.status(worker)
 
-    def operator_restart(self, worker: Worker) -> tuple[Verdict, str, int | None]:
+    async def operator_restart(self, worker: Worker) -> tuple[Verdict, str, int | None]:
         """A manual restart: single-flight and recorded, but free of back-off and budget."""
-        name = worker.component.name
+        name = worker.name
         if "restart" not in worker.component.remediation.actions:
             raise Conflict(f"component {name} does not allow the restart action")
-        if worker.busy is not None:
-            raise Conflict(f"a {worker.busy} of {name} is running (action {worker.busy_action_id})")
-        now = self.clock()
-        row = DecisionRow(
-            verdict="skipped", reason="", origin="operator", component=name, action="restart"
+        if worker.running is not None:
+            raise Conflict(
+                f"a {worker.running.action} of {name} is running"
+                f" (action {worker.running.action_id})"
+            )
+        now, wall = self._now(), self.clock.wall()
+        row = DecisionRow("skipped", "", "operator", name, "restart")
+        decision = policy.decide(
+            worker.state, self.budget, now, "restart", origin="operator", dry_run=self.dry_run
         )
-        decision = self._decide(worker, "restart", "operator", now)
-        if decision.reason == "paused":
-            self.store.record_decision(replace(row, reason="paused"), now)
-            raise Conflict(f"component {name} is paused; resume it first")
         if decision.verdict == "skip":
-            self.store.record_decision(replace(row, reason=decision.reason), now)
+            await self.store.write([record_decision(replace(row, reason=decision.reason), wall)])
+            if decision.reason == Reason.PAUSED:
+                raise Conflict(f"component {name} is paused; resume it first")
             return "skipped", decision.reason, None
-        waiting = worker.wanted.pop("restart", None)
+        ops: list[Write] = []
+        waiting = worker.wanted.get("restart")
         if waiting is not None:
-            self._skip(waiting.row, "coalesced", now, "joins an operator's restart")
-        action_id = self._launch(worker, "restart", Trigger("operator", row), now)
-        return "acted", "acted", action_id
+            joined = replace(
+                waiting.row,
+                verdict="skipped",
+                reason=Reason.COALESCED,
+                detail="joins an operator's restart",
+            )
+            ops.append(record_decision(joined, wall))
+        running = self._launch(worker, "restart", Trigger("operator", row, now), ops)
+        persisted = asyncio.ensure_future(self.store.write(ops))
+        self._spawn(worker, running, persisted)
+        await asyncio.shield(persisted)
+        return "acted", "acted", running.action_id
 
     def gauges(self) -> list[ComponentGauges]:
-        now = self.clock()
+        now = self._now()
         return [
             ComponentGauges(
                 component=name,
                 budget_remaining=policy.budget_remaining(w.state, self.budget, now),
+                failed_restarts=policy.current_failures(w.state, self.budget, now),
                 gave_up=w.state.gave_up,
                 paused=w.state.paused,
                 busy=w.busy is not None,

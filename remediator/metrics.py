@@ -9,21 +9,17 @@ from prometheus_client import CollectorRegistry, Counter, Histogram
 from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
+from remediator.reasons import DEFERRED, SKIPPED
+
 PREFIX = "glyph_remediator_"
-OUTCOMES = ("succeeded", "failed_to_stop", "failed_to_start", "unhealthy_after_start")
-SKIP_REASONS = (
-    "resolved",
-    "unknown_component",
-    "action_not_allowed",
-    "duplicate",
-    "coalesced",
-    "cooldown",
-    "backoff",
-    "gave_up",
-    "paused",
-    "dry_run",
-    "wrong_host",
+OUTCOMES = (
+    "succeeded",
+    "failed_to_stop",
+    "failed_to_start",
+    "unhealthy_after_start",
+    "interrupted",
 )
+STORE_OPERATIONS = ("read", "write")
 RESTART_BUCKETS = (0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600, 1200)
 
 
@@ -33,6 +29,7 @@ class ComponentGauges:
 
     component: str
     budget_remaining: int
+    failed_restarts: int
     gave_up: bool
     paused: bool
     busy: bool
@@ -40,16 +37,27 @@ class ComponentGauges:
 
 
 class _StateCollector(Collector):
-    def __init__(self, snapshot: Callable[[], Sequence[ComponentGauges]], dry_run: bool) -> None:
+    def __init__(
+        self,
+        snapshot: Callable[[], Sequence[ComponentGauges]],
+        dry_run: bool,
+        pending_writes: Callable[[], int],
+    ) -> None:
         self._snapshot = snapshot
         self._dry_run = dry_run
+        self._pending_writes = pending_writes
 
     def collect(self) -> Iterable[Metric]:
         gauges = self._snapshot()
         families = {
             "budget": GaugeMetricFamily(
                 PREFIX + "restart_budget_remaining",
-                "Alert-driven restarts still allowed in the current budget window.",
+                "Failed restarts still allowed before the remediator gives up.",
+                labels=["component"],
+            ),
+            "failed": GaugeMetricFamily(
+                PREFIX + "failed_restarts",
+                "Consecutive restarts that gave no lasting healthy service (toward giving up).",
                 labels=["component"],
             ),
             "gave_up": GaugeMetricFamily(
@@ -75,6 +83,7 @@ class _StateCollector(Collector):
         }
         for g in gauges:
             families["budget"].add_metric([g.component], g.budget_remaining)
+            families["failed"].add_metric([g.component], g.failed_restarts)
             families["gave_up"].add_metric([g.component], float(g.gave_up))
             families["paused"].add_metric([g.component], float(g.paused))
             families["busy"].add_metric([g.component], float(g.busy))
@@ -84,6 +93,11 @@ class _StateCollector(Collector):
             PREFIX + "dry_run",
             "1 when the remediator only records what it would do.",
             self._dry_run,
+        )
+        yield GaugeMetricFamily(
+            PREFIX + "store_pending_writes",
+            "Record batches not yet written to the state database (kept in memory, retried).",
+            self._pending_writes(),
         )
 
 
@@ -95,6 +109,7 @@ class Metrics:
         components: Sequence[str],
         snapshot: Callable[[], Sequence[ComponentGauges]],
         dry_run: bool,
+        pending_writes: Callable[[], int] = lambda: 0,
     ) -> None:
         self.registry = CollectorRegistry()
         r = self.registry
@@ -112,6 +127,23 @@ class Metrics:
         )
         self.skipped = Counter(
             PREFIX + "alerts_skipped", "Alerts that did not act, by reason.", ["reason"], registry=r
+        )
+        self.deferred = Counter(
+            PREFIX + "alerts_deferred",
+            "Alerts that wait for their turn (cooldown, back-off, another action), by reason.",
+            ["reason"],
+            registry=r,
+        )
+        self.store_errors = Counter(
+            PREFIX + "store_errors",
+            "State database operations that failed or timed out (each is logged at once).",
+            ["operation"],
+            registry=r,
+        )
+        self.truncated = Counter(
+            PREFIX + "alerts_truncated",
+            "Alerts of deliveries beyond max_alerts_per_delivery, or truncated by Alertmanager.",
+            registry=r,
         )
         self.restarts = Counter(
             PREFIX + "restarts",
@@ -138,12 +170,16 @@ class Metrics:
             ["component"],
             registry=r,
         )
-        for reason in SKIP_REASONS:
+        for reason in sorted(SKIPPED):
             self.skipped.labels(reason)
+        for reason in sorted(DEFERRED):
+            self.deferred.labels(reason)
+        for operation in STORE_OPERATIONS:
+            self.store_errors.labels(operation)
         for name in components:
             for outcome in OUTCOMES:
                 self.restarts.labels(name, outcome)
             self.restart_duration.labels(name)
             self.cache_files.labels(name)
             self.cache_bytes.labels(name)
-        r.register(_StateCollector(snapshot, dry_run))
+        r.register(_StateCollector(snapshot, dry_run, pending_writes))

@@ -33,8 +33,7 @@ BUDGET = {
     "backoff_initial_seconds": 1,
     "backoff_max_seconds": 4,
     "backoff_reset_seconds": 600,
-    "max_restarts": 30,
-    "window_seconds": 3600,
+    "max_failed_restarts": 30,
 }
 # util-linux; without root, in a user namespace of its own (where the kernel allows one)
 NAMESPACE = (
@@ -111,6 +110,7 @@ class SimHost:
         self.work.mkdir(parents=True, exist_ok=True)
         token = self.work / "token"
         token.write_text(self.token + "\n")
+        token.chmod(0o600)  # the remediator refuses a token other users may read
         config = {
             "host": self.name,
             "components": {"api": api},

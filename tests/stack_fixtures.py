@@ -20,8 +20,7 @@ FAST_BUDGET = {
     "backoff_initial_seconds": 1,
     "backoff_max_seconds": 4,
     "backoff_reset_seconds": 600,
-    "max_restarts": 5,
-    "window_seconds": 3600,
+    "max_failed_restarts": 5,
 }
 
 
@@ -84,3 +83,20 @@ def local_stack(tmp_path: Path, config: Deployment) -> Iterator[tuple[LocalStack
             probe.close()
     finally:
         stack.stop()
+
+
+def pinned_to_ports(config: Deployment) -> Deployment:
+    """The deployment with each stand-in matched only with its own port on its command line.
+
+    On a machine shared with other stacks, the stand-in's usual matcher would also find (and a
+    restart would stop) their `glyph-standin api` processes.
+    """
+    components = []
+    for component in config.components:
+        pattern = (
+            rf"(^|[/\s])(glyph-standin|-m\s+standin)\s+{component.name}\s+--port\s+"
+            rf"{component.port}(\s|$)"
+        )
+        match = component.match.model_copy(update={"cmdline": pattern})
+        components.append(component.model_copy(update={"match": match}))
+    return config.model_copy(update={"components": tuple(components)})

@@ -99,6 +99,14 @@ def test_check_config_without_file_prints_builtin() -> None:
             MINIMAL + "exporter: {intervals: {liveness: 0}}\n",
             "exporter.intervals.liveness: Input should be greater than or equal to 0.1",
         ),
+        (
+            MINIMAL + "remediator: {budget: {max_restarts: 5}}\n",
+            "remediator.budget: max_restarts is no longer supported: replaced by max_failed_",
+        ),
+        (
+            MINIMAL + "remediator: {budget: {window_seconds: 3600}}\n",
+            "remediator.budget: window_seconds is no longer supported: removed",
+        ),
     ],
 )
 def test_config_error_names_the_field(tmp_path: Path, text: str, expected: str) -> None:

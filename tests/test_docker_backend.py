@@ -65,7 +65,7 @@ def restart_config(tmp_path: Path, engine: Engine, name: str, port: int, startup
             "startup_timeout_seconds": startup,
         },
     }
-    return make_config(tmp_path, {"api": component}, budget={"max_restarts": 1})
+    return make_config(tmp_path, {"api": component}, budget={"max_failed_restarts": 1})
 
 
 def test_restarts_the_container_and_waits_for_its_health_check(

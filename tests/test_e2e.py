@@ -101,7 +101,7 @@ def test_crash_loop_backs_off_then_gives_up_and_stays_down(tmp_path: Path) -> No
     config = standin_deployment(
         tmp_path,
         api_args=("--startup-delay", "5", "--fail-start-after", "1"),
-        budget={"max_restarts": 3, "cooldown_seconds": 1, "backoff_initial_seconds": 1},
+        budget={"max_failed_restarts": 3, "cooldown_seconds": 1, "backoff_initial_seconds": 1},
     )
     with local_stack(tmp_path, config) as (_stack, probe):
         wait_for(lambda: probe.firing("GlyphRemediationGaveUp", "api"), 150)
@@ -116,14 +116,15 @@ def test_crash_loop_backs_off_then_gives_up_and_stays_down(tmp_path: Path) -> No
 
 
 LEAK_120X = {  # the detector's defaults 120 times faster: 2 h windows become 60 s
-    "window_seconds": 60,
+    "window_seconds": 72,  # 6 windows of 12 s: the least that holds two 1 s bins per block
     "bin_seconds": 1,
-    "history_seconds": 90,
+    "history_seconds": 180,
     "grace_seconds": 30,
-    "warmup_seconds": 15,
-    "min_rate_bytes_per_second": 100e6 / 30,
+    "warmup_seconds": 10,
+    "min_history_seconds": 15,
+    "min_reach_seconds": 2.5,
+    "min_rate_bytes_per_second": 150e6 / 30,
     "max_gap_seconds": 15,
-    "spike_seconds": 5,
 }
 
 

@@ -72,7 +72,7 @@ def test_systemd_failure_is_reported(
 ) -> None:
     monkeypatch.setenv("SYSTEMCTL_DOUBLE_EXIT", "1")
     component = probed(free_port(), {"backend": "systemd", "unit": "glyph-api.service"})
-    config = make_config(tmp_path, {"api": component}, budget={"max_restarts": 1})
+    config = make_config(tmp_path, {"api": component}, budget={"max_failed_restarts": 1})
     with Remediator(config) as rem:
         rem.post(payload())
         [action] = rem.finished_actions(1)
@@ -88,7 +88,7 @@ def test_docker_answering_something_unexpected_is_reported(tmp_path: Path) -> No
     engine = FakeDockerEngine(socket_path, {"glyph": b"<html>502 Bad Gateway</html>"})
     restart = {"backend": "docker", "container": "glyph", "socket": str(socket_path)}
     component = probed(free_port(), restart, startup_timeout_seconds=0.5)
-    config = make_config(tmp_path, {"api": component}, budget={"max_restarts": 1})
+    config = make_config(tmp_path, {"api": component}, budget={"max_failed_restarts": 1})
     with engine, Remediator(config) as rem:
         rem.post(payload())
         [action] = rem.finished_actions(1)
@@ -100,7 +100,7 @@ def test_docker_answering_something_unexpected_is_reported(tmp_path: Path) -> No
 def test_docker_socket_missing_is_reported(tmp_path: Path) -> None:
     restart = {"backend": "docker", "container": "glyph", "socket": str(tmp_path / "none.sock")}
     config = make_config(
-        tmp_path, {"api": probed(free_port(), restart)}, budget={"max_restarts": 1}
+        tmp_path, {"api": probed(free_port(), restart)}, budget={"max_failed_restarts": 1}
     )
     with Remediator(config) as rem:
         rem.post(payload())
@@ -181,7 +181,7 @@ def test_docker_socket_left_behind_by_a_dead_engine_is_reported(tmp_path: Path) 
         listener.bind(str(path))  # the file stays; nobody listens on it any more
     restart = {"backend": "docker", "container": "glyph", "socket": str(path)}
     config = make_config(
-        tmp_path, {"api": probed(free_port(), restart)}, budget={"max_restarts": 1}
+        tmp_path, {"api": probed(free_port(), restart)}, budget={"max_failed_restarts": 1}
     )
     with Remediator(config) as rem:
         rem.post(payload())

@@ -1,4 +1,4 @@
-"""The crash-loop policy as a table: state, time and request in; verdict and next state out."""
+"""The restart policy as a table: state, time and request in; verdict and next state out."""
 
 from __future__ import annotations
 
@@ -16,13 +16,16 @@ from remediator.policy import (
     pause,
     reset,
     resume,
+    settled_failures,
 )
 
-B = Budget()  # cooldown 30 s, back-off 10 s doubling to 300 s, reset after 600 s, 5 per hour
+B = Budget()  # cooldown 30 s, back-off 10 s doubling to 300 s (reset after 600 s healthy),
+# a recovery lasts after 10 s healthy, 5 failed restarts in a row give up
 T = 1_000_000.0
 FRESH = ComponentState()
-JUST_RESTARTED = ComponentState(restarts=(T - 5,), streak=1, last_restart_at=T - 1)
-SPENT = ComponentState(restarts=tuple(T - 3000 + i for i in range(5)), streak=5)
+JUST_RESTARTED = ComponentState(streak=1, last_restart_at=T - 1, healthy_since=T - 1)
+SPENT = ComponentState(failures=5, streak=5, last_restart_at=T - 3000)
+FOUR_SHORT = ComponentState(failures=4, streak=4, last_restart_at=T - 100, healthy_since=T - 100)
 
 CASES = [
     # name, state, now, action, origin, dry_run, verdict, reason, not_before
@@ -74,15 +77,37 @@ CASES = [
     ),
     ("budget spent gives up", SPENT, T, "restart", "alert", False, "skip", "gave_up", None),
     (
-        "budget frees up after window",
+        "spent stays spent a day later",
         SPENT,
-        T + 700,
+        T + 86400,
+        "restart",
+        "alert",
+        False,
+        "skip",
+        "gave_up",
+        None,
+    ),
+    (
+        "a lasting recovery clears four failures",
+        FOUR_SHORT,
+        T,
         "restart",
         "alert",
         False,
         "act",
         "acted",
         None,
+    ),
+    (
+        "clock stepped back an hour: cooldown from now, not from the future",
+        replace(JUST_RESTARTED, last_restart_at=T + 3600),
+        T,
+        "restart",
+        "alert",
+        False,
+        "wait",
+        "cooldown",
+        T + 30,
     ),
     (
         "alert in cooldown waits",
@@ -204,6 +229,25 @@ def test_spending_the_budget_is_remembered_as_giving_up() -> None:
     )
 
 
+def test_a_death_within_the_minimum_healthy_time_is_the_last_failure() -> None:
+    # four short-lived recoveries, then one more death 5 s after the last healthy start
+    state = replace(FOUR_SHORT, healthy_since=T - 5, last_restart_at=T - 5)
+    decision = decide(state, B, T + 20, "restart", origin="alert", dry_run=False, failed_at=T)
+    assert (decision.verdict, decision.reason) == ("skip", "gave_up")
+    assert decision.state.failures == 5
+    # the same death 12 s after the healthy start: a lasting recovery, restarted again
+    lasting = decide(state, B, T + 20, "restart", origin="alert", dry_run=False, failed_at=T + 7)
+    assert (lasting.verdict, lasting.reason) == ("wait", "cooldown")  # but not given up
+    assert lasting.state.failures == 4
+
+
+def test_a_failure_said_to_begin_before_the_last_restart_counts_from_now() -> None:
+    state = replace(FRESH, healthy_since=T, last_restart_at=T, streak=1)
+    stale = T - 100  # an alert from before the restart: judged at now
+    assert settled_failures(state, B, stale, T + 5) == 1
+    assert settled_failures(state, B, stale, T + 15) == 0
+
+
 @pytest.mark.parametrize(
     ("streak", "delay"), [(0, 0), (1, 10), (2, 20), (3, 40), (5, 160), (6, 300), (40, 300)]
 )
@@ -211,46 +255,84 @@ def test_backoff_doubles_up_to_the_cap(streak: int, delay: float) -> None:
     assert backoff_delay(B, streak) == delay
 
 
-def test_failures_use_the_budget_then_give_up() -> None:
+def _ended(
+    state: ComponentState,
+    at: float,
+    ending: str,
+    origin: str = "alert",
+    failed_at: float | None = None,
+) -> ComponentState:
+    return after_restart(
+        state,
+        B,
+        failed_at=at if failed_at is None else failed_at,
+        started=at,
+        finished=at + 1,
+        ending=ending,  # type: ignore[arg-type]
+        origin=origin,  # type: ignore[arg-type]
+    )
+
+
+@pytest.mark.parametrize("ending", ["failed", "interrupted"])
+def test_failures_use_the_budget_then_give_up(ending: str) -> None:
     state, now = FRESH, T
     for attempt in range(1, 6):
         assert not state.gave_up
-        state = after_restart(
-            state, B, started=now, finished=now + 1, healthy=False, origin="alert"
-        )
-        assert state.streak == attempt
+        state = _ended(state, now, ending)
+        assert (state.streak, state.failures) == (attempt, attempt)
         assert budget_remaining(state, B, now + 1) == 5 - attempt
         now += 400
     assert state.gave_up
 
 
+def test_lasting_recoveries_never_spend_the_budget() -> None:
+    state, now = FRESH, T
+    for _ in range(50):  # fifty kills, each 12 s after the service was healthy again
+        state = _ended(state, now, "healthy")
+        now += 13
+        assert decide(state, B, now, "restart", origin="alert", dry_run=False).verdict != "skip"
+        assert budget_remaining(state, B, now) == 5
+    assert (state.failures, state.gave_up) == (0, False)
+
+
+def test_short_lived_recoveries_give_up_after_the_count() -> None:
+    state, now, died, restarts = FRESH, T, T, 0
+    while True:
+        decision = decide(state, B, now, "restart", origin="alert", dry_run=False, failed_at=died)
+        if decision.verdict == "skip":
+            break
+        if decision.verdict == "wait":  # cooldown and back-off: the death stays when it was
+            assert decision.not_before is not None
+            now = decision.not_before
+            continue
+        state = _ended(decision.state, now, "healthy", failed_at=died)
+        restarts += 1
+        now = died = now + 1 + 5  # healthy, then dead again 5 s later
+    assert (decision.reason, restarts) == ("gave_up", 5)
+
+
 def test_success_then_a_healthy_period_resets_the_streak() -> None:
     state = replace(FRESH, streak=4)
-    state = after_restart(state, B, started=T, finished=T + 2, healthy=True, origin="alert")
-    assert (state.streak, state.healthy_since) == (5, T + 2)
-    later = after_restart(state, B, started=T + 700, finished=T + 701, healthy=True, origin="alert")
+    state = _ended(state, T, "healthy")
+    assert (state.streak, state.healthy_since) == (5, T + 1)
+    later = _ended(state, T + 700, "healthy")
     assert later.streak == 1
 
 
 def test_operator_restarts_do_not_spend_the_budget() -> None:
-    state = after_restart(SPENT, B, started=T, finished=T + 1, healthy=False, origin="operator")
-    assert state.restarts == SPENT.restarts
+    state = _ended(SPENT, T, "failed", origin="operator")
+    assert (state.failures, state.streak) == (SPENT.failures, SPENT.streak)
     assert state.last_restart_at == T + 1
     assert not state.gave_up
-
-
-def test_restarts_outside_the_window_are_forgotten() -> None:
-    state = after_restart(SPENT, B, started=T + 700, finished=T + 701, healthy=True, origin="alert")
-    assert state.restarts == (T + 700,)
 
 
 def test_switches() -> None:
     gave_up = replace(SPENT, gave_up=True, paused=True)
     assert resume(gave_up).paused is False
     cleared = reset(gave_up)
-    assert (cleared.gave_up, cleared.restarts, cleared.streak, cleared.paused) == (
+    assert (cleared.gave_up, cleared.failures, cleared.streak, cleared.paused) == (
         False,
-        (),
+        0,
         0,
         True,
     )

@@ -16,8 +16,8 @@ import psutil
 import pytest
 
 from glyph_common.stopping import alive
+from remediator.actions.base import Started
 from remediator.actions.tree import START_ENV, session_members
-from remediator.store import Started
 from tests.remediator_doubles.harness import (
     Remediator,
     alert,
@@ -95,7 +95,9 @@ def test_start_uses_path_env_cwd_and_runs_the_stop_argv_first(tmp_path: Path) ->
 def test_start_command_not_found_fails_to_start(tmp_path: Path) -> None:
     port, mark = free_port(), marker()
     component = command_component(port, mark, start=["glyph-no-such-command", mark])
-    with Remediator(make_config(tmp_path, {"api": component}, budget={"max_restarts": 1})) as rem:
+    with Remediator(
+        make_config(tmp_path, {"api": component}, budget={"max_failed_restarts": 1})
+    ) as rem:
         rem.post(payload())
         [action] = rem.finished_actions(1)
         assert action["outcome"] == "failed_to_start"
@@ -169,7 +171,7 @@ def test_foreign_port_holder_is_reported_and_left_alone(tmp_path: Path) -> None:
     config = make_config(
         tmp_path,
         {"api": command_component(port, mark)},
-        budget={"max_restarts": 1, "cooldown_seconds": 0},
+        budget={"max_failed_restarts": 1, "cooldown_seconds": 0},
     )
     with port_holder(port) as stray, Remediator(config) as rem:
         rem.post(payload())
@@ -204,7 +206,7 @@ def test_start_that_always_fails_gives_up_within_budget_and_stays(tmp_path: Path
     config = make_config(
         tmp_path,
         {"api": component},
-        budget={"max_restarts": 3, "window_seconds": 60, "backoff_initial_seconds": 0.05},
+        budget={"max_failed_restarts": 3, "backoff_initial_seconds": 0.05},
     )
     with Remediator(config) as rem:
         rem.post(payload())
@@ -271,7 +273,7 @@ def test_state_survives_a_remediator_restart(tmp_path: Path) -> None:
             "api": command_component(port, mark, start=failing),
             "ui": command_component(free_port(), marker()),
         },
-        budget={"max_restarts": 2, "window_seconds": 3600},
+        budget={"max_failed_restarts": 2},
     )
     with Remediator(config) as rem:
         rem.post(payload())
@@ -347,7 +349,7 @@ def test_gpu_memory_of_the_old_tree_is_waited_for(tmp_path: Path) -> None:
 def test_gpu_memory_never_released_fails_to_stop(tmp_path: Path) -> None:
     port, mark = free_port(), marker()
     component = command_component(port, mark, release_timeout_seconds=0.5)
-    config = make_config(tmp_path, {"api": component}, budget={"max_restarts": 1})
+    config = make_config(tmp_path, {"api": component}, budget={"max_failed_restarts": 1})
     with (
         spawned(service_argv(port, mark)) as service,
         Remediator(config, gpu=lambda: frozenset({service.pid})) as rem,
@@ -364,7 +366,7 @@ def test_unhealthy_after_start_when_probes_never_pass(tmp_path: Path) -> None:
     port, mark = free_port(), marker()
     wrong_port = service_argv(free_port(), mark)  # healthy, but not where the probe looks
     component = command_component(port, mark, start=wrong_port, startup_timeout_seconds=1)
-    config = make_config(tmp_path, {"api": component}, budget={"max_restarts": 1})
+    config = make_config(tmp_path, {"api": component}, budget={"max_failed_restarts": 1})
     with Remediator(config) as rem:
         rem.post(payload())
         [action] = rem.finished_actions(1)

@@ -1,7 +1,8 @@
-"""What every action shares: the result it reports and the tools the remediator lends it."""
+"""What every action shares: the result it reports, what it started, and the tools it is lent."""
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -11,8 +12,21 @@ import httpx
 from remediator.actions.gpu import GpuHolders
 
 Outcome = Literal[
-    "succeeded", "failed_to_stop", "failed_to_start", "unhealthy_after_start", "failed"
+    "succeeded",
+    "failed_to_stop",
+    "failed_to_start",
+    "unhealthy_after_start",
+    "failed",
+    "interrupted",
 ]
+
+
+@dataclass(frozen=True)
+class Started:
+    """A process the remediator started; its session is the component's to sweep next time."""
+
+    pid: int
+    token: str  # put in the started process's environment; its descendants inherit it
 
 
 @dataclass
@@ -28,6 +42,10 @@ class ActionResult:
         return self.outcome == "succeeded"
 
 
+async def _forget(component: str, started: Started) -> None:
+    return None
+
+
 @dataclass(frozen=True)
 class Toolkit:
     """What backends need from the running remediator."""
@@ -35,3 +53,5 @@ class Toolkit:
     client: httpx.AsyncClient
     log_dir: Path
     gpu: GpuHolders
+    # told about a process as soon as it is started, before it is verified (it records it)
+    record_start: Callable[[str, Started], Awaitable[None]] = _forget

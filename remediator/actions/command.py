@@ -18,11 +18,10 @@ from glyph_common.config import CommandRestart, Component
 from glyph_common.ports import port_state
 from glyph_common.processes import ProcessTable, read_pidfile
 from glyph_common.stopping import collect, stop_processes
-from remediator.actions.base import ActionResult, Toolkit
+from remediator.actions.base import ActionResult, Started, Toolkit
 from remediator.actions.gpu import GpuHolders
 from remediator.actions.tree import START_ENV, session_members
 from remediator.actions.verify import verify
-from remediator.store import Started
 
 POLL_SECONDS = 0.05
 LOG_TAIL_BYTES = 2048
@@ -228,7 +227,16 @@ async def restart_command(
         return ActionResult("failed_to_stop", failure, details), None
     log = log_path(component, method, kit.log_dir)
     details["log_file"] = str(log)
-    launched, started = await asyncio.to_thread(_start, component, method, log)
+    starting = asyncio.ensure_future(asyncio.to_thread(_start, component, method, log))
+    try:
+        launched, started = await asyncio.shield(starting)
+    except asyncio.CancelledError:  # a start begun is finished and recorded, then we stop
+        launched, started = await starting
+        if started is not None:
+            await kit.record_start(component.name, started)
+        raise
+    if started is not None:
+        await kit.record_start(component.name, started)
     if isinstance(launched, str):
         return ActionResult("failed_to_start", launched, details), None
     assert started is not None

@@ -6,12 +6,11 @@ import asyncio
 import time
 
 from glyph_common.config import CommandRestart, Component, DockerRestart, SystemdRestart
-from remediator.actions.base import ActionResult, Toolkit
+from remediator.actions.base import ActionResult, Started, Toolkit
 from remediator.actions.cache import clean_cache
 from remediator.actions.command import restart_command
 from remediator.actions.docker import restart_docker
 from remediator.actions.systemd import restart_systemd
-from remediator.store import Started
 
 
 async def perform(

@@ -68,8 +68,8 @@ TEST_BUDGET = {
     "cooldown_seconds": 0,
     "backoff_initial_seconds": 0.05,
     "backoff_max_seconds": 0.2,
-    "max_restarts": 5,
-    "window_seconds": 60,
+    "max_failed_restarts": 5,
+    "min_healthy_seconds": 2,
 }
 
 

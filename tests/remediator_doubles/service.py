@@ -1,6 +1,7 @@
 """A tiny service for remediator tests: GET /health on a port, optionally with a child process.
 
 Usage: service.py PORT MARKER [--child] [--child-ignores-term] [--report FILE] [--delay SECONDS]
+                  [--term-delay SECONDS] [--die-after SECONDS]
 The child's command line does not carry MARKER, like vLLM's EngineCore beside `vllm serve`.
 """
 
@@ -9,8 +10,10 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import signal
 import subprocess
 import sys
+import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
@@ -44,7 +47,14 @@ def main() -> None:
     parser.add_argument("--child-ignores-term", action="store_true")
     parser.add_argument("--report")
     parser.add_argument("--delay", type=float, default=0.0)
+    parser.add_argument("--term-delay", type=float, help="on SIGTERM, exit only after this")
+    parser.add_argument("--die-after", type=float, help="exit with 1 this long after serving")
     args = parser.parse_args()
+    if args.term_delay is not None:
+        delay = args.term_delay
+        signal.signal(signal.SIGTERM, lambda *_: threading.Timer(delay, os._exit, (0,)).start())
+    if args.die_after is not None:
+        threading.Timer(args.delay + args.die_after, os._exit, (1,)).start()
     child = None
     if args.child or args.child_ignores_term:
         mode = "ignore" if args.child_ignores_term else "default"

@@ -1,0 +1,76 @@
+"""glyph-stack stopped with Ctrl-C while its remediator restarts the api: nothing is left."""
+
+from __future__ import annotations
+
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import psutil
+import pytest
+
+from glyph_common.config import dump_config
+from glyph_common.processes import ProcessTable
+from tests.stack_fixtures import pinned_to_ports, standin_deployment
+from tests.support import wait_for
+
+pytestmark = [pytest.mark.e2e, pytest.mark.timeout(240)]
+
+
+def _ours(words: list[str]) -> list[psutil.Process]:
+    found = []
+    for proc in psutil.process_iter(["cmdline"]):
+        line = " ".join(proc.info["cmdline"] or [])
+        if any(word in line for word in words):
+            found.append(proc)
+    return found
+
+
+def _restart_running(db: Path) -> bool:
+    if not db.exists():
+        return False
+    with sqlite3.connect(f"file:{db}?mode=ro", uri=True) as conn:
+        row = conn.execute(
+            "SELECT 1 FROM actions WHERE action = 'restart' AND outcome IS NULL"
+        ).fetchone()
+    return row is not None
+
+
+@pytest.mark.parametrize("moment", [0.5, 3.0])  # stopping the old api / verifying the new one
+def test_ctrl_c_during_a_restart_leaves_no_process(tmp_path: Path, moment: float) -> None:
+    config = pinned_to_ports(standin_deployment(tmp_path, api_args=("--startup-delay", "4")))
+    file = tmp_path / "glyph.yaml"
+    file.write_text(dump_config(config))
+    work = tmp_path / "stack"
+    api, ui = config.components
+    words = [str(work), f"--port {api.port}", f"--port {ui.port}"]
+    output = tmp_path / "glyph-stack.out"
+    with output.open("wb") as out:
+        stack = subprocess.Popen(
+            [sys.executable, "-m", "glyph_stack", "--config", str(file), "--work-dir", str(work)],
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+    try:
+        wait_for(lambda: b"running" in output.read_bytes(), 90)
+        table = ProcessTable()
+        table.refresh()
+        for pid in table.find([api])["api"].roots:
+            psutil.Process(pid).kill()
+        wait_for(lambda: _restart_running(work / "remediator.sqlite"), 60)
+        time.sleep(moment)
+        stack.send_signal(signal.SIGINT)
+        stack.wait(120)
+        time.sleep(0.5)
+        left = [p for p in _ours(words) if p.is_running() and p.status() != "zombie"]
+        assert left == [], [p.cmdline() for p in left]
+    finally:
+        if stack.poll() is None:
+            stack.kill()
+            stack.wait(10)
+        for proc in _ours(words):
+            proc.kill()
