@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import ipaddress
 import re
+from collections.abc import Callable
 from importlib import resources
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, TypeVar
 
 import yaml
 from pydantic import (
@@ -533,19 +534,30 @@ def _component_at(node: Any, index: int) -> tuple[Any, str]:
     return None, f"[{index}]"
 
 
-def parse_config(data: Any, source: str = "config") -> Deployment:
-    """Validate already-loaded YAML data into a Deployment."""
+Model = TypeVar("Model", bound=BaseModel)
+FieldPath = Callable[[tuple[int | str, ...], Any], str]
+
+
+def validate_file_data(
+    model: type[Model], data: Any, source: str, where: FieldPath = _field_path
+) -> Model:
+    """Validate loaded YAML into a model; a ConfigError names each bad field (`where` says how
+    to name it)."""
     if not isinstance(data, dict):
         raise ConfigError(f"{source}: the top level must be a mapping")
     try:
-        return Deployment.model_validate(data)
+        return model.model_validate(data)
     except ValidationError as exc:
         lines = []
         for error in exc.errors():
-            where = _field_path(tuple(error["loc"]), data)
             message = error["msg"].removeprefix("Value error, ")
-            lines.append(f"{source}: {where}: {message}")
+            lines.append(f"{source}: {where(tuple(error['loc']), data)}: {message}")
         raise ConfigError("\n".join(lines)) from None
+
+
+def parse_config(data: Any, source: str = "config") -> Deployment:
+    """Validate already-loaded YAML data into a Deployment."""
+    return validate_file_data(Deployment, data, source)
 
 
 def load_config(path: Path) -> Deployment:

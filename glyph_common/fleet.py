@@ -10,9 +10,9 @@ from pathlib import Path
 from typing import Any
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from glyph_common.config import HOST_PATTERN, ConfigError, parse_listen
+from glyph_common.config import HOST_PATTERN, ConfigError, parse_listen, validate_file_data
 
 REMEDIATOR_RECEIVER = "remediator"  # the receiver of the single-host config that the hosts replace
 UNROUTED_RECEIVER = "remediator-unrouted"  # an alert whose host is not in the inventory
@@ -108,16 +108,7 @@ class Inventory(_Frozen):
 
 def parse_inventory(data: Any, source: str = "inventory") -> Inventory:
     """Validate loaded YAML into an Inventory; a ConfigError names each bad field."""
-    if not isinstance(data, dict):
-        raise ConfigError(f"{source}: the top level must be a mapping")
-    try:
-        return Inventory.model_validate(data)
-    except ValidationError as exc:
-        lines = []
-        for error in exc.errors():
-            where = _where(tuple(error["loc"]), data)
-            lines.append(f"{source}: {where}: {error['msg'].removeprefix('Value error, ')}")
-        raise ConfigError("\n".join(lines)) from None
+    return validate_file_data(Inventory, data, source, _where)
 
 
 def _where(loc: tuple[int | str, ...], data: dict[str, Any]) -> str:

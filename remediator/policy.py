@@ -120,9 +120,10 @@ def decide(
             return Decision("skip", Reason.GAVE_UP, replace(state, gave_up=True, failures=failures))
         if state.last_restart_at is not None:
             last = _past(state.last_restart_at, now)
-            if now - last < budget.cooldown_seconds:
+            if origin == "alert" and now - last < budget.cooldown_seconds:
                 # Maybe about the incarnation just replaced, maybe a new failure: the engine
-                # looks at the component again when the cooldown ends.
+                # looks at the component again when the cooldown ends. A retry needs no such
+                # look: the restart it repeats is known to have failed; back-off alone paces it.
                 return Decision("wait", Reason.COOLDOWN, state, last + budget.cooldown_seconds)
             delay = backoff_delay(budget, effective_streak(state, budget, now))
             if now - last < delay:

@@ -108,9 +108,10 @@ def test_crash_loop_backs_off_then_gives_up_and_stays_down(tmp_path: Path) -> No
         attempts = restarts(probe)
         assert len(attempts) == 3
         assert all(a["outcome"] != "succeeded" for a in attempts)
-        starts = sorted(float(a["started_at"]) for a in attempts)
-        gaps = [b - a for a, b in itertools.pairwise(starts)]
-        assert gaps == sorted(gaps), f"back-off does not grow: {gaps}"
+        # back-off runs from the end of one restart to the start of the next
+        spans = sorted((float(a["started_at"]), float(a["finished_at"])) for a in attempts)
+        waits = [nxt[0] - prev[1] for prev, nxt in itertools.pairwise(spans)]
+        assert waits == sorted(waits), f"back-off does not grow: {waits}"
         time.sleep(10)
         assert len(restarts(probe)) == 3, "it kept restarting after giving up"
 
