@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from glyph_common.config import Retention
-from remediator.actions.base import Started as Started  # noqa: PLC0414 (tree.py imports it)
+from remediator.actions.base import Started
 from remediator.policy import ComponentState
 
 log = logging.getLogger("glyph_remediator")

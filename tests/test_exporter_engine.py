@@ -71,7 +71,11 @@ def test_reads_the_standin_engine_and_sees_steps_sleep_and_a_hang(tmp_path: Path
         component = parse_config(
             {
                 "components": {
-                    "api": {"match": {"pidfile": "/x"}, "port": running.port, "engine": {}}
+                    "api": {
+                        "match": {"program": "glyph-test-nothing"},
+                        "port": running.port,
+                        "engine": {},
+                    }
                 }
             }
         ).components[0]
@@ -97,7 +101,15 @@ def test_reads_the_standin_engine_and_sees_steps_sleep_and_a_hang(tmp_path: Path
 
 def test_an_unreadable_endpoint_is_a_state_with_an_error_count() -> None:
     component = parse_config(
-        {"components": {"api": {"match": {"pidfile": "/x"}, "port": free_port(), "engine": {}}}}
+        {
+            "components": {
+                "api": {
+                    "match": {"program": "glyph-test-nothing"},
+                    "port": free_port(),
+                    "engine": {},
+                }
+            }
+        }
     ).components[0]
     watch = EngineWatch(component)
     with httpx.Client(trust_env=False) as client:
@@ -175,7 +187,7 @@ def test_engine_series_pass_promtool_and_name_the_canary_by_kind(tmp_path: Path)
 def test_engine_config_errors_name_the_field(
     engine: dict[str, object], port: int | None, message: str
 ) -> None:
-    body: dict[str, object] = {"match": {"pidfile": "/x"}, "engine": engine}
+    body: dict[str, object] = {"match": {"program": "glyph-test-nothing"}, "engine": engine}
     if port is not None:
         body["port"] = port
     with pytest.raises(ConfigError) as raised:
