@@ -172,9 +172,14 @@ class Sampler:
 
     def _ports_interval(self, readings: tuple[ComponentLiveness, ...]) -> float:
         """Reading sockets costs the more, the busier the host: while every component runs
-        and answers its probes, the port is plainly its own, and a look now and then will do."""
+        and answers its probes, the port is plainly its own, and a look now and then will do;
+        not while the last look still says otherwise (it was taken before the service listened)."""
         interval = self._config.exporter.intervals.ports
-        settled = all(r.up for r in readings) and all(s.success for s in self._probes.values())
+        settled = (
+            all(r.up for r in readings)
+            and all(s.success for s in self._probes.values())
+            and all(p.listening and not p.conflict for p in self._ports)
+        )
         return interval * SETTLED_PORTS_FACTOR if settled else interval
 
     def _sample_gpu(self) -> None:

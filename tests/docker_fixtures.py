@@ -164,9 +164,9 @@ def build_base_image(engine: Engine, state: Path) -> None:
         argv = ["debootstrap", "--variant=minbase", f"--include={BASE_PACKAGES}"]
         done = run([*argv, "bookworm", str(root), MIRROR], timeout=900)
         assert done.returncode == 0, f"debootstrap failed:\n{done.stderr[-2000:]}"
-        tar = subprocess.Popen(["tar", "-C", str(root), "-c", "."], stdout=subprocess.PIPE)
-        engine.docker("import", "-", BASE_IMAGE, stdin=tar.stdout, timeout=300)
-        assert tar.wait() == 0
+        with subprocess.Popen(["tar", "-C", str(root), "-c", "."], stdout=subprocess.PIPE) as tar:
+            engine.docker("import", "-", BASE_IMAGE, stdin=tar.stdout, timeout=300)
+        assert tar.returncode == 0
 
 
 @pytest.fixture(scope="session")
