@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import importlib.util
 import json
+import sys
 import time
 import zlib
 from dataclasses import dataclass
@@ -14,6 +16,12 @@ import httpx
 from glyph_common.config import Component, Probe
 
 CANARY_PROMPT = "ping"
+
+if importlib.util.find_spec("sniffio") is None:
+    # httpcore looks for sniffio on every lock it creates, so each probe (a fresh connection)
+    # paid for a failed import many times over; None in sys.modules makes that import fail at
+    # once, the documented way, and httpcore assumes asyncio, as it did anyway.
+    sys.modules["sniffio"] = None  # type: ignore[assignment]
 
 
 @dataclass(frozen=True)
