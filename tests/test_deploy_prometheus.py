@@ -45,7 +45,7 @@ def run(*argv: str) -> str:
         capture_output=True,
         text=True,
         cwd=REPO,
-        timeout=60,
+        timeout=300,  # promtool test rules evaluates the 1 s group over hours of test time
         check=False,
     )
     output = done.stdout + done.stderr
