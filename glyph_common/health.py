@@ -12,7 +12,7 @@ import httpx
 
 from glyph_common.config import Component, Probe
 from glyph_common.enginemetrics import parse_engine_metrics
-from glyph_common.probes import ProbeResult, run_probe
+from glyph_common.probes import AnswerRefused, ProbeResult, read_capped, run_probe
 
 MODELS_PATH = "/v1/models"
 
@@ -66,11 +66,17 @@ def with_model(probe: Probe, model: str | None) -> Probe:
 
 
 async def _get(client: httpx.AsyncClient, url: str, timeout: float) -> bytes | None:
+    """A 200 answer's body, read as a probe reads one (capped, one deadline); None otherwise."""
+
+    async def fetch() -> bytes | None:
+        headers = {"Accept-Encoding": "identity"}
+        async with client.stream("GET", url, headers=headers, timeout=timeout) as response:
+            return await read_capped(response) if response.status_code == 200 else None
+
     try:
-        response = await asyncio.wait_for(client.get(url, timeout=timeout), timeout)
-    except (TimeoutError, asyncio.TimeoutError, httpx.HTTPError):
+        return await asyncio.wait_for(fetch(), timeout)
+    except (TimeoutError, asyncio.TimeoutError, httpx.HTTPError, AnswerRefused):
         return None
-    return response.content if response.status_code == 200 else None
 
 
 def _timeout(component: Component) -> float:

@@ -51,7 +51,7 @@ MAX_BODY_BYTES = 1024 * 1024  # a probe judges at most this much of an answer, o
 # decompressed alike; a larger answer fails the probe
 
 
-class _Refused(Exception):
+class AnswerRefused(Exception):
     """An answer the probe will not read: too large, or compressed in a way it does not take."""
 
     status: int | None = None
@@ -85,30 +85,30 @@ def _decoder(encoding: str) -> Any:
         return zlib.decompressobj(16 + zlib.MAX_WBITS)
     if encoding == "deflate":
         return zlib.decompressobj()
-    raise _Refused(f"the answer is compressed with {encoding!r}, which a probe does not read")
+    raise AnswerRefused(f"the answer is compressed with {encoding!r}, which a probe does not read")
 
 
-async def _read_capped(response: httpx.Response) -> bytes:
+async def read_capped(response: httpx.Response) -> bytes:
     """The body, decompressed here (httpx would inflate it unbounded), capped both ways."""
     length = response.headers.get("content-length", "")
     if length.isdigit() and int(length) > MAX_BODY_BYTES:
-        raise _Refused(f"the answer is larger than {MAX_BODY_BYTES} bytes ({length})")
+        raise AnswerRefused(f"the answer is larger than {MAX_BODY_BYTES} bytes ({length})")
     decoder = _decoder(response.headers.get("content-encoding", ""))
     wire = 0
     body = bytearray()
     async for chunk in response.aiter_raw():
         wire += len(chunk)
         if wire > MAX_BODY_BYTES:
-            raise _Refused(f"the answer is larger than {MAX_BODY_BYTES} bytes")
+            raise AnswerRefused(f"the answer is larger than {MAX_BODY_BYTES} bytes")
         if decoder is None:
             body += chunk
             continue
         try:
             body += decoder.decompress(chunk, MAX_BODY_BYTES + 1 - len(body))
         except zlib.error as exc:
-            raise _Refused(f"the answer's compressed body is broken: {exc}") from None
+            raise AnswerRefused(f"the answer's compressed body is broken: {exc}") from None
         if len(body) > MAX_BODY_BYTES or decoder.unconsumed_tail:
-            raise _Refused(f"the answer inflates to more than {MAX_BODY_BYTES} bytes")
+            raise AnswerRefused(f"the answer inflates to more than {MAX_BODY_BYTES} bytes")
     return bytes(body)
 
 
@@ -124,8 +124,8 @@ async def _exchange(
         timeout=probe.timeout_seconds,
     ) as response:
         try:
-            return response.status_code, await _read_capped(response)
-        except _Refused as exc:
+            return response.status_code, await read_capped(response)
+        except AnswerRefused as exc:
             exc.status = response.status_code
             raise
 
@@ -140,7 +140,7 @@ async def run_probe(client: httpx.AsyncClient, component: Component, probe: Prob
         )
         status = code
         success, error = _judge(probe, code, content)
-    except _Refused as exc:
+    except AnswerRefused as exc:
         status, success, error = exc.status, False, str(exc)
     except (TimeoutError, asyncio.TimeoutError, httpx.HTTPError) as exc:
         success, error = False, _failure(probe, exc)
