@@ -170,7 +170,8 @@ class SimHost:
         return self.matching(API_MATCH)
 
     def kill(self, pattern: str) -> list[int]:
-        """SIGKILL this host's processes whose command line matches, as `pkill -9` on it would."""
+        """SIGKILL the processes of this host (its own PID namespace, started by the test) whose
+        command line matches: an outside fault, by PID."""
         pids = [p.pid for p in self.matching(pattern)]
         for pid in pids:
             with suppress(ProcessLookupError):
