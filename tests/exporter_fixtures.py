@@ -2,17 +2,40 @@
 
 from __future__ import annotations
 
+import shutil
+import subprocess
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
 import httpx
+import pytest
 
 from exporter.cli import Exporter
 from exporter.nvml import NvmlReader
 from glyph_common.config import Deployment, parse_config
 from tests.support import free_port, parse_metrics
+
+
+def assert_promtool_accepts(exposition: str) -> None:
+    """`promtool check metrics` finds nothing to say about an exposition."""
+    path = shutil.which("promtool")
+    if path is None:
+        pytest.fail(
+            "promtool is missing: the test command installs the Debian 'prometheus' package"
+        )
+    checked = subprocess.run(
+        [path, "check", "metrics"],
+        input=exposition,
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=False,
+    )
+    assert checked.returncode == 0, checked.stdout + checked.stderr
+    assert not (checked.stdout + checked.stderr).strip(), checked.stdout + checked.stderr
+
 
 FAST = {"liveness": 0.2, "ports": 0.2, "probes": 0.2, "canary": 1, "gpu": 0.2, "caches": 1}
 

@@ -3,19 +3,16 @@
 from __future__ import annotations
 
 import os
-import shutil
-import subprocess
 import uuid
 from pathlib import Path
 
 import httpx
 import psutil
-import pytest
 
 from exporter.nvml import NvmlReader
 from glyph_common.cachefiles import cache_files
 from glyph_common.config import Cache
-from tests.exporter_fixtures import deployment, running_exporter, scrape
+from tests.exporter_fixtures import assert_promtool_accepts, deployment, running_exporter, scrape
 from tests.fake_nvml import GIB, FakeDevice, FakeNvml
 from tests.support import parse_metrics, python_argv, sample, spawned, wait_for
 
@@ -24,15 +21,6 @@ import subprocess, sys, time
 subprocess.Popen([sys.executable, "-c", "import time; time.sleep(600)"])
 time.sleep(600)
 """
-
-
-def promtool() -> str:
-    path = shutil.which("promtool")
-    if path is None:
-        pytest.fail(
-            "promtool is missing: the test command installs the Debian 'prometheus' package"
-        )
-    return path
 
 
 def test_full_exposition_passes_promtool(tmp_path: Path) -> None:
@@ -108,16 +96,7 @@ def test_full_exposition_passes_promtool(tmp_path: Path) -> None:
         "glyph_exporter_build_info",
     ):
         assert f"# HELP {family} " in text
-    checked = subprocess.run(
-        [promtool(), "check", "metrics"],
-        input=text,
-        capture_output=True,
-        text=True,
-        timeout=30,
-        check=False,
-    )
-    assert checked.returncode == 0, checked.stdout + checked.stderr
-    assert checked.stdout.strip() == "" and checked.stderr.strip() == "", checked.stderr
+    assert_promtool_accepts(text)
 
 
 def test_cache_glob_never_follows_links(tmp_path: Path) -> None:
