@@ -65,10 +65,15 @@ class _BoundedServer(WSGIServer):
         while not self._stopping.is_set():
             timeout = RECHECK_SECONDS if self._parked else 0.5
             for key, _ in self._selector.select(timeout):
-                if key.fileobj is self.socket:
-                    self._accept()
-                else:
-                    self._look(key.fileobj)  # type: ignore[arg-type]
+                try:
+                    if key.fileobj is self.socket:
+                        self._accept()
+                    elif key.fileobj in self._waiting:  # not dropped by an accept this round
+                        self._look(key.fileobj)
+                except Exception:  # one connection's trouble must not end /metrics for all
+                    log.exception("serving a connection failed")
+                    if key.fileobj in self._waiting:
+                        self._drop(key.fileobj)
             self._expire(time.monotonic())
         for conn in [*self._waiting]:
             self._drop(conn)

@@ -107,12 +107,16 @@ class PrometheusServer:
     def output(self) -> str:
         return self.log.read_text(errors="replace")
 
-    def query(self, expr: str, timeout: float = 10.0) -> list[dict[str, object]]:
-        """The series of an instant query; AssertionError with Prometheus' message on an error."""
+    def query(
+        self, expr: str, timeout: float = 10.0, at: float | None = None
+    ) -> list[dict[str, object]]:
+        """The series of an instant query (now, or at Unix time `at`); AssertionError with
+        Prometheus' message on an error."""
         import httpx  # noqa: PLC0415
 
+        form = {"query": expr} if at is None else {"query": expr, "time": f"{at:.3f}"}
         response = httpx.post(
-            f"{self.url}/api/v1/query", data={"query": expr}, timeout=timeout, trust_env=False
+            f"{self.url}/api/v1/query", data=form, timeout=timeout, trust_env=False
         )
         body = response.json()
         if response.status_code != 200 or body.get("status") != "success":

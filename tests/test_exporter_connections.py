@@ -32,3 +32,18 @@ def test_held_connections_cost_no_threads_and_a_scrape_still_answers() -> None:
             sock.settimeout(10)
             with contextlib.suppress(ConnectionResetError):  # closed with unread data: dropped
                 assert sock.recv(1) == b""
+
+
+def test_trickling_clients_beyond_the_waiting_limit_leave_the_server_answering() -> None:
+    """The oldest waiting connection, dropped for a newcomer, was then read again: the
+    selector thread died of it and /metrics stopped answering (a CI run caught it)."""
+    config = deployment({"svc": {"match": {"program": "no-such-program-xyz"}}})
+    with running_exporter(config) as exporter, ExitStack() as stack:
+        port = exporter.server.port
+        for _ in range(600):  # each one readable, watched again every RECHECK_SECONDS
+            sock = stack.enter_context(socket.create_connection(("127.0.0.1", port), timeout=5))
+            sock.sendall(b"GET /metrics HTTP/1.1\r\n")
+        time.sleep(0.3)
+        seconds, text = timed_scrape(exporter)
+        assert "glyph_component_up" in text
+        assert seconds < 1.0
