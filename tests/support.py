@@ -81,6 +81,37 @@ def spawned(argv: Sequence[str], **kwargs: object) -> Iterator[Spawned]:
         proc.stop()
 
 
+_HOLDER = """
+import socket, sys, time
+s = socket.socket()
+s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+deadline = time.monotonic() + 10
+while True:  # the port may still be held by a process just killed
+    try:
+        s.bind(("127.0.0.1", int(sys.argv[1])))
+        break
+    except OSError:
+        if time.monotonic() > deadline:
+            raise
+        time.sleep(0.01)
+s.listen()
+print("ready", flush=True)
+time.sleep(600)
+"""
+
+
+@contextmanager
+def port_holder(port: int) -> Iterator[Spawned]:
+    """A stray process (no component's) listening on the port, once it is free."""
+    with spawned(python_argv(_HOLDER, str(port), "a-stray-process"), stdout=-1) as stray:
+        assert stray.proc.stdout is not None
+        try:
+            assert stray.proc.stdout.readline().strip() == b"ready"
+            yield stray
+        finally:
+            stray.proc.stdout.close()
+
+
 def parse_metrics(text: str) -> dict[tuple[str, frozenset[tuple[str, str]]], float]:
     """Samples of an exposition, keyed by sample name and label set."""
     from glyph_stack.scenario import parse_samples  # noqa: PLC0415

@@ -378,11 +378,13 @@ def test_every_panel_query_returns_series_in_a_fresh_stack(tmp_path: Path) -> No
             restarts = values(results[("Restarts in range", "A", "api")], outcome="succeeded")
             owner = results[("GPU memory by owner", "A", "api")]
             up = results[("Component up", "A", "(api|ui)")]
+            targets_up = results[("Scrape targets", "A", "(api|ui)")]  # vllm: the api, restarted
             return (
                 all(results.values())
                 and restarts == [1.0]
                 and values(owner, component="api", gpu="0") == [API_GPU + ENGINE_GPU]
                 and values(up, component="api") == values(up, component="ui") == [1.0]
+                and values(targets_up) == [1.0, 1.0, 1.0]
             )
 
         deadline = time.monotonic() + 30
@@ -390,7 +392,7 @@ def test_every_panel_query_returns_series_in_a_fresh_stack(tmp_path: Path) -> No
             if time.monotonic() > deadline:
                 empty = [f"{key}: {queries[key]}" for key, series in results.items() if not series]
                 pytest.fail(
-                    "queries without series (or no restart / new GPU owner / both up):\n"
+                    "queries without series (or no restart / new GPU owner / all up):\n"
                     + "\n".join(empty or ["(all have series)"])
                     + f"\nrestarts: {results[('Restarts in range', 'A', 'api')]}"
                     + f"\nGPU owners: {results[('GPU memory by owner', 'A', 'api')]}"

@@ -16,8 +16,7 @@ import pytest
 from glyph_common.processes import ProcessTable
 from glyph_stack.scenario import run_scenario, wait_healthy
 from tests.stack_fixtures import local_stack, standin_deployment
-from tests.standin_fixtures import STANDIN
-from tests.support import spawned, wait_for
+from tests.support import port_holder, wait_for
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(240)]
 
@@ -88,7 +87,7 @@ def test_foreign_process_on_the_port_is_reported_and_not_killed(tmp_path: Path) 
         assert api is not None and api.port is not None
         for pid in api_roots(stack):
             os.kill(pid, signal.SIGKILL)
-        with spawned([*STANDIN, "hold-port", str(api.port)]) as holder:
+        with port_holder(api.port) as holder:  # bound before the remediator restarts the api
             wait_for(lambda: probe.firing("GlyphPortConflict", "api"), 60)
             failed = wait_for(
                 lambda: [a for a in restarts(probe) if a["outcome"] not in (None, "succeeded")], 60

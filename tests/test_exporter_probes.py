@@ -135,10 +135,10 @@ def test_success_500_and_refused() -> None:
 
 def test_hung_endpoint_fails_by_timeout_while_scrapes_stay_fast() -> None:
     with hung_server() as port:
-        config = deployment(svc(port, [{"name": "hung", "path": "/ok", "timeout_seconds": 0.5}]))
+        config = deployment(svc(port, [{"name": "hung", "path": "/ok", "timeout_seconds": 1}]))
         with running_exporter(config) as exporter:
             slowest = 0.0
-            deadline = time.monotonic() + 2.0
+            deadline = time.monotonic() + 2.5
             while time.monotonic() < deadline:  # scrapes during the hung attempts
                 took, _ = timed_scrape(exporter)
                 slowest = max(slowest, took)
@@ -149,8 +149,10 @@ def test_hung_endpoint_fails_by_timeout_while_scrapes_stay_fast() -> None:
             total = probe_value(exporter, "glyph_probe_duration_seconds_sum", "hung")
             count = probe_value(exporter, "glyph_probe_duration_seconds_count", "hung")
             assert total is not None and count
-            assert 0.45 <= total / count < 1.5  # each attempt ended by its own timeout
-    assert slowest < 0.25, f"a scrape waited on the hung probe: {slowest:.3f} s"
+            assert 0.95 <= total / count < 2.0  # each attempt ended by its own timeout
+    # A scrape that waited on an attempt would take up to its whole second; scheduling on a
+    # busy machine (sampler, server and test share one process) takes a fraction of that.
+    assert slowest < 0.5, f"a scrape waited on the hung probe: {slowest:.3f} s"
 
 
 @pytest.mark.parametrize(("path", "expected"), [("/v1/chat/completions", 1.0), ("/v1/empty", 0.0)])

@@ -7,8 +7,6 @@ import os
 import sys
 import threading
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -29,7 +27,7 @@ from tests.remediator_doubles.harness import (
     payload,
     service_argv,
 )
-from tests.support import Spawned, free_port, spawned, wait_for
+from tests.support import free_port, port_holder, spawned, wait_for
 
 
 def gone(pid: int) -> bool:
@@ -146,24 +144,6 @@ def test_orphaned_child_of_the_previous_start_is_swept(tmp_path: Path) -> None:
         assert first["child"] in actions[1]["details"]["stopped_pids"]
         assert gone(first["child"])
         assert healthy(port)
-
-
-@contextmanager
-def port_holder(port: int) -> Iterator[Spawned]:
-    """A stray process (not the component) listening on the port."""
-    code = (
-        "import socket, sys, time\n"
-        "s = socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)\n"
-        f"s.bind(('127.0.0.1', {port})); s.listen(); print('ready', flush=True)\n"
-        "time.sleep(600)\n"
-    )
-    with spawned([sys.executable, "-c", code, "a-stray-process"], stdout=-1) as stray:
-        assert stray.proc.stdout is not None
-        try:
-            assert stray.proc.stdout.readline().strip() == b"ready"
-            yield stray
-        finally:
-            stray.proc.stdout.close()
 
 
 def test_foreign_port_holder_is_reported_and_left_alone(tmp_path: Path) -> None:

@@ -61,7 +61,11 @@ class Process:
         env = {**os.environ, **(self.env or {})}
         with self.log.open("ab") as out:
             self.proc = Spawned(argv, stdout=out, stderr=subprocess.STDOUT, env=env)
-        wait_for(self._up, 20)
+        try:
+            wait_for(self._up, 20)
+        except BaseException:  # not up: not left running for a later test to trip over
+            self.proc.stop()
+            raise
         return self
 
     def _up(self) -> bool:
@@ -185,12 +189,15 @@ def test_stopped_mid_restart_it_restarts_exactly_once_more(
 ) -> None:
     port, config = _slow_to_stop(tmp_path)
     mark = config.components[0].match.cmdline or ""
-    with spawned(service_argv(port, mark.replace("\\", ""), "--term-delay", "2")):
+    termed = tmp_path / "old-service-termed"
+    term = ["--term-delay", "2", "--term-report", str(termed)]
+    old = service_argv(port, mark.replace("\\", ""), *term)
+    with spawned(old):
         wait_for(lambda: healthy(port), 10)
         process = Process(config, tmp_path).start()
         try:
             assert process.post(now_alert()) == ["acted"]  # e.g. hung: restart
-            time.sleep(0.7)  # it is waiting for the old service to exit
+            wait_for(termed.exists, 10)  # it is waiting for the old service to exit
             process.signal(sig)
             wait_for(lambda: not healthy(port), 10)  # the old one exits; nothing new started
 

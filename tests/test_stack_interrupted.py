@@ -7,6 +7,7 @@ import sqlite3
 import subprocess
 import sys
 import time
+from contextlib import suppress
 from pathlib import Path
 
 import psutil
@@ -20,10 +21,13 @@ from tests.support import wait_for
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(240)]
 
 
-def _ours(words: list[str]) -> list[psutil.Process]:
+def _ours(words: list[str], since: float) -> list[psutil.Process]:
+    """Live processes started since `since` whose command line names this test's dirs or ports."""
     found = []
-    for proc in psutil.process_iter(["cmdline"]):
+    for proc in psutil.process_iter(["cmdline", "create_time", "status"]):
         line = " ".join(proc.info["cmdline"] or [])
+        if proc.info["status"] == psutil.STATUS_ZOMBIE or (proc.info["create_time"] or 0) < since:
+            continue
         if any(word in line for word in words):
             found.append(proc)
     return found
@@ -48,6 +52,7 @@ def test_ctrl_c_during_a_restart_leaves_no_process(tmp_path: Path, moment: float
     api, ui = config.components
     words = [str(work), f"--port {api.port}", f"--port {ui.port}"]
     output = tmp_path / "glyph-stack.out"
+    since = time.time() - 1  # create_time is rounded
     with output.open("wb") as out:
         stack = subprocess.Popen(
             [sys.executable, "-m", "glyph_stack", "--config", str(file), "--work-dir", str(work)],
@@ -65,12 +70,14 @@ def test_ctrl_c_during_a_restart_leaves_no_process(tmp_path: Path, moment: float
         time.sleep(moment)
         stack.send_signal(signal.SIGINT)
         stack.wait(120)
-        time.sleep(0.5)
-        left = [p for p in _ours(words) if p.is_running() and p.status() != "zombie"]
-        assert left == [], [p.cmdline() for p in left]
+        with suppress(AssertionError):  # a moment for the last exits to be reaped
+            wait_for(lambda: not _ours(words, since), 5)
+        left = _ours(words, since)
+        assert left == [], [p.info["cmdline"] for p in left]
     finally:
         if stack.poll() is None:
             stack.kill()
             stack.wait(10)
-        for proc in _ours(words):
-            proc.kill()
+        for proc in _ours(words, since):
+            with suppress(psutil.NoSuchProcess):
+                proc.kill()

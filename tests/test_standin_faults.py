@@ -39,7 +39,7 @@ def test_engine_death_health_500_then_exit_unless_kept_alive(tmp_path: Path) -> 
     with (
         api(tmp_path / "flag", "--keep-alive-on-engine-death") as flag,
         api(tmp_path / "env", env=keep_env) as env,
-        api(tmp_path / "plain", "--engine-death-after", "0.5") as plain,
+        api(tmp_path / "plain", "--engine-death-after", "3") as plain,  # after its first 200
     ):
         wait_for(lambda: _health(plain.url) == 500, 10)
         died = time.monotonic()
@@ -107,7 +107,7 @@ def test_crash_with_orphan_flag_leaves_the_engine_behind(tmp_path: Path) -> None
 
 
 def test_crash_after_start_flag(tmp_path: Path) -> None:
-    with api(tmp_path, "--crash-after", "0.2") as running:
+    with api(tmp_path, "--crash-after", "2") as running:  # seen healthy first
         assert running.proc.proc.wait(10) == 70
 
 

@@ -1,7 +1,7 @@
 """A tiny service for remediator tests: GET /health on a port, optionally with a child process.
 
 Usage: service.py PORT MARKER [--child] [--child-ignores-term] [--report FILE] [--delay SECONDS]
-                  [--term-delay SECONDS] [--die-after SECONDS]
+                  [--term-delay SECONDS [--term-report FILE]] [--die-after SECONDS]
 The child's command line does not carry MARKER, like vLLM's EngineCore beside `vllm serve`.
 """
 
@@ -48,11 +48,18 @@ def main() -> None:
     parser.add_argument("--report")
     parser.add_argument("--delay", type=float, default=0.0)
     parser.add_argument("--term-delay", type=float, help="on SIGTERM, exit only after this")
+    parser.add_argument("--term-report", help="with --term-delay: create FILE on SIGTERM")
     parser.add_argument("--die-after", type=float, help="exit with 1 this long after serving")
     args = parser.parse_args()
     if args.term_delay is not None:
-        delay = args.term_delay
-        signal.signal(signal.SIGTERM, lambda *_: threading.Timer(delay, os._exit, (0,)).start())
+        delay, report = args.term_delay, args.term_report
+
+        def on_term(*_: object) -> None:
+            if report:
+                open(report, "w").close()
+            threading.Timer(delay, os._exit, (0,)).start()
+
+        signal.signal(signal.SIGTERM, on_term)
     if args.die_after is not None:
         threading.Timer(args.delay + args.die_after, os._exit, (1,)).start()
     child = None
