@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import argparse
 import sys
+from collections.abc import Callable
 from pathlib import Path
-from typing import TypeAlias
+from typing import TypeAlias, TypeVar
 
 from standin.api import ApiOptions, run_api
 from standin.gpu import NEEDS_GPU, backend_installed
@@ -16,6 +17,7 @@ from standin.names import MODEL_NAME, STAND_IN_NOTICE
 from standin.ui import UiOptions, default_cache_dir, run_ui
 
 COMMANDS = ("all", "api", "ui", "hold-port", "load")
+N = TypeVar("N", int, float)
 LOG_LEVELS = ("critical", "error", "warning", "info", "debug")
 
 _API_ADMIN = """run-time faults (loopback clients only):
@@ -45,34 +47,25 @@ without a GPU or model weights, with faults on demand for tests, demos and bench
 Faults can also be switched at run time: POST /admin/fault (loopback clients only)."""
 
 
-def _port(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a port number: {text!r}") from None
-    if not 0 < value < 65536:
-        raise argparse.ArgumentTypeError(f"port out of range 1-65535: {value}")
-    return value
+def _bounded(cast: Callable[[str], N], low: N, high: N, what: str) -> Callable[[str], N]:
+    """An argparse type: `what` parsed by cast, between low and high inclusive."""
+
+    def parse(text: str) -> N:
+        try:
+            value = cast(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"not {what}: {text!r}") from None
+        if not low <= value <= high:
+            raise argparse.ArgumentTypeError(f"must be between {low} and {high}: {text}")
+        return value
+
+    return parse
 
 
-def _seconds(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
-    if not 0 <= value <= 86400:
-        raise argparse.ArgumentTypeError(f"must be between 0 and 86400: {text}")
-    return value
-
-
-def _amount(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
-    if not 0 <= value <= 1 << 24:
-        raise argparse.ArgumentTypeError(f"must be a non-negative amount: {text}")
-    return value
+_port = _bounded(int, 1, 65535, "a port number")
+_seconds = _bounded(float, 0.0, 86400.0, "a number")
+_amount = _bounded(float, 0.0, float(1 << 24), "a number")
+_count = _bounded(int, 0, 100_000, "a whole number")
 
 
 def _common(parser: argparse.ArgumentParser, port: int) -> argparse._ArgumentGroup:
@@ -106,16 +99,6 @@ def _common(parser: argparse.ArgumentParser, port: int) -> argparse._ArgumentGro
         help="slow responses: every completion or predict takes S extra seconds",
     )
     return running
-
-
-def _count(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a whole number: {text!r}") from None
-    if not 0 <= value <= 100_000:
-        raise argparse.ArgumentTypeError(f"must be between 0 and 100000: {text}")
-    return value
 
 
 def build_parser() -> argparse.ArgumentParser:

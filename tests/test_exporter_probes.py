@@ -3,17 +3,16 @@
 from __future__ import annotations
 
 import json
-import socket
 import threading
 import time
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
 from tests.exporter_fixtures import deployment, running_exporter, scrape, timed_scrape
-from tests.support import free_port, sample, wait_for
+from tests.support import free_port, raw_server, sample, wait_for
 
 
 class Handler(BaseHTTPRequestHandler):
@@ -57,33 +56,9 @@ def http_server() -> Iterator[ThreadingHTTPServer]:
         server.server_close()
 
 
-@contextmanager
-def hung_server() -> Iterator[int]:
+def hung_server() -> AbstractContextManager[int]:
     """Accepts connections and never answers."""
-    listener = socket.socket()
-    listener.bind(("127.0.0.1", 0))
-    listener.listen(64)
-    accepted: list[socket.socket] = []
-    stop = threading.Event()
-
-    def accept() -> None:
-        listener.settimeout(0.1)
-        while not stop.is_set():
-            try:
-                accepted.append(listener.accept()[0])
-            except TimeoutError:
-                continue
-
-    thread = threading.Thread(target=accept, daemon=True)
-    thread.start()
-    try:
-        yield listener.getsockname()[1]
-    finally:
-        stop.set()
-        thread.join()
-        for conn in accepted:
-            conn.close()
-        listener.close()
+    return raw_server(lambda conn: None)
 
 
 def probe_value(exporter: object, name: str, probe: str) -> float | None:

@@ -6,18 +6,15 @@ import asyncio
 import functools
 import resource
 import socket
-import threading
 import time
 import zlib
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
 
 import httpx
 
 from glyph_common.config import parse_config
 from glyph_common.probes import MAX_BODY_BYTES, ProbeResult, run_probe
 from tests.exporter_fixtures import deployment, running_exporter, scrape
-from tests.support import sample, wait_for
+from tests.support import raw_server, sample, wait_for
 
 
 @functools.cache
@@ -26,44 +23,6 @@ def gzip_bomb() -> bytes:
     packer = zlib.compressobj(9, zlib.DEFLATED, 16 + zlib.MAX_WBITS)
     zeros = bytes(1024 * 1024)
     return b"".join(packer.compress(zeros) for _ in range(600)) + packer.flush()
-
-
-@contextmanager
-def raw_server(answer: Callable[[socket.socket], None]) -> Iterator[int]:
-    """A loopback TCP server that reads a request and lets answer() write whatever it likes."""
-    listener = socket.socket()
-    listener.bind(("127.0.0.1", 0))
-    listener.listen(64)
-    listener.settimeout(0.1)
-    stop = threading.Event()
-    conns: list[socket.socket] = []
-
-    def serve(conn: socket.socket) -> None:
-        try:
-            conn.recv(65536)
-            answer(conn)
-        except OSError:
-            pass
-
-    def accept() -> None:
-        while not stop.is_set():
-            try:
-                conn = listener.accept()[0]
-            except TimeoutError:
-                continue
-            conns.append(conn)
-            threading.Thread(target=serve, args=(conn,), daemon=True).start()
-
-    thread = threading.Thread(target=accept, daemon=True)
-    thread.start()
-    try:
-        yield listener.getsockname()[1]
-    finally:
-        stop.set()
-        thread.join()
-        for conn in conns:
-            conn.close()
-        listener.close()
 
 
 def _headers(extra: str = "") -> bytes:
