@@ -23,9 +23,12 @@ RUN groupadd --system --gid 10001 glyph \
 ARG PIP_INDEX_URL PIP_EXTRA_INDEX_URL PIP_FIND_LINKS PIP_NO_INDEX PIP_TRUSTED_HOST
 WORKDIR /src
 COPY pyproject.toml README.md ./
-COPY glyph_common ./glyph_common
+COPY common ./common
 COPY exporter ./exporter
 COPY remediator ./remediator
+COPY fleet ./fleet
+COPY deploy/prometheus ./deploy/prometheus
+COPY deploy/grafana/dashboards ./deploy/grafana/dashboards
 RUN pip install . && rm -rf /src /root/.cache
 
 WORKDIR /

@@ -27,16 +27,15 @@ from pathlib import Path
 import httpx
 import yaml
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from glyph_common.config import Deployment, dump_config, load_config, parse_config
-from glyph_common.processes import ProcessTable
-from glyph_stack.configs import Ports
-from glyph_stack.runner import LocalStack
-from glyph_stack.scenario import StackReader, run_scenario, wait_healthy, wait_until
-from glyph_stack.services import StackError
-from tests.stack_fixtures import pinned_to_ports, standin_deployment
-from tests.support import free_port
+from glyph_guard.common.config import Deployment, dump_config, load_config, parse_config
+from glyph_guard.common.processes import ProcessTable
+from glyph_guard_demo.stack.cli import EXAMPLE
+from glyph_guard_demo.stack.configs import Ports
+from glyph_guard_demo.stack.runner import LocalStack
+from glyph_guard_demo.stack.scenario import StackReader, run_scenario, wait_healthy, wait_until
+from glyph_guard_demo.stack.services import StackError
+from glyph_guard_demo.testkit.stack_fixtures import pinned_to_ports, standin_deployment
+from glyph_guard_demo.testkit.support import free_port
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -87,7 +86,16 @@ def busy_engine(stack: LocalStack, minutes: float) -> tuple[int, int]:
     try:
         wait_healthy(probe, "api")
         before, seconds = _restarts(probe), minutes * 60
-        load = [sys.executable, "-m", "standin", "load", "--url", url, "--concurrency", "4"]
+        load = [
+            sys.executable,
+            "-m",
+            "glyph_guard_demo.standin",
+            "load",
+            "--url",
+            url,
+            "--concurrency",
+            "4",
+        ]
         load += ["--max-tokens", "1500", "--duration", str(seconds)]
         load += ["--burst-every", "20", "--burst-size", "16"]
         with subprocess.Popen(load, stdout=subprocess.PIPE, text=True) as generator:
@@ -289,7 +297,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--kills", type=int, default=10)
     parser.add_argument("--hangs", type=int, default=3)
-    parser.add_argument("--config", type=Path, default=REPO / "examples" / "standin.yaml")
+    parser.add_argument("--config", type=Path, default=EXAMPLE)
     engine = parser.add_argument_group("engine progress (issue 13)")
     engine.add_argument(
         "--hung-requests", type=int, default=0, help="trials: request on a hung engine"

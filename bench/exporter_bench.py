@@ -19,9 +19,7 @@ from urllib.parse import urlsplit
 import httpx
 import psutil
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from tests.support import free_port
+from glyph_guard_demo.testkit.support import free_port
 
 REPO = Path(__file__).resolve().parents[1]
 

@@ -4,16 +4,13 @@ from __future__ import annotations
 
 import argparse
 import signal
-import sys
 import threading
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from exporter.cli import Exporter
-from exporter.nvml import NvmlReader
-from glyph_common.config import load_config
-from tests.fake_nvml import GIB, FakeDevice, FakeNvml
+from glyph_guard.common.config import load_config
+from glyph_guard.exporter.cli import Exporter
+from glyph_guard.exporter.nvml import NvmlReader
+from glyph_guard_demo.testkit.fake_nvml import GIB, FakeDevice, FakeNvml
 
 
 def main() -> None:

@@ -13,14 +13,11 @@ from __future__ import annotations
 
 import argparse
 import statistics
-import sys
 import tempfile
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from tests.fleet_stack import (
+from glyph_guard_demo.testkit.fleet_stack import (
     BUDGET,
     Fleet,
     acting_alert,
@@ -28,7 +25,7 @@ from tests.fleet_stack import (
     new_restart,
     wait_resolved,
 )
-from tests.support import wait_for
+from glyph_guard_demo.testkit.support import wait_for
 
 SETTLE_SECONDS = 8.0  # after the resolution: late copies from the other replica / member land
 

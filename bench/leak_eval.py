@@ -34,10 +34,18 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from exporter.leak_detector import LeakDetector
-from tests.leak_series import GB, HEALTHY, LEAKS, MB, Outcome, Series, generate, judge, load_traces
+from glyph_guard.exporter.leak_detector import LeakDetector
+from glyph_guard_demo.testkit.leak_series import (
+    GB,
+    HEALTHY,
+    LEAKS,
+    MB,
+    Outcome,
+    Series,
+    generate,
+    judge,
+    load_traces,
+)
 
 HOUR = 3600.0
 DERIV_THRESHOLD = 200 * MB / HOUR  # bytes per second

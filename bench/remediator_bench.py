@@ -30,9 +30,7 @@ from typing import Any
 import httpx
 import yaml
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from tests.support import free_port
+from glyph_guard_demo.testkit.support import free_port
 
 TOKEN = "bench-token"
 HEALTHY = """
@@ -253,7 +251,7 @@ def main() -> int:
         url = f"http://127.0.0.1:{port}"
         with open(workdir / "remediator.log", "wb") as log:
             server = subprocess.Popen(
-                [sys.executable, "-m", "remediator", "--config", str(config)],
+                [sys.executable, "-m", "glyph_guard.remediator", "--config", str(config)],
                 start_new_session=True,
                 stdin=subprocess.DEVNULL,
                 stdout=log,

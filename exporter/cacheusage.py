@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from exporter.snapshot import CacheUsage
-from glyph_common.cachefiles import cache_files
-from glyph_common.config import Component
+from glyph_guard.common.cachefiles import cache_files
+from glyph_guard.common.config import Component
+from glyph_guard.exporter.snapshot import CacheUsage
 
 
 def measure_caches(components: tuple[Component, ...]) -> tuple[CacheUsage, ...]:

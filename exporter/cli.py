@@ -12,12 +12,7 @@ from types import FrameType
 
 from prometheus_client import CollectorRegistry
 
-from exporter import __version__
-from exporter.metrics import SnapshotCollector
-from exporter.nvml import NvmlReader
-from exporter.sampler import Sampler
-from exporter.server import MetricsServer
-from glyph_common.config import (
+from glyph_guard.common.config import (
     ConfigError,
     Deployment,
     default_config,
@@ -25,9 +20,14 @@ from glyph_common.config import (
     load_config,
     parse_listen,
 )
-from glyph_common.logflood import limit_log_floods
-from glyph_common.nvml import load_pynvml
-from glyph_common.sdnotify import notify, watchdog_interval
+from glyph_guard.common.logflood import limit_log_floods
+from glyph_guard.common.nvml import load_pynvml
+from glyph_guard.common.sdnotify import notify, watchdog_interval
+from glyph_guard.exporter import __version__
+from glyph_guard.exporter.metrics import SnapshotCollector
+from glyph_guard.exporter.nvml import NvmlReader
+from glyph_guard.exporter.sampler import Sampler
+from glyph_guard.exporter.server import MetricsServer
 
 log = logging.getLogger("glyph-exporter")
 
@@ -130,7 +130,7 @@ def main(argv: list[str] | None = None) -> int:
         if argv[:1] == ["check-config"]:
             return _check_config(argv[1:])
         if argv[:1] == ["replay"]:
-            from exporter.replay import replay_main  # noqa: PLC0415 (only this command needs it)
+            from glyph_guard.exporter.replay import replay_main  # noqa: PLC0415 (only this command needs it)
 
             return replay_main(argv[1:])
         return _run(argv)

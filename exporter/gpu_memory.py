@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
-from exporter.snapshot import ComponentLiveness, GpuSnapshot, GpuUnclaimed, GpuUsage
+from glyph_guard.exporter.snapshot import ComponentLiveness, GpuSnapshot, GpuUnclaimed, GpuUsage
 
 
 def attribute_gpu_memory(

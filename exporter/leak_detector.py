@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from itertools import combinations, pairwise
 from statistics import median
 
-from glyph_common.config import LeakSettings
+from glyph_guard.common.config import LeakSettings
 
 __all__ = ["LeakDetector", "LeakEvidence", "LeakReading", "LeakSettings"]
 

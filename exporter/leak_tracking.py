@@ -8,15 +8,15 @@ from pathlib import Path
 
 import psutil
 
-from exporter.leak_detector import LeakDetector, LeakReading, LeakSettings
-from exporter.snapshot import (
+from glyph_guard.common.config import Component
+from glyph_guard.exporter.leak_detector import LeakDetector, LeakReading, LeakSettings
+from glyph_guard.exporter.snapshot import (
     CacheUsage,
     ComponentLiveness,
     GpuSnapshot,
     GpuUsage,
     LeakTrend,
 )
-from glyph_common.config import Component
 
 
 class LeakTracker:

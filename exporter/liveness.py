@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-from exporter.snapshot import ComponentLiveness, PortReading
-from glyph_common.config import Component
-from glyph_common.ports import port_state
-from glyph_common.processes import ProcessTable, ProcessTree
+from glyph_guard.common.config import Component
+from glyph_guard.common.ports import port_state
+from glyph_guard.common.processes import ProcessTable, ProcessTree
+from glyph_guard.exporter.snapshot import ComponentLiveness, PortReading
 
 
 def summarise(component: Component, tree: ProcessTree) -> ComponentLiveness:

@@ -13,9 +13,9 @@ from prometheus_client.core import (
 )
 from prometheus_client.registry import Collector
 
-from exporter import __version__
-from exporter.probestats import PROBE_BUCKETS
-from exporter.snapshot import (
+from glyph_guard.exporter import __version__
+from glyph_guard.exporter.probestats import PROBE_BUCKETS
+from glyph_guard.exporter.snapshot import (
     CacheUsage,
     CollectorRun,
     ComponentLimits,

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from exporter.snapshot import GpuDevice, GpuProcess, GpuSnapshot
-from glyph_common.nvml import NvmlSession, Unreadable
+from glyph_guard.common.nvml import NvmlSession, Unreadable
+from glyph_guard.exporter.snapshot import GpuDevice, GpuProcess, GpuSnapshot
 
 
 class NvmlReader:

@@ -5,8 +5,8 @@ from __future__ import annotations
 import bisect
 from dataclasses import dataclass, field
 
-from exporter.snapshot import ProbeStats
-from glyph_common.probes import ProbeResult
+from glyph_guard.common.probes import ProbeResult
+from glyph_guard.exporter.snapshot import ProbeStats
 
 PROBE_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
 

@@ -8,9 +8,9 @@ import time
 
 import httpx
 
-from exporter.snapshot import EngineProgress
-from glyph_common.config import Component
-from glyph_common.enginemetrics import EngineReading, parse_engine_metrics
+from glyph_guard.common.config import Component
+from glyph_guard.common.enginemetrics import EngineReading, parse_engine_metrics
+from glyph_guard.exporter.snapshot import EngineProgress
 
 log = logging.getLogger(__name__)
 MAX_BODY_BYTES = 8 * 1024 * 1024  # a vLLM exposition is some 100 KiB; more is not metrics

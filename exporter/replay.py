@@ -10,8 +10,8 @@ import sys
 from dataclasses import asdict
 from pathlib import Path
 
-from exporter.leak_detector import LeakDetector, LeakSettings
-from glyph_common.config import ConfigError, load_config
+from glyph_guard.common.config import ConfigError, load_config
+from glyph_guard.exporter.leak_detector import LeakDetector, LeakSettings
 
 PROG = "glyph-exporter replay"
 HEADER = ("timestamp_seconds", "bytes")

@@ -11,14 +11,18 @@ from concurrent.futures import ThreadPoolExecutor
 
 import httpx
 
-from exporter.cacheusage import measure_caches
-from exporter.gpu_memory import attribute_gpu_memory
-from exporter.leak_tracking import LeakTracker
-from exporter.liveness import sample_liveness, sample_ports
-from exporter.nvml import NvmlReader
-from exporter.probestats import ProbeAccumulator
-from exporter.progress import EngineWatch
-from exporter.snapshot import (
+from glyph_guard.common.config import Component, Deployment, Probe
+from glyph_guard.common.health import discover_model, with_model
+from glyph_guard.common.probes import ProbeResult, run_probe
+from glyph_guard.common.processes import ProcessTable
+from glyph_guard.exporter.cacheusage import measure_caches
+from glyph_guard.exporter.gpu_memory import attribute_gpu_memory
+from glyph_guard.exporter.leak_tracking import LeakTracker
+from glyph_guard.exporter.liveness import sample_liveness, sample_ports
+from glyph_guard.exporter.nvml import NvmlReader
+from glyph_guard.exporter.probestats import ProbeAccumulator
+from glyph_guard.exporter.progress import EngineWatch
+from glyph_guard.exporter.snapshot import (
     CacheUsage,
     CollectorRun,
     ComponentLimits,
@@ -32,10 +36,6 @@ from exporter.snapshot import (
     ProbeStats,
     Snapshot,
 )
-from glyph_common.config import Component, Deployment, Probe
-from glyph_common.health import discover_model, with_model
-from glyph_common.probes import ProbeResult, run_probe
-from glyph_common.processes import ProcessTable
 
 log = logging.getLogger(__name__)
 SETTLED_PORTS_FACTOR = 6

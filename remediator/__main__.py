@@ -1,5 +1,5 @@
 """`python -m remediator`: the same as the glyph-remediator command."""
 
-from remediator.cli import main
+from glyph_guard.remediator.cli import main
 
 raise SystemExit(main())

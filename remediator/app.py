@@ -9,12 +9,12 @@ from typing import Annotated, Any, Literal
 from fastapi import FastAPI, HTTPException, Query, Request, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-from remediator import __version__
-from remediator.auth import Credentials, RequireAuth
-from remediator.bodylimit import BodyLimit
-from remediator.engine import Conflict, Engine, Worker
-from remediator.guard import RequestGuard
-from remediator.models import (
+from glyph_guard.remediator import __version__
+from glyph_guard.remediator.auth import Credentials, RequireAuth
+from glyph_guard.remediator.bodylimit import BodyLimit
+from glyph_guard.remediator.engine import Conflict, Engine, Worker
+from glyph_guard.remediator.guard import RequestGuard
+from glyph_guard.remediator.models import (
     Accepted,
     ActionRecord,
     ComponentStatus,
@@ -22,7 +22,7 @@ from remediator.models import (
     OperatorRestart,
     WebhookPayload,
 )
-from remediator.store import StoreFault
+from glyph_guard.remediator.store import StoreFault
 
 OPEN_PATHS = frozenset({"/healthz", "/metrics", "/openapi.json", "/docs", "/redoc"})
 Limit = Annotated[int, Query(ge=1, le=1000, description="how many, newest first")]

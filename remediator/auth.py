@@ -14,7 +14,7 @@ from starlette.datastructures import Headers
 from starlette.responses import JSONResponse
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from glyph_common.config import ConfigError, RemediatorSettings
+from glyph_guard.common.config import ConfigError, RemediatorSettings
 
 
 @dataclass(frozen=True)

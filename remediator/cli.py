@@ -13,7 +13,7 @@ from pathlib import Path
 import uvicorn
 from pydantic import ValidationError
 
-from glyph_common.config import (
+from glyph_guard.common.config import (
     ConfigError,
     Deployment,
     RemediatorSettings,
@@ -21,14 +21,14 @@ from glyph_common.config import (
     is_loopback,
     load_config,
 )
-from glyph_common.logflood import limit_log_floods
-from glyph_common.sdnotify import notify, watchdog_interval
-from remediator.actions.gpu import GpuHolders
-from remediator.app import create_app
-from remediator.auth import Credentials, load_credentials
-from remediator.connections import server_limits
-from remediator.engine import Engine
-from remediator.store import Store, StoreError
+from glyph_guard.common.logflood import limit_log_floods
+from glyph_guard.common.sdnotify import notify, watchdog_interval
+from glyph_guard.remediator.actions.gpu import GpuHolders
+from glyph_guard.remediator.app import create_app
+from glyph_guard.remediator.auth import Credentials, load_credentials
+from glyph_guard.remediator.connections import server_limits
+from glyph_guard.remediator.engine import Engine
+from glyph_guard.remediator.store import Store, StoreError
 
 
 def with_listen(config: Deployment, listen: str | None) -> Deployment:

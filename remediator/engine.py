@@ -13,19 +13,25 @@ from typing import Any
 
 import httpx
 
-from glyph_common.config import Deployment
-from remediator import policy
-from remediator.actions.base import ActionResult, Started, Toolkit
-from remediator.actions.dispatch import perform
-from remediator.actions.gpu import GpuHolders, NvmlHolders
-from remediator.actions.verify import healthy_now
-from remediator.clock import Clock, SystemClock, from_wall, to_wall
-from remediator.intake import Context, Key, judge, key_of
-from remediator.metrics import ComponentGauges, Metrics
-from remediator.models import Alert, AlertVerdict, ComponentStatus, Verdict, WebhookPayload
-from remediator.policy import ComponentState
-from remediator.reasons import Reason
-from remediator.store import (
+from glyph_guard.common.config import Deployment
+from glyph_guard.remediator import policy
+from glyph_guard.remediator.actions.base import ActionResult, Started, Toolkit
+from glyph_guard.remediator.actions.dispatch import perform
+from glyph_guard.remediator.actions.gpu import GpuHolders, NvmlHolders
+from glyph_guard.remediator.actions.verify import healthy_now
+from glyph_guard.remediator.clock import Clock, SystemClock, from_wall, to_wall
+from glyph_guard.remediator.intake import Context, Key, judge, key_of
+from glyph_guard.remediator.metrics import ComponentGauges, Metrics
+from glyph_guard.remediator.models import (
+    Alert,
+    AlertVerdict,
+    ComponentStatus,
+    Verdict,
+    WebhookPayload,
+)
+from glyph_guard.remediator.policy import ComponentState
+from glyph_guard.remediator.reasons import Reason
+from glyph_guard.remediator.store import (
     DecisionRow,
     Store,
     StoreFault,
@@ -41,7 +47,7 @@ from remediator.store import (
     record_payload,
     save_state,
 )
-from remediator.worker import Conflict, Running, Trigger, Worker
+from glyph_guard.remediator.worker import Conflict, Running, Trigger, Worker
 
 __all__ = ["Conflict", "Engine", "Worker"]
 

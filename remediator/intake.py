@@ -6,11 +6,11 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Literal
 
-from glyph_common.config import Budget, Component
-from remediator import policy
-from remediator.models import Alert
-from remediator.policy import ComponentState
-from remediator.reasons import Reason
+from glyph_guard.common.config import Budget, Component
+from glyph_guard.remediator import policy
+from glyph_guard.remediator.models import Alert
+from glyph_guard.remediator.policy import ComponentState
+from glyph_guard.remediator.reasons import Reason
 
 LABEL_ECHO_CHARS = 80
 Key = tuple[str, str]  # an alert's identity: fingerprint and startsAt

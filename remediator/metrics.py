@@ -9,7 +9,7 @@ from prometheus_client import CollectorRegistry, Counter, Histogram
 from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
-from remediator.reasons import DEFERRED, SKIPPED
+from glyph_guard.remediator.reasons import DEFERRED, SKIPPED
 
 PREFIX = "glyph_remediator_"
 OUTCOMES = (

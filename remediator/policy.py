@@ -13,8 +13,8 @@ from __future__ import annotations
 from dataclasses import dataclass, replace
 from typing import Literal
 
-from glyph_common.config import Budget
-from remediator.reasons import Reason
+from glyph_guard.common.config import Budget
+from glyph_guard.remediator.reasons import Reason
 
 Origin = Literal["alert", "retry", "operator"]
 Verdict = Literal["act", "wait", "skip"]

@@ -20,9 +20,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
 
-from glyph_common.config import Retention
-from remediator.actions.base import Started
-from remediator.policy import ComponentState
+from glyph_guard.common.config import Retention
+from glyph_guard.remediator.actions.base import Started
+from glyph_guard.remediator.policy import ComponentState
 
 log = logging.getLogger("glyph_remediator")
 T = TypeVar("T")

@@ -5,11 +5,11 @@ from __future__ import annotations
 import asyncio
 from dataclasses import dataclass
 
-from glyph_common.config import Component
-from remediator.actions.base import Started
-from remediator.intake import ComponentView, Key
-from remediator.policy import ComponentState, Origin
-from remediator.store import DecisionRow
+from glyph_guard.common.config import Component
+from glyph_guard.remediator.actions.base import Started
+from glyph_guard.remediator.intake import ComponentView, Key
+from glyph_guard.remediator.policy import ComponentState, Origin
+from glyph_guard.remediator.store import DecisionRow
 
 ACTION_ORDER = ("restart", "clean_cache")  # a restart waiting goes before cleaning
 

@@ -12,10 +12,19 @@ python=${PYTHON:-python3}
 if [ ! -x .venv/bin/python ]; then
     "$python" -m venv .venv
 fi
-stamp=".venv/.installed-$(cat pyproject.toml demo/pyproject.toml | sha256sum | cut -c1-16)-${extras//[^a-z]/}"
+# Strict editable installs: pyproject.toml maps the top-level folders into glyph_guard, and the
+# strict mode's link tree (build/__editable__.*) is what Python and mypy import. The link tree
+# lists files, so a new or removed module means a new install: the stamp covers the file list.
+sources=$(find common exporter remediator fleet deploy demo/glyph_guard_demo -type f \
+    -not -path '*/__pycache__/*' | LC_ALL=C sort)
+stamp=".venv/.installed-$(printf '%s\n' "$(cat pyproject.toml demo/pyproject.toml)" "$sources" \
+    | sha256sum | cut -c1-16)-${extras//[^a-z]/}"
 if [ ! -f "$stamp" ]; then
-    .venv/bin/python -m pip install --quiet --upgrade pip
-    .venv/bin/python -m pip install --quiet --editable "$extras" --editable ./demo
+    .venv/bin/python -m pip install --quiet --upgrade pip setuptools wheel
+    rm -rf build/__editable__.* demo/build/__editable__.*
+    .venv/bin/python -m pip install --quiet --no-build-isolation \
+        --config-settings editable_mode=strict --editable "$extras" --editable ./demo
+    rm -f .venv/.installed-*
     touch "$stamp"
 fi
 

@@ -9,7 +9,7 @@ from typing import Any, Literal
 
 import httpx
 
-from remediator.actions.gpu import GpuHolders
+from glyph_guard.remediator.actions.gpu import GpuHolders
 
 Outcome = Literal[
     "succeeded",

@@ -7,10 +7,10 @@ import stat
 from pathlib import Path
 from typing import Any
 
-from glyph_common.cachefiles import cache_files, root_refusal
-from glyph_common.config import Cache, Component
-from glyph_common.processes import ProcessTable, user_id
-from remediator.actions.base import ActionResult
+from glyph_guard.common.cachefiles import cache_files, root_refusal
+from glyph_guard.common.config import Cache, Component
+from glyph_guard.common.processes import ProcessTable, user_id
+from glyph_guard.remediator.actions.base import ActionResult
 
 MAX_ERRORS_KEPT = 20
 

@@ -14,14 +14,14 @@ from typing import Any
 
 import psutil
 
-from glyph_common.config import CommandRestart, Component
-from glyph_common.ports import port_state
-from glyph_common.processes import ProcessTable, read_pidfile
-from glyph_common.stopping import collect, stop_processes
-from remediator.actions.base import ActionResult, Started, Toolkit
-from remediator.actions.gpu import GpuHolders
-from remediator.actions.tree import START_ENV, session_members
-from remediator.actions.verify import verify
+from glyph_guard.common.config import CommandRestart, Component
+from glyph_guard.common.ports import port_state
+from glyph_guard.common.processes import ProcessTable, read_pidfile
+from glyph_guard.common.stopping import collect, stop_processes
+from glyph_guard.remediator.actions.base import ActionResult, Started, Toolkit
+from glyph_guard.remediator.actions.gpu import GpuHolders
+from glyph_guard.remediator.actions.tree import START_ENV, session_members
+from glyph_guard.remediator.actions.verify import verify
 
 POLL_SECONDS = 0.05
 LOG_TAIL_BYTES = 2048

@@ -5,12 +5,12 @@ from __future__ import annotations
 import asyncio
 import time
 
-from glyph_common.config import CommandRestart, Component, DockerRestart, SystemdRestart
-from remediator.actions.base import ActionResult, Started, Toolkit
-from remediator.actions.cache import clean_cache
-from remediator.actions.command import restart_command
-from remediator.actions.docker import restart_docker
-from remediator.actions.systemd import restart_systemd
+from glyph_guard.common.config import CommandRestart, Component, DockerRestart, SystemdRestart
+from glyph_guard.remediator.actions.base import ActionResult, Started, Toolkit
+from glyph_guard.remediator.actions.cache import clean_cache
+from glyph_guard.remediator.actions.command import restart_command
+from glyph_guard.remediator.actions.docker import restart_docker
+from glyph_guard.remediator.actions.systemd import restart_systemd
 
 
 async def perform(

@@ -10,9 +10,9 @@ from typing import Any
 
 import httpx
 
-from glyph_common.config import Component, DockerRestart
-from remediator.actions.base import ActionResult, Outcome, Toolkit
-from remediator.actions.verify import verify
+from glyph_guard.common.config import Component, DockerRestart
+from glyph_guard.remediator.actions.base import ActionResult, Outcome, Toolkit
+from glyph_guard.remediator.actions.verify import verify
 
 POLL_SECONDS = 0.25
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import threading
 from typing import Any, Protocol
 
-from glyph_common.nvml import NvmlSession, load_pynvml
+from glyph_guard.common.nvml import NvmlSession, load_pynvml
 
 
 class GpuHolders(Protocol):

@@ -7,9 +7,9 @@ import shutil
 import subprocess
 from typing import Any
 
-from glyph_common.config import Component, SystemdRestart
-from remediator.actions.base import ActionResult, Outcome, Toolkit
-from remediator.actions.verify import verify
+from glyph_guard.common.config import Component, SystemdRestart
+from glyph_guard.remediator.actions.base import ActionResult, Outcome, Toolkit
+from glyph_guard.remediator.actions.verify import verify
 
 OUTPUT_TAIL_BYTES = 2048
 

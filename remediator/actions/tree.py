@@ -7,7 +7,7 @@ from collections.abc import Iterable
 
 import psutil
 
-from remediator.actions.base import Started
+from glyph_guard.remediator.actions.base import Started
 
 START_ENV = "GLYPH_GUARD_START"  # environment variable marking what one start launched
 

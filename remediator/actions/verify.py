@@ -1,4 +1,4 @@
-"""Waiting after a start until the component is healthy (glyph_common.health)."""
+"""Waiting after a start until the component is healthy (glyph_guard.common.health)."""
 
 from __future__ import annotations
 
@@ -9,9 +9,9 @@ from dataclasses import dataclass
 
 import httpx
 
-from glyph_common.config import Component
-from glyph_common.health import check
-from glyph_common.processes import ProcessTable
+from glyph_guard.common.config import Component
+from glyph_guard.common.health import check
+from glyph_guard.common.processes import ProcessTable
 
 POLL_SECONDS = 0.25
 SETTLE_SECONDS = 1.0  # without probes: how long the started process must stay up

@@ -1,0 +1,1 @@
+"""glyph-fleet: a fleet inventory rendered into central Prometheus and Alertmanager configs."""

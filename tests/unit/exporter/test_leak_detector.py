@@ -1,0 +1,309 @@
+"""Tests of the streaming leak detector and the replay command on generated and recorded series."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import random
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from glyph_guard.exporter.leak_detector import LeakDetector, LeakReading, LeakSettings
+from glyph_guard_demo.testkit.leak_series import (
+    GB,
+    HEALTHY,
+    HOUR,
+    LEAKS,
+    MB,
+    Series,
+    generate,
+    judge,
+    load_traces,
+)
+from glyph_guard_demo.testkit.support import REPO
+
+LIMIT = 64 * GB
+TRACES = Path(os.environ.get("GLYPH_LEAK_TRACES", REPO.parent / "shared" / "traces"))
+SEEDS = range(500_000, 500_003)  # neither the bench's train split nor its test split
+
+
+def _flags(series: Series) -> list[bool]:
+    detector = LeakDetector()
+    return [detector.update(t, v, series.limit).suspected for t, v in series.samples]
+
+
+def _where(series: Series, flags: list[bool]) -> str:
+    hours = [round(t / HOUR, 2) for (t, _), f in zip(series.samples, flags, strict=True) if f]
+    return f"{series.name}: flagged at hours {hours[:5]}"
+
+
+@pytest.mark.parametrize("family", sorted(HEALTHY))
+def test_healthy_series_raise_no_alarm(family: str) -> None:
+    for seed in SEEDS:
+        series = generate(seed, family)
+        flags = _flags(series)
+        assert judge(series, flags).false_samples == 0, _where(series, flags)
+
+
+@pytest.mark.parametrize("family", sorted(LEAKS))
+def test_leaks_are_caught_in_time(family: str) -> None:
+    for seed in SEEDS:
+        series = generate(seed, family)
+        flags = _flags(series)
+        outcome = judge(series, flags)
+        assert outcome.false_samples == 0, _where(series, flags)
+        assert outcome.delay_seconds is not None, f"{series.name}: never flagged"
+        assert outcome.in_time, f"{series.name}: {outcome.delay_seconds / 60:.0f} min late"
+
+
+def _recorded() -> list[Series]:
+    if not (TRACES / "manifest.json").is_file():
+        pytest.skip(f"no labelled traces in {TRACES} (set GLYPH_LEAK_TRACES)")
+    return load_traces(TRACES)
+
+
+def test_recorded_traces_are_judged_right() -> None:
+    for trace in _recorded():
+        flags = _flags(trace)
+        outcome = judge(trace, flags)
+        assert outcome.false_samples == 0, _where(trace, flags)
+        assert trace.healthy or outcome.in_time, f"{trace.name}: {outcome}"
+
+
+def test_slope_matches_a_linear_leak() -> None:
+    for seed in SEEDS:
+        series = generate(seed, "linear")
+        assert series.onset is not None and series.rate_per_hour is not None
+        detector = LeakDetector()
+        late = []
+        for t, v in series.samples:
+            reading = detector.update(t, v, series.limit)
+            if t >= series.onset + 2.5 * HOUR:
+                late.append(reading.slope_bytes_per_second)
+        assert late
+        true_rate = series.rate_per_hour / HOUR
+        assert all(x is not None and x == pytest.approx(true_rate, rel=0.3) for x in late)
+
+
+def _line(hours: float, rate_per_hour: float, interval: float = 30.0) -> list[tuple[float, float]]:
+    rng = random.Random(7)
+    return [
+        (k * interval, 5 * GB + rate_per_hour * k * interval / HOUR + rng.gauss(0, 5 * MB))
+        for k in range(int(hours * HOUR / interval))
+    ]
+
+
+def test_suspicion_carries_the_evidence_that_tipped_it() -> None:
+    detector = LeakDetector()
+    readings = [detector.update(t, v, LIMIT) for t, v in _line(4, 1 * GB)]
+    reading = next(r for r in readings if r.suspected)
+    evidence = reading.evidence
+    assert evidence is not None and evidence.verdict == "rising floor"
+    assert evidence.slope_bytes_per_second == reading.slope_bytes_per_second
+    settings = LeakSettings()
+    windows = [
+        settings.window_seconds * k / settings.windows for k in range(1, settings.windows + 1)
+    ]
+    assert evidence.window_seconds in windows
+    assert evidence.floor_rise_bytes > LeakSettings().min_rise_bytes / 2
+    assert evidence.sigmas >= LeakSettings().min_sigmas
+    assert evidence.above_history_bytes is not None and evidence.above_history_bytes > 0
+    assert evidence.top_steps_share <= LeakSettings().max_top_steps_share
+
+
+def test_exhaustion_time_follows_the_slope() -> None:
+    samples = _line(6, 1 * GB)
+    detector = LeakDetector()
+    checked = 0
+    for t, value in samples:
+        reading = detector.update(t, value, LIMIT)
+        slope = reading.slope_bytes_per_second
+        if slope is None or slope <= 0:
+            assert reading.seconds_until_exhausted is None
+        else:
+            assert reading.seconds_until_exhausted == pytest.approx((LIMIT - value) / slope)
+            checked += 1
+    assert checked > 100
+    # no limit, or memory already past it
+    assert detector.update(samples[-1][0] + 30, 7 * GB, None).seconds_until_exhausted is None
+    past = detector.update(samples[-1][0] + 60, 7 * GB, 1 * GB)
+    assert past.seconds_until_exhausted == 0.0
+
+
+def test_exhaustion_time_is_none_when_not_growing() -> None:
+    # a slow decline: the slope is negative, so memory is never exhausted
+    detector = LeakDetector()
+    rng = random.Random(3)
+    reading = None
+    for k in range(4 * 60):
+        t = 60.0 * k
+        reading = detector.update(t, 8 * GB - 200 * MB * t / HOUR + rng.gauss(0, 5 * MB), LIMIT)
+    assert reading is not None
+    assert reading.slope_bytes_per_second is not None
+    assert reading.slope_bytes_per_second < 0
+    assert reading.seconds_until_exhausted is None
+    assert not reading.suspected
+
+
+def test_slope_is_none_until_enough_samples() -> None:
+    detector = LeakDetector()
+    first = detector.update(0.0, 5 * GB, LIMIT)
+    assert first == LeakReading(None, False, None, 0.0)
+    for k in range(1, 20):
+        assert detector.update(60.0 * k, 5 * GB + k * MB, LIMIT).slope_bytes_per_second is None
+
+
+def test_segment_age_resets_on_a_restart_drop() -> None:
+    series = next(s for s in map(generate, range(100)) if s.restarts)
+    restart = series.restarts[0]
+    detector = LeakDetector()
+    ages = [(t, detector.update(t, v, LIMIT).segment_age_seconds) for t, v in series.samples]
+    after = [(t, a) for t, a in ages if t >= restart]
+    assert [a for t, a in ages if t < restart][-1] == pytest.approx(restart, abs=70)
+    assert after[0][1] == 0.0
+    assert after[-1][1] <= after[-1][0] - after[0][0]
+
+
+def test_sawtooth_drops_do_not_restart_the_segment() -> None:
+    series = generate(5, "gc_sawtooth")
+    detector = LeakDetector()
+    for t, v in series.samples:
+        reading = detector.update(t, v, LIMIT)
+    assert reading.segment_age_seconds == series.samples[-1][0]
+
+
+def test_reset_starts_a_new_segment() -> None:
+    samples = _line(5, 1 * GB)
+    detector = LeakDetector()
+    for t, v in samples:
+        reading = detector.update(t, v, LIMIT)
+    assert reading.suspected
+    detector.reset()
+    t, v = samples[-1]
+    reading = detector.update(t + 30, v, LIMIT)
+    assert reading == LeakReading(None, False, None, 0.0)
+    # the new process is in its grace period: the old growth is forgotten
+    for k in range(1, 120):
+        reading = detector.update(t + 30 + 30 * k, v + k * 10 * MB, LIMIT)
+        assert not reading.suspected
+    assert reading.segment_age_seconds == pytest.approx(119 * 30)
+
+
+def test_a_short_gap_keeps_the_segment_and_a_long_one_starts_anew() -> None:
+    detector = LeakDetector()
+    for k in range(180):
+        detector.update(60.0 * k, 5 * GB, LIMIT)
+    short = detector.update(179 * 60.0 + 1200, 5 * GB, LIMIT)  # 20 min later
+    assert short.segment_age_seconds == pytest.approx(179 * 60.0 + 1200)
+    long = detector.update(179 * 60.0 + 1200 + 2 * HOUR, 5 * GB, LIMIT)
+    assert long.segment_age_seconds == 0.0
+
+
+def test_bad_samples_are_ignored() -> None:
+    detector = LeakDetector()
+    for k in range(100):
+        reading = detector.update(60.0 * k, 5 * GB, LIMIT)
+    assert detector.update(math.nan, 5 * GB, LIMIT) == reading
+    assert detector.update(6000.0, math.inf, LIMIT) == reading
+    assert detector.update(60.0, 5 * GB, LIMIT) == reading  # older than the last sample
+    assert detector.update(99 * 60.0, 5 * GB, LIMIT) == reading  # not newer either
+
+
+def test_memory_stays_bounded() -> None:
+    detector = LeakDetector()
+    rng = random.Random(1)
+    for k in range(24 * 60 * 4):  # one day at 15 s
+        detector.update(15.0 * k, 5 * GB + rng.gauss(0, 10 * MB), LIMIT)
+    limit = LeakSettings().history_seconds / LeakSettings().bin_seconds + 40
+    assert len(detector._ts) <= limit
+    assert len(detector._recent) <= 64
+    windows = LeakSettings().windows
+    assert len(detector._floor_cache) <= windows * (limit + LeakSettings().blocks)
+
+
+@pytest.mark.parametrize(
+    ("settings", "message"),
+    [
+        ({"window_seconds": 0}, "window_seconds"),
+        ({"windows": 0}, "windows"),
+        ({"restart_drop_fraction": 1.5}, "restart_drop_fraction"),
+        ({"history_seconds": 3600.0, "window_seconds": 7200.0}, "history_seconds"),
+        ({"window_seconds": 600.0}, "two bins per block"),
+    ],
+)
+def test_settings_are_checked(settings: dict[str, float], message: str) -> None:
+    with pytest.raises(ValueError, match=message):
+        LeakSettings(**settings)
+
+
+def _run_replay(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "glyph_guard.exporter.replay", *args],
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+        timeout=60,
+        check=False,
+    )
+
+
+def test_replay_prints_one_json_object_per_sample_with_evidence(tmp_path: Path) -> None:
+    samples = [(t, float(f"{v:.0f}")) for t, v in generate(2, "under_sawtooth").samples]
+    csv = tmp_path / "trace.csv"
+    csv.write_text("timestamp_seconds,bytes\n" + "".join(f"{t},{v:.0f}\n" for t, v in samples))
+    done = _run_replay(str(csv), "--limit-bytes", str(int(LIMIT)))
+    assert done.returncode == 0, done.stderr
+    assert done.stderr == ""
+    lines = [json.loads(line) for line in done.stdout.splitlines()]
+    assert len(lines) == len(samples)
+    assert [line["t"] for line in lines] == [t for t, _ in samples]
+    assert lines[0] == {
+        "t": samples[0][0],
+        "slope_bytes_per_second": None,
+        "suspected": False,
+        "seconds_until_exhausted": None,
+    }
+    # the same default settings as the exporter's, and the evidence only where suspected
+    detector = LeakDetector()
+    expected = [detector.update(t, v, LIMIT) for t, v in samples]
+    assert [line["suspected"] for line in lines] == [r.suspected for r in expected]
+    assert any(r.suspected for r in expected)
+    for line, reading in zip(lines, expected, strict=True):
+        assert ("evidence" in line) == reading.suspected
+        if reading.suspected:
+            assert reading.evidence is not None
+            assert line["evidence"]["verdict"] == "rising floor"
+            assert line["evidence"]["window_seconds"] == reading.evidence.window_seconds
+            assert line["evidence"]["sigmas"] == pytest.approx(reading.evidence.sigmas)
+            assert set(line["evidence"]) >= {"slope_bytes_per_second", "floor_rise_bytes"}
+    assert lines[-1]["slope_bytes_per_second"] == pytest.approx(expected[-1].slope_bytes_per_second)
+
+
+@pytest.mark.parametrize(
+    ("content", "limit", "message"),
+    [
+        (None, "1000", "no such file"),
+        ("time,bytes\n0,1\n", "1000", ":1: expected the header"),
+        ("timestamp_seconds,bytes\n0,100\n15,1e9\n30,lots\n", "1000", ":4: expected two numbers"),
+        ("timestamp_seconds,bytes\n0,100\n15\n", "1000", ":3: expected two numbers"),
+        ("timestamp_seconds,bytes\n0,100\n", "-5", "--limit-bytes must be"),
+        ("timestamp_seconds,bytes\n0,100\n", "many", "--limit-bytes must be"),
+        ("timestamp_seconds,bytes\n30,100\n15,100\n", "1000", ":3: timestamps must increase"),
+    ],
+)
+def test_replay_rejects_bad_input(
+    tmp_path: Path, content: str | None, limit: str, message: str
+) -> None:
+    csv = tmp_path / "trace.csv"
+    if content is not None:
+        csv.write_text(content)
+    done = _run_replay(str(csv), "--limit-bytes", limit)
+    assert done.returncode == 2
+    assert done.stdout == ""
+    assert message in done.stderr
+    assert len(done.stderr.strip().splitlines()) == 1
+    assert "Traceback" not in done.stderr
