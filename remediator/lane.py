@@ -1,15 +1,16 @@
-"""One component's worker: its state, the action it runs, what waits, and the moves between."""
+"""One component's lane: its state, the action it runs, what waits; the only code changing them."""
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from dataclasses import dataclass
 
 from glyph_guard.common.config import Component
 from glyph_guard.remediator.actions.base import Started
 from glyph_guard.remediator.intake import ComponentView, Key
 from glyph_guard.remediator.policy import ComponentState, Origin
-from glyph_guard.remediator.store import DecisionRow
+from glyph_guard.remediator.store.records import DecisionRow
 
 ACTION_ORDER = ("restart", "clean_cache")  # a restart waiting goes before cleaning
 
@@ -43,17 +44,17 @@ class Running:
     started_at: float  # monotonic
 
 
-class Worker:
+class Lane:
     """A component's state and single-flight slot; every change goes through a method here."""
 
     def __init__(self, component: Component) -> None:
         self.component = component
         self.state = ComponentState()
-        self.started: Started | None = None
+        self.started: Started | None = None  # what the last restart started (swept next time)
         self.running: Running | None = None
         self.wanted: dict[str, Trigger] = {}
         self.last_action_at: float | None = None  # wall clock, for the gauge
-        self.wake = asyncio.Event()
+        self._wake = asyncio.Event()
 
     @property
     def name(self) -> str:
@@ -72,6 +73,25 @@ class Worker:
             {action: trigger.key for action, trigger in self.wanted.items()},
         )
 
+    def restore(
+        self,
+        state: ComponentState,
+        started: Started | None,
+        last_action_at: float | None,
+        wanted: dict[str, Trigger],
+    ) -> None:
+        """Take up what an earlier run left (at start, before anything runs)."""
+        self.state, self.started, self.last_action_at = state, started, last_action_at
+        self.wanted = dict(wanted)
+
+    def set_state(self, state: ComponentState, *, wake: bool = False) -> None:
+        self.state = state
+        if wake:
+            self._wake.set()
+
+    def set_started(self, started: Started | None) -> None:
+        self.started = started
+
     def launch(self, action: str, trigger: Trigger, action_id: int | None, now: float) -> Running:
         """Take the single-flight slot (an action, or a recovery check when action_id is None)."""
         if self.running is not None:
@@ -79,23 +99,28 @@ class Worker:
                 f"a {self.running.action} of {self.name} is running"
                 f" (action {self.running.action_id})"
             )
-        self.wanted.pop(action, None)
+        if action_id is not None:  # a recovery check leaves the action wanted
+            self.wanted.pop(action, None)
         self.running = Running(action, action_id, trigger, now)
         return self.running
 
-    def finish(self, state: ComponentState | None = None, at: float | None = None) -> None:
-        """Free the slot, whatever happened, and look at what waits."""
-        self.running = None
-        if state is not None:
-            self.state = state
-        if at is not None:
-            self.last_action_at = at
-        self.wake.set()
+    def finish(self, running: Running) -> None:
+        """Free the slot (if the action still holds it) and look at what waits."""
+        if self.running is running:
+            self.running = None
+        self._wake.set()
 
-    def wait(self, action: str, trigger: Trigger) -> None:
-        """Queue an action for its turn; an action already waiting keeps its first trigger."""
-        self.wanted.setdefault(action, trigger)
-        self.wake.set()
+    def ended(
+        self, running: Running, state: ComponentState, started: Started | None, at: float
+    ) -> None:
+        """An action ended: the state and the started process follow from it; the slot frees."""
+        self.state, self.started, self.last_action_at = state, started, at
+        self.finish(running)
+
+    def wait(self, action: str, trigger: Trigger) -> bool:
+        """Queue an action for its turn; False: one already waits (it keeps its first trigger)."""
+        self._wake.set()
+        return self.wanted.setdefault(action, trigger) is trigger
 
     def drop(self, actions: tuple[str, ...] | list[str]) -> list[str]:
         """Withdraw waiting actions; those that were waiting."""
@@ -107,3 +132,9 @@ class Worker:
             return None
         action = next((a for a in ACTION_ORDER if a in self.wanted), None)
         return None if action is None else (action, self.wanted[action])
+
+    async def woken(self, timeout: float | None) -> None:
+        """Sleep until something changed or the timeout passed."""
+        with contextlib.suppress(TimeoutError, asyncio.TimeoutError):
+            await asyncio.wait_for(self._wake.wait(), timeout)
+        self._wake.clear()
