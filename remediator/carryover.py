@@ -65,13 +65,8 @@ def carry_over(
             lanes[name].wanted[action] = trigger
             reopened.add(trigger.key)
     retries: list[Unfinished] = []
-    ended = interrupted()
     for left in snap.unfinished:
-        writes.append(
-            finish_action(
-                left.id, wall, wall - left.started_at, ended.outcome, ended.reason, {}
-            )
-        )
+        writes.append(finish_action(left.id, wall, wall - left.started_at, interrupted()))
         carried = lanes.get(left.component)
         if carried is None or left.action != "restart":
             continue

@@ -6,9 +6,12 @@ import asyncio
 import contextlib
 from dataclasses import dataclass
 
-from glyph_guard.common.config import Component
+from glyph_guard.common.config import Budget, Component
+from glyph_guard.remediator import policy
 from glyph_guard.remediator.actions.base import Started
 from glyph_guard.remediator.intake import ComponentView, Key
+from glyph_guard.remediator.metrics import ComponentGauges
+from glyph_guard.remediator.models import ComponentStatus
 from glyph_guard.remediator.policy import ComponentState, Origin
 from glyph_guard.remediator.store.records import DecisionRow
 
@@ -138,3 +141,27 @@ class Lane:
         with contextlib.suppress(TimeoutError, asyncio.TimeoutError):
             await asyncio.wait_for(self._wake.wait(), timeout)
         self._wake.clear()
+
+    def status(self, budget: Budget, now: float, dry_run: bool) -> ComponentStatus:
+        """As operators see it."""
+        return ComponentStatus(
+            component=self.name,
+            paused=self.state.paused,
+            gave_up=self.state.gave_up,
+            budget_remaining=policy.budget_remaining(self.state, budget, now),
+            busy=self.busy,
+            waiting=list(self.wanted),
+            dry_run=dry_run,
+        )
+
+    def gauges(self, budget: Budget, now: float) -> ComponentGauges:
+        """As a scrape sees it."""
+        return ComponentGauges(
+            component=self.name,
+            budget_remaining=policy.budget_remaining(self.state, budget, now),
+            failed_restarts=policy.current_failures(self.state, budget, now),
+            gave_up=self.state.gave_up,
+            paused=self.state.paused,
+            busy=self.busy is not None,
+            last_action_timestamp=self.last_action_at,
+        )

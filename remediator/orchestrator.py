@@ -5,18 +5,14 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections import OrderedDict
 from dataclasses import replace
-
-import httpx
 
 from glyph_guard.common.config import Deployment
 from glyph_guard.remediator import policy
-from glyph_guard.remediator.actions.base import ActionResult, Started, Toolkit
-from glyph_guard.remediator.actions.dispatch import perform
+from glyph_guard.remediator.acting import Runner
+from glyph_guard.remediator.actions.base import ActionResult, Started
 from glyph_guard.remediator.actions.gpu import GpuHolders, NvmlHolders
-from glyph_guard.remediator.actions.verify import healthy_now
-from glyph_guard.remediator.carryover import carry_over, interrupted
+from glyph_guard.remediator.carryover import carry_over
 from glyph_guard.remediator.clock import Clock, SystemClock, from_wall
 from glyph_guard.remediator.codec import saved_intent, saved_state
 from glyph_guard.remediator.intake import Context, Judgement, Key, judge, judge_operator, key_of
@@ -25,26 +21,15 @@ from glyph_guard.remediator.metrics import ComponentGauges, Metrics
 from glyph_guard.remediator.models import AlertVerdict, ComponentStatus, Verdict, WebhookPayload
 from glyph_guard.remediator.policy import Origin
 from glyph_guard.remediator.reasons import Reason
+from glyph_guard.remediator.seen import SeenAlerts
+from glyph_guard.remediator.store import records
 from glyph_guard.remediator.store.database import Store, StoreFault
 from glyph_guard.remediator.store.pruning import prune
 from glyph_guard.remediator.store.queries import seen_among, snapshot
-from glyph_guard.remediator.store.records import (
-    DecisionRow,
-    Write,
-    begin_action,
-    drop_intent,
-    finish_action,
-    mark_seen,
-    payload_digest,
-    record_decision,
-    record_payload,
-)
+from glyph_guard.remediator.store.records import DecisionRow, Write, decision_row
 
 log = logging.getLogger("glyph_remediator")
 
-SEEN_IN_MEMORY = 50_000  # recent alerts remembered here too, so dedup holds while the store fails
-MAINTENANCE_SECONDS = 10.0  # how often kept record batches are retried
-PRUNE_SECONDS = 3600.0
 Launched = list[tuple[Lane, Running]]
 
 
@@ -70,12 +55,10 @@ class Orchestrator:
         )
         store.on_error = lambda operation: self.metrics.store_errors.labels(operation).inc()
         self._gpu = gpu or NvmlHolders()
-        self._kit: Toolkit | None = None
-        self._seen: OrderedDict[Key, None] = OrderedDict()
-        self._reopened: set[Key] = set()  # alerts whose action an earlier run never finished
+        self._runner: Runner | None = None
+        self._seen = SeenAlerts()
         self._next_id = 1
         self._loops: list[asyncio.Task[None]] = []
-        self._actions: set[asyncio.Task[None]] = set()
 
     def _context(self) -> Context:
         return Context(self.budget, self.dry_run, self.config.host, self.clock.monotonic())
@@ -87,7 +70,8 @@ class Orchestrator:
         carried = carry_over(
             await self.store.read(snapshot), self.config.components, self.budget, self.clock
         )
-        self._next_id, self._reopened = carried.next_action_id, carried.reopened
+        self._next_id = carried.next_action_id
+        self._seen.reopen(carried.reopened)
         for action in carried.interrupted:
             log.warning(
                 "action %d (%s %s) of an earlier run was interrupted",
@@ -105,41 +89,25 @@ class Orchestrator:
             log.warning("taking up %d unfinished action(s) of an earlier run", waiting)
         ops.append(prune(self.config.remediator.retention, self.clock.wall()))
         await self.store.write(ops)
-        self._kit = Toolkit(
-            httpx.AsyncClient(trust_env=False),
-            self.config.remediator.log_dir,
-            self._gpu,
-            record_start=self._record_start,
-        )
+        log_dir = self.config.remediator.log_dir
+        self._runner = Runner(log_dir, self._gpu, self._record_start, self._ended)
         for lane in self.lanes.values():
             self._loops.append(asyncio.create_task(self._work(lane), name=f"lane-{lane.name}"))
-        self._loops.append(asyncio.create_task(self._maintain(), name="store-maintenance"))
+        upkeep = self.store.maintain(self.config.remediator.retention, self.clock.wall)
+        self._loops.append(asyncio.create_task(upkeep, name="store-maintenance"))
 
     async def stop(self) -> None:
         """Stop waiting, interrupt what runs (recording it), then write what is left."""
-        for tasks in (self._loops, list(self._actions)):
-            for task in tasks:
-                task.cancel()
-            for task in tasks:
-                with contextlib.suppress(asyncio.CancelledError):
-                    await task
+        for task in self._loops:
+            task.cancel()
+        for task in self._loops:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        if self._runner is not None:
+            await self._runner.stop()
         if not await self.store.write([]):
             log.error("%d record batch(es) could not be written", self.store.pending_batches)
-        if self._kit is not None:
-            await self._kit.client.aclose()
         self.store.close()
-
-    async def _maintain(self) -> None:
-        """Retry record batches kept while the store failed; prune old rows now and then."""
-        last_prune = self.clock.monotonic()
-        while True:
-            await asyncio.sleep(MAINTENANCE_SECONDS)
-            ops: list[Write] = []
-            if self.clock.monotonic() - last_prune >= PRUNE_SECONDS:
-                ops.append(prune(self.config.remediator.retention, self.clock.wall()))
-                last_prune = self.clock.monotonic()
-            if ops or self.store.pending_batches:
-                await self.store.write(ops)
 
     # -- requests: judged once, applied to the lane, recorded, acted on -------------------------
 
@@ -150,52 +118,35 @@ class Orchestrator:
         limit = self.config.remediator.max_alerts_per_delivery
         alerts = payload.alerts[:limit]
         keys = [key_of(a) for a in alerts if a.status == "firing"]
-        unknown = [k for k in dict.fromkeys(keys) if k not in self._seen]
+        unknown = self._seen.unknown(keys)
         stored: set[Key] = set()
         if unknown:
             with contextlib.suppress(StoreFault):  # logged and counted; memory still dedups
                 stored = await self.store.read(seen_among(unknown))
-        digest, wall = payload_digest(body), self.clock.wall()
-        ops = [record_payload(body, digest, wall)]
+        digest, wall = records.payload_digest(body), self.clock.wall()
+        ops = [records.record_payload(body, digest, wall)]
         launched: Launched = []
         try:
             verdicts = []
             for alert in alerts:
                 key, lane = key_of(alert), self.lanes.get(alert.labels.get("component") or "")
                 failed_at = from_wall(self.clock, alert.startsAt.timestamp())
-                seen = (key in self._seen or key in stored) and key not in self._reopened
+                seen = self._seen.seen(key, stored)
                 view = lane.view() if lane else None
                 got = judge(alert, view, self._context(), seen=seen, failed_at=failed_at)
                 if got.seen:
-                    self._remember(key)
-                    ops.append(mark_seen(key, wall))
-                row = DecisionRow(
-                    got.verdict,
-                    got.reason,
-                    "alert",
-                    got.component,
-                    got.action,
-                    alert.fingerprint,
-                    key[1],
-                    alert.status,
-                    alert.labels.get("alertname"),
-                    got.detail,
-                    digest,
-                    got.action_id,
-                )
+                    self._seen.remember(key)
+                    ops.append(records.mark_seen(key, wall))
+                row = decision_row(got, "alert", alert, digest)
                 if lane is not None:
                     self._apply(lane, got, row, "alert", failed_at, ops, launched)
                 else:
                     self.metrics.skipped.labels(got.reason).inc()
-                    ops.append(record_decision(row, wall))
-                verdict = "acted" if got.launch else got.verdict
-                verdicts.append(
-                    AlertVerdict(
-                        fingerprint=alert.fingerprint,
-                        verdict=verdict,
-                        reason=verdict if got.launch else got.reason,
-                    )
+                    ops.append(records.record_decision(row, wall))
+                verdict = AlertVerdict(
+                    fingerprint=alert.fingerprint, verdict=got.verdict, reason=got.reason
                 )
+                verdicts.append(verdict)
             if beyond := len(payload.alerts) - len(alerts) + payload.truncatedAlerts:
                 self.metrics.truncated.inc(beyond)
                 detail = (
@@ -205,7 +156,7 @@ class Orchestrator:
                 )
                 log.warning("delivery %s: %s", digest[:12], detail)
                 row = DecisionRow("skipped", Reason.TRUNCATED, detail=detail, payload_sha256=digest)
-                ops.append(record_decision(row, wall))
+                ops.append(records.record_decision(row, wall))
         finally:  # a slot taken is always run (and freed), whatever else was raised
             persisted = self._persist(ops, launched)
         await asyncio.shield(persisted)
@@ -216,7 +167,7 @@ class Orchestrator:
         got = judge_operator(lane.view(), self._context(), command)
         if got.refused:
             raise Conflict(got.detail)
-        row = DecisionRow(got.verdict, got.reason, "operator", lane.name, got.action)
+        row = decision_row(got, "operator")
         ops: list[Write] = []
         launched: Launched = []
         self._apply(lane, got, row, "operator", self.clock.monotonic(), ops, launched)
@@ -239,7 +190,7 @@ class Orchestrator:
         if got.state is not None:
             lane.set_state(got.state, wake=origin == "operator")
             ops.append(saved_state(self.clock, lane))
-        ops.extend(drop_intent(lane.name, a) for a in lane.drop(got.cancel))
+        ops.extend(records.drop_intent(lane.name, a) for a in lane.drop(got.cancel))
         if got.action is not None and got.launch:
             trigger = Trigger(origin, row, failed_at)
             launched.append((lane, self._launch(lane, got.action, trigger, ops)))
@@ -251,13 +202,7 @@ class Orchestrator:
             self.metrics.deferred.labels(got.reason).inc()
         elif origin != "operator":
             self.metrics.skipped.labels(got.reason).inc()
-        ops.append(record_decision(row, self.clock.wall()))
-
-    def _remember(self, key: Key) -> None:
-        self._seen[key] = None
-        self._seen.move_to_end(key)
-        while len(self._seen) > SEEN_IN_MEMORY:
-            self._seen.popitem(last=False)
+        ops.append(records.record_decision(row, self.clock.wall()))
 
     def _retry(
         self, lane: Lane, row: DecisionRow, action_id: int, recheck: bool, ops: list[Write]
@@ -277,7 +222,7 @@ class Orchestrator:
         if joined is not None and joined is not trigger:  # an operator's restart takes its place
             joins = f"joins an operator's {action}"
             row = replace(joined.row, verdict="skipped", reason=Reason.COALESCED, detail=joins)
-            ops.append(record_decision(row, wall))
+            ops.append(records.record_decision(row, wall))
         running = lane.launch(action, trigger, action_id, self.clock.monotonic())
         detail = f"retry of action {trigger.retry_of}" if trigger.retry_of else trigger.row.detail
         row = replace(
@@ -290,43 +235,21 @@ class Orchestrator:
         )
         ops += [
             saved_intent(self.clock, lane, action, trigger),
-            begin_action(action_id, lane.name, action, trigger.origin, wall),
-            record_decision(row, wall),
+            records.begin_action(action_id, lane.name, action, trigger.origin, wall),
+            records.record_decision(row, wall),
         ]
         if trigger.origin == "alert":
             self.metrics.acted.labels(lane.name, action).inc()
-        self._reopened.discard(trigger.key)
+        self._seen.settle(trigger.key)
         return running
 
     def _persist(self, ops: list[Write], launched: Launched) -> asyncio.Future[bool]:
         """Write the batch; the actions launched start once it is written (or failed to be)."""
         persisted = asyncio.ensure_future(self.store.write(ops))
+        assert self._runner is not None
         for lane, running in launched:
-            task = asyncio.create_task(self._execute(lane, running, persisted))
-            self._actions.add(task)
-            task.add_done_callback(self._actions.discard)
+            self._runner.spawn(lane, running, persisted)
         return persisted
-
-    async def _execute(self, lane: Lane, running: Running, persisted: asyncio.Future[bool]) -> None:
-        assert self._kit is not None
-        try:
-            await asyncio.shield(persisted)
-            try:
-                result, started = await perform(
-                    lane.component, running.action, lane.started, self._kit
-                )
-            except asyncio.CancelledError:
-                await self._ended(lane, running, interrupted(), lane.started)
-                raise
-            except Exception as exc:  # a backend bug must still end in a record
-                log.exception(
-                    "action %d (%s %s) failed unexpectedly",
-                    *(running.action_id, running.action, lane.name),
-                )
-                result, started = ActionResult("failed", f"internal error: {exc!r}"), lane.started
-            await self._ended(lane, running, result, started)
-        finally:
-            lane.finish(running)  # whatever was raised, the slot is freed
 
     async def _ended(
         self, lane: Lane, running: Running, result: ActionResult, started: Started | None
@@ -336,16 +259,11 @@ class Orchestrator:
         action, trigger = running.action, running.trigger
         now, wall = self.clock.monotonic(), self.clock.wall()
         took = now - running.started_at
-        ops = [
-            finish_action(
-                running.action_id, wall, took, *(result.outcome, result.reason, result.details)
-            )
-        ]
+        ops = [records.finish_action(running.action_id, wall, took, result)]
         log.info("%s %s: %s (%s) in %.1f s", action, lane.name, result.outcome, result.reason, took)
         state, ending = lane.state, policy.ending_of(result.outcome)
+        self.metrics.ended(lane.name, action, result, took)
         if action == "restart":
-            self.metrics.restarts.labels(lane.name, result.outcome).inc()
-            self.metrics.restart_duration.labels(lane.name).observe(took)
             state = policy.after_restart(
                 state,
                 self.budget,
@@ -357,12 +275,10 @@ class Orchestrator:
             )
         else:
             started = lane.started
-            self.metrics.cache_files.labels(lane.name).inc(result.details.get("files_deleted", 0))
-            self.metrics.cache_bytes.labels(lane.name).inc(result.details.get("bytes_freed", 0))
         lane.ended(running, state, started, wall)
         ops.append(saved_state(self.clock, lane))
         if result.outcome != "interrupted":  # an interrupted intent stays for the next start
-            ops.append(drop_intent(lane.name, action))
+            ops.append(records.drop_intent(lane.name, action))
         if action == "restart" and policy.retries(ending, trigger.origin, earlier_run=False):
             self._retry(lane, trigger.row, running.action_id, False, ops)
         await self.store.write(ops)
@@ -403,7 +319,7 @@ class Orchestrator:
                 decision = policy.Decision("skip", Reason.RECOVERED, lane.state)
             if decision.verdict == "skip":
                 lane.drop([action])
-                self._reopened.discard(trigger.key)
+                self._seen.settle(trigger.key)
                 recovered = decision.reason == Reason.RECOVERED
                 detail = "healthy again when its turn came" if recovered else None
                 row = replace(
@@ -413,7 +329,10 @@ class Orchestrator:
                     reason=decision.reason,
                     detail=detail,
                 )
-                ops += [drop_intent(lane.name, action), record_decision(row, self.clock.wall())]
+                ops += [
+                    records.drop_intent(lane.name, action),
+                    records.record_decision(row, self.clock.wall()),
+                ]
                 if trigger.origin != "operator":
                     self.metrics.skipped.labels(decision.reason).inc()
                 await self.store.write(ops)
@@ -425,39 +344,18 @@ class Orchestrator:
 
     async def _recovered(self, lane: Lane, turn: tuple[str, Trigger]) -> bool:
         """Whether the component is healthy now; alerts arriving meanwhile coalesce."""
-        assert self._kit is not None
+        assert self._runner is not None
         checking = lane.launch(*turn, None, self.clock.monotonic())
         try:
-            return await healthy_now(self._kit.client, lane.component)
+            return await self._runner.healthy(lane)
         finally:
             lane.finish(checking)
 
     # -- what operators and metrics see ---------------------------------------------------------
 
     def status(self, lane: Lane) -> ComponentStatus:
-        return ComponentStatus(
-            component=lane.name,
-            paused=lane.state.paused,
-            gave_up=lane.state.gave_up,
-            budget_remaining=policy.budget_remaining(
-                lane.state, self.budget, self.clock.monotonic()
-            ),
-            busy=lane.busy,
-            waiting=list(lane.wanted),
-            dry_run=self.dry_run,
-        )
+        return lane.status(self.budget, self.clock.monotonic(), self.dry_run)
 
     def gauges(self) -> list[ComponentGauges]:
         now = self.clock.monotonic()
-        return [
-            ComponentGauges(
-                component=name,
-                budget_remaining=policy.budget_remaining(lane.state, self.budget, now),
-                failed_restarts=policy.current_failures(lane.state, self.budget, now),
-                gave_up=lane.state.gave_up,
-                paused=lane.state.paused,
-                busy=lane.busy is not None,
-                last_action_timestamp=lane.last_action_at,
-            )
-            for name, lane in self.lanes.items()
-        ]
+        return [lane.gauges(self.budget, now) for lane in self.lanes.values()]

@@ -16,12 +16,16 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TypeVar
 
+from glyph_guard.common.config import Retention
+from glyph_guard.remediator.store.pruning import prune
 from glyph_guard.remediator.store.records import Write
 from glyph_guard.remediator.store.schema import SCHEMA, StoreError, check, connect
 
 log = logging.getLogger("glyph_remediator")
 T = TypeVar("T")
 OUTBOX_BATCHES = 10_000
+MAINTENANCE_SECONDS = 10.0  # how often kept batches are retried
+PRUNE_SECONDS = 3600.0
 
 
 class StoreFault(Exception):
@@ -78,6 +82,19 @@ class Store:
     @property
     def pending_batches(self) -> int:
         return len(self._outbox)
+
+    async def maintain(self, retention: Retention, wall: Callable[[], float]) -> None:
+        """Retry batches kept while the store failed; prune old rows now and then (runs on)."""
+        loop = asyncio.get_running_loop()
+        last_prune = loop.time()
+        while True:
+            await asyncio.sleep(MAINTENANCE_SECONDS)
+            ops: list[Write] = []
+            if loop.time() - last_prune >= PRUNE_SECONDS:
+                ops.append(prune(retention, wall()))
+                last_prune = loop.time()
+            if ops or self._outbox:
+                await self.write(ops)
 
     # -- running on the store's thread ---------------------------------------------------------
 

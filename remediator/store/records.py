@@ -10,8 +10,10 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from glyph_guard.remediator.actions.base import Started
-from glyph_guard.remediator.policy import ComponentState
+from glyph_guard.remediator.actions.base import ActionResult, Started
+from glyph_guard.remediator.intake import Judgement, key_of
+from glyph_guard.remediator.models import Alert
+from glyph_guard.remediator.policy import ComponentState, Origin
 
 Write = Callable[[sqlite3.Connection], None]
 
@@ -32,6 +34,26 @@ class DecisionRow:
     detail: str | None = None
     payload_sha256: str | None = None
     action_id: int | None = None
+
+
+def decision_row(
+    got: Judgement, origin: Origin, alert: Alert | None = None, digest: str | None = None
+) -> DecisionRow:
+    """What is recorded of a judgement (of an alert in a delivery, or an operator's request)."""
+    return DecisionRow(
+        got.verdict,
+        got.reason,
+        origin,
+        got.component,
+        got.action,
+        alert.fingerprint if alert else None,
+        key_of(alert)[1] if alert else None,
+        alert.status if alert else None,
+        alert.labels.get("alertname") if alert else None,
+        got.detail,
+        digest,
+        got.action_id,
+    )
 
 
 def payload_digest(body: bytes) -> str:
@@ -93,18 +115,21 @@ def begin_action(action_id: int, component: str, action: str, origin: str, now: 
     ).close()
 
 
-def finish_action(  # noqa: PLR0917 (one column each)
-    action_id: int,
-    finished_at: float,
-    duration: float,
-    outcome: str,
-    reason: str,
-    details: Mapping[str, Any],
+def finish_action(
+    action_id: int, finished_at: float, duration: float, result: ActionResult
 ) -> Write:
+    values = (
+        finished_at,
+        round(duration, 3),
+        result.outcome,
+        result.reason,
+        json.dumps(result.details),
+        action_id,
+    )
     return lambda db: db.execute(
         "UPDATE actions SET finished_at = ?, duration_seconds = ?, outcome = ?, reason = ?,"
         " details = ? WHERE id = ?",
-        (finished_at, round(duration, 3), outcome, reason, json.dumps(details), action_id),
+        values,
     ).close()
 
 
