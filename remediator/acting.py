@@ -15,7 +15,7 @@ from glyph_guard.remediator.actions.dispatch import perform
 from glyph_guard.remediator.actions.gpu import GpuHolders
 from glyph_guard.remediator.actions.verify import healthy_now
 from glyph_guard.remediator.carryover import interrupted
-from glyph_guard.remediator.lane import Lane, Running
+from glyph_guard.remediator.lane import Lane, Running, Trigger
 
 log = logging.getLogger("glyph_remediator")
 Ended = Callable[[Lane, Running, ActionResult, "Started | None"], Awaitable[None]]
@@ -61,9 +61,13 @@ class Runner:
         finally:
             lane.finish(running)  # whatever was raised, the slot is freed
 
-    async def healthy(self, lane: Lane) -> bool:
-        """Whether the component is healthy now (before acting on an old request)."""
-        return await healthy_now(self._kit.client, lane.component)
+    async def recovered(self, lane: Lane, turn: tuple[str, Trigger], now: float) -> bool:
+        """Whether the component is healthy now, holding its slot: alerts meanwhile coalesce."""
+        checking = lane.launch(*turn, None, now)
+        try:
+            return await healthy_now(self._kit.client, lane.component)
+        finally:
+            lane.finish(checking)
 
     async def stop(self) -> None:
         """Interrupt what runs (each still ends in a record), then close the client."""

@@ -54,6 +54,7 @@ class Judgement:
     recheck: bool = False  # acting when the wait ends only if still unhealthy then
     cancel: tuple[str, ...] = ()  # waiting actions a resolved alert withdraws
     refused: bool = False  # an operator's request that cannot be honoured now (detail: why)
+    not_before: float | None = None  # deferred on its turn: when to judge it again
 
 
 def echo(value: str | None) -> str:
@@ -126,11 +127,10 @@ def judge_operator(view: ComponentView, ctx: Context, command: str) -> Judgement
     return _by_policy(view, ctx, command, "operator", None)
 
 
-def _by_policy(
+def _decide(
     view: ComponentView, ctx: Context, action: str, origin: policy.Origin, failed_at: float | None
-) -> Judgement:
-    """The policy's verdict on acting now, for a request nothing else settled."""
-    name = view.component.name
+) -> tuple[policy.Decision, ComponentState | None]:
+    """The policy's decision, and the state it leaves (None: unchanged)."""
     decision = policy.decide(
         view.state,
         ctx.budget,
@@ -140,7 +140,15 @@ def _by_policy(
         dry_run=ctx.dry_run,
         failed_at=failed_at,
     )
-    state = decision.state if decision.state != view.state else None
+    return decision, decision.state if decision.state != view.state else None
+
+
+def _by_policy(
+    view: ComponentView, ctx: Context, action: str, origin: policy.Origin, failed_at: float | None
+) -> Judgement:
+    """The policy's verdict on acting now, for a request nothing else settled."""
+    name = view.component.name
+    decision, state = _decide(view, ctx, action, origin, failed_at)
     if decision.verdict == "skip":
         counts = decision.reason == Reason.DRY_RUN  # paused or gave up: acts again once cleared
         return Judgement("skipped", decision.reason, counts, None, name, action, state=state)
@@ -157,4 +165,29 @@ def _by_policy(
         state=state,
         enqueue=True,
         recheck=reason == Reason.COOLDOWN,
+    )
+
+
+def judge_turn(
+    view: ComponentView,
+    ctx: Context,
+    action: str,
+    origin: policy.Origin,
+    failed_at: float,
+    *,
+    recovered: bool = False,
+) -> Judgement:
+    """Judge a waiting action whose turn came (recovered: found healthy again meanwhile)."""
+    name = view.component.name
+    if recovered:
+        detail = "healthy again when its turn came"
+        return Judgement("skipped", Reason.RECOVERED, False, detail, name, action, cancel=(action,))
+    decision, state = _decide(view, ctx, action, origin, failed_at)
+    if decision.verdict == "act":
+        return Judgement("acted", Reason.ACTED, False, None, name, action, state=state, launch=True)
+    if decision.verdict == "wait":
+        after = decision.not_before
+        return Judgement("deferred", decision.reason, False, None, name, action, not_before=after)
+    return Judgement(
+        "skipped", decision.reason, False, None, name, action, state=state, cancel=(action,)
     )

@@ -113,11 +113,28 @@ class Lane:
             self.running = None
         self._wake.set()
 
-    def ended(
-        self, running: Running, state: ComponentState, started: Started | None, at: float
+    def ended(  # noqa: PLR0917 (how it ended, and when)
+        self,
+        running: Running,
+        ending: policy.Ending,
+        started: Started | None,
+        budget: Budget,
+        now: float,
+        at: float,
     ) -> None:
-        """An action ended: the state and the started process follow from it; the slot frees."""
-        self.state, self.started, self.last_action_at = state, started, at
+        """An action ended (now: monotonic, at: wall clock); a restart's follows by the policy."""
+        if running.action == "restart":
+            self.started = started
+            self.state = policy.after_restart(
+                self.state,
+                budget,
+                failed_at=running.trigger.failed_at,
+                started=running.started_at,
+                finished=now,
+                ending=ending,
+                origin=running.trigger.origin,
+            )
+        self.last_action_at = at
         self.finish(running)
 
     def wait(self, action: str, trigger: Trigger) -> bool:

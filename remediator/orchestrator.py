@@ -15,7 +15,15 @@ from glyph_guard.remediator.actions.gpu import GpuHolders, NvmlHolders
 from glyph_guard.remediator.carryover import carry_over
 from glyph_guard.remediator.clock import Clock, SystemClock, from_wall
 from glyph_guard.remediator.codec import saved_intent, saved_state
-from glyph_guard.remediator.intake import Context, Judgement, Key, judge, judge_operator, key_of
+from glyph_guard.remediator.intake import (
+    Context,
+    Judgement,
+    Key,
+    judge,
+    judge_operator,
+    judge_turn,
+    key_of,
+)
 from glyph_guard.remediator.lane import Conflict, Lane, Running, Trigger
 from glyph_guard.remediator.metrics import ComponentGauges, Metrics
 from glyph_guard.remediator.models import AlertVerdict, ComponentStatus, Verdict, WebhookPayload
@@ -261,21 +269,9 @@ class Orchestrator:
         took = now - running.started_at
         ops = [records.finish_action(running.action_id, wall, took, result)]
         log.info("%s %s: %s (%s) in %.1f s", action, lane.name, result.outcome, result.reason, took)
-        state, ending = lane.state, policy.ending_of(result.outcome)
+        ending = policy.ending_of(result.outcome)
         self.metrics.ended(lane.name, action, result, took)
-        if action == "restart":
-            state = policy.after_restart(
-                state,
-                self.budget,
-                failed_at=trigger.failed_at,
-                started=running.started_at,
-                finished=now,
-                ending=ending,
-                origin=trigger.origin,
-            )
-        else:
-            started = lane.started
-        lane.ended(running, state, started, wall)
+        lane.ended(running, ending, started, self.budget, now, wall)
         ops.append(saved_state(self.clock, lane))
         if result.outcome != "interrupted":  # an interrupted intent stays for the next start
             ops.append(records.drop_intent(lane.name, action))
@@ -297,59 +293,33 @@ class Orchestrator:
 
     async def _run_due(self, lane: Lane) -> float | None:
         """Start or drop waiting actions; when to look again (None: when woken)."""
+        assert self._runner is not None
         while (turn := lane.next_wanted()) is not None:
             action, trigger = turn
-            decision = policy.decide(
-                lane.state,
-                self.budget,
-                self.clock.monotonic(),
-                action,
-                origin=trigger.origin,
-                dry_run=self.dry_run,
-                failed_at=trigger.failed_at,
-            )
+            origin, failed_at = trigger.origin, trigger.failed_at
+            got = judge_turn(lane.view(), self._context(), action, origin, failed_at)
+            if got.not_before is not None:
+                return got.not_before
+            now = self.clock.monotonic()
+            if got.launch and trigger.recheck and await self._runner.recovered(lane, turn, now):
+                got = judge_turn(
+                    lane.view(), self._context(), action, origin, failed_at, recovered=True
+                )
             ops: list[Write] = []
-            if decision.state != lane.state:
-                lane.set_state(decision.state)
-                ops.append(saved_state(self.clock, lane))
-            if decision.verdict == "wait":
-                await self.store.write(ops)
-                return decision.not_before
-            if decision.verdict == "act" and trigger.recheck and await self._recovered(lane, turn):
-                decision = policy.Decision("skip", Reason.RECOVERED, lane.state)
-            if decision.verdict == "skip":
-                lane.drop([action])
+            if got.launch and lane.next_wanted() == turn:  # else an operator's restart took it
+                self._persist(ops, [(lane, self._launch(lane, action, trigger, ops))])
+            elif not got.launch:
                 self._seen.settle(trigger.key)
-                recovered = decision.reason == Reason.RECOVERED
-                detail = "healthy again when its turn came" if recovered else None
                 row = replace(
                     trigger.row,
                     action=action,
-                    verdict="skipped",
-                    reason=decision.reason,
-                    detail=detail,
+                    verdict=got.verdict,
+                    reason=got.reason,
+                    detail=got.detail,
                 )
-                ops += [
-                    records.drop_intent(lane.name, action),
-                    records.record_decision(row, self.clock.wall()),
-                ]
-                if trigger.origin != "operator":
-                    self.metrics.skipped.labels(decision.reason).inc()
+                self._apply(lane, got, row, origin, failed_at, ops, [])
                 await self.store.write(ops)
-                continue
-            if lane.next_wanted() != turn:
-                continue  # an operator's restart took the slot while we looked
-            self._persist(ops, [(lane, self._launch(lane, action, trigger, ops))])
         return None
-
-    async def _recovered(self, lane: Lane, turn: tuple[str, Trigger]) -> bool:
-        """Whether the component is healthy now; alerts arriving meanwhile coalesce."""
-        assert self._runner is not None
-        checking = lane.launch(*turn, None, self.clock.monotonic())
-        try:
-            return await self._runner.healthy(lane)
-        finally:
-            lane.finish(checking)
 
     # -- what operators and metrics see ---------------------------------------------------------
 

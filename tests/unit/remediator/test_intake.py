@@ -9,10 +9,17 @@ from typing import Any
 import pytest
 
 from glyph_guard.common.config import Budget, Component, parse_config
-from glyph_guard.remediator.intake import ComponentView, Context, judge, judge_operator, key_of
+from glyph_guard.remediator.intake import (
+    ComponentView,
+    Context,
+    judge,
+    judge_operator,
+    judge_turn,
+    key_of,
+)
 from glyph_guard.remediator.metrics import Metrics
 from glyph_guard.remediator.models import Alert
-from glyph_guard.remediator.policy import ComponentState
+from glyph_guard.remediator.policy import ComponentState, Origin
 from glyph_guard.remediator.reasons import DEFERRED, SKIPPED, Reason
 from glyph_guard_demo.testkit.doubles.harness import alert
 
@@ -328,3 +335,43 @@ def test_operator_refusals_say_why() -> None:
     other = replace(view(), component=component(actions=["clean_cache"]))
     refused = judge_operator(other, Context(B, False, None, NOW), "restart")
     assert refused.detail == "component api does not allow the restart action"
+
+
+# name, view, origin, recovered -> verdict, reason, launch, cancel, not_before
+TURNS: list[tuple[str, ComponentView, Origin, bool, tuple[Any, ...]]] = [
+    ("its turn acts", view(), "alert", False, ("acted", "acted", True, (), None)),
+    (
+        "a retry waits out the back-off",
+        view(state=STREAK),
+        "retry",
+        False,
+        ("deferred", "backoff", False, (), NOW - 35 + 40),
+    ),
+    (
+        "paused meanwhile",
+        view(state=ComponentState(paused=True)),
+        "alert",
+        False,
+        ("skipped", "paused", False, ("restart",), None),
+    ),
+    (
+        "healthy again",
+        view(),
+        "alert",
+        True,
+        ("skipped", "recovered", False, ("restart",), None),
+    ),
+]
+
+
+@pytest.mark.parametrize(
+    ("seen_view", "origin", "recovered", "expected"),
+    [case[1:] for case in TURNS],
+    ids=[case[0] for case in TURNS],
+)
+def test_a_waiting_action_on_its_turn(
+    seen_view: ComponentView, origin: Origin, recovered: bool, expected: tuple[Any, ...]
+) -> None:
+    ctx = Context(B, False, None, NOW)
+    got = judge_turn(seen_view, ctx, "restart", origin, NOW - 1, recovered=recovered)
+    assert (got.verdict, got.reason, got.launch, got.cancel, got.not_before) == expected

@@ -4,11 +4,10 @@ from __future__ import annotations
 
 import asyncio
 import sys
-from dataclasses import replace
 
 import pytest
 
-from glyph_guard.common.config import Component, parse_config
+from glyph_guard.common.config import Budget, Component, parse_config
 from glyph_guard.remediator.actions.base import Started
 from glyph_guard.remediator.lane import Conflict, Lane, Trigger
 from glyph_guard.remediator.policy import ComponentState
@@ -62,13 +61,14 @@ def test_lane_transitions() -> None:
     assert running.started_at == NOW
 
     started = Started(pid=42, token="t")
-    lane.ended(running, replace(lane.state, streak=1), started, 123.0)
+    lane.ended(running, "healthy", started, Budget(), NOW + 5, 123.0)
     assert (lane.busy, lane.state.streak, lane.started, lane.last_action_at) == (
         None,
         1,
         started,
         123.0,
     )
+    assert (lane.state.last_restart_at, lane.state.healthy_since) == (NOW + 5, NOW + 5)
     assert lane.next_wanted() == ("clean_cache", trigger("c"))
     assert lane.drop(["clean_cache", "restart"]) == ["clean_cache"]
     assert lane.next_wanted() is None
