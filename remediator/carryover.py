@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 
 from glyph_guard.common.config import Budget, Component
 from glyph_guard.remediator import policy
@@ -22,17 +22,17 @@ def interrupted() -> ActionResult:
     return ActionResult("interrupted", "the remediator stopped while acting")
 
 
-@dataclass
+@dataclass(frozen=True)
 class Carried:
     """One component as an earlier run left it, on this run's clock."""
 
-    state: ComponentState = field(default_factory=ComponentState)
-    started: Started | None = None
-    last_action_at: float | None = None  # wall clock
-    wanted: dict[str, Trigger] = field(default_factory=dict)
+    state: ComponentState
+    started: Started | None
+    last_action_at: float | None  # wall clock
+    wanted: dict[str, Trigger]
 
 
-@dataclass
+@dataclass(frozen=True)
 class Carryover:
     """Everything this run takes up, and the records that close what the earlier one left."""
 
@@ -50,10 +50,11 @@ def carry_over(
     """Restore each component; drop intents no longer allowed; close interrupted actions."""
     now, wall = clock.monotonic(), clock.wall()
     allowed = {c.name: c.remediation.actions for c in components}
-    lanes: dict[str, Carried] = {}
-    for name in allowed:
-        state, started = snap.states.get(name, (ComponentState(), None))
-        lanes[name] = Carried(state_from_wall(clock, state), started, snap.last_actions.get(name))
+    states = {
+        name: state_from_wall(clock, snap.states.get(name, (ComponentState(), None))[0])
+        for name in allowed
+    }
+    wanted: dict[str, dict[str, Trigger]] = {name: {} for name in allowed}
     writes: list[Write] = []
     reopened: set[Key] = set()
     for name, intents in snap.intents.items():
@@ -62,17 +63,16 @@ def carry_over(
                 writes.append(drop_intent(name, action))
                 continue
             trigger = replace(trigger_from_wall(clock, data), recheck=action == "restart")
-            lanes[name].wanted[action] = trigger
+            wanted[name][action] = trigger
             reopened.add(trigger.key)
     retries: list[Unfinished] = []
     for left in snap.unfinished:
         writes.append(finish_action(left.id, wall, wall - left.started_at, interrupted()))
-        carried = lanes.get(left.component)
-        if carried is None or left.action != "restart":
+        if left.component not in states or left.action != "restart":
             continue
         began = from_wall(clock, left.started_at)
-        carried.state = policy.after_restart(
-            carried.state,
+        states[left.component] = policy.after_restart(
+            states[left.component],
             budget,
             failed_at=began,
             started=began,
@@ -82,4 +82,13 @@ def carry_over(
         )
         if policy.retries("interrupted", left.origin, earlier_run=True):
             retries.append(left)
+    lanes = {
+        name: Carried(
+            states[name],
+            snap.states[name][1] if name in snap.states else None,
+            snap.last_actions.get(name),
+            wanted[name],
+        )
+        for name in allowed
+    }
     return Carryover(lanes, writes, reopened, retries, snap.unfinished, snap.next_action_id)

@@ -61,7 +61,7 @@ class Orchestrator:
         self.metrics = Metrics(
             list(self.lanes), self.gauges, self.dry_run, lambda: store.pending_batches
         )
-        store.on_error = lambda operation: self.metrics.store_errors.labels(operation).inc()
+        store.count_errors(lambda operation: self.metrics.store_errors.labels(operation).inc())
         self._gpu = gpu or NvmlHolders()
         self._runner: Runner | None = None
         self._seen = SeenAlerts()

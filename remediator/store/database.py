@@ -42,7 +42,7 @@ class Store:
         self.writable = writable  # False: opened read-only; every write is kept and retried
         self._thread = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="glyph-store")
         self._outbox: collections.deque[list[Write]] = collections.deque()
-        self.on_error: Callable[[str], None] = lambda operation: None
+        self._on_error: Callable[[str], None] = lambda operation: None
 
     @classmethod
     def open(cls, path: Path, timeout: float = 2.0) -> Store:
@@ -79,6 +79,10 @@ class Store:
         self._thread.shutdown(wait=True)
         self._db.close()
 
+    def count_errors(self, count: Callable[[str], None]) -> None:
+        """Tell count (with the operation, read or write) about every failed operation."""
+        self._on_error = count
+
     @property
     def pending_batches(self) -> int:
         return len(self._outbox)
@@ -103,7 +107,7 @@ class Store:
         try:
             return await asyncio.wait_for(asyncio.wrap_future(future), 2 * self.timeout + 1)
         except (sqlite3.Error, TimeoutError, asyncio.TimeoutError) as exc:
-            self.on_error(operation)
+            self._on_error(operation)
             log.error("state store %s: %s failed: %s", self.path, operation, exc or "timed out")
             raise StoreFault(f"state store {operation} failed: {exc or 'timed out'}") from None
 

@@ -25,7 +25,7 @@ class Unfinished:
     started_at: float  # wall clock
 
 
-@dataclass
+@dataclass(frozen=True)
 class Snapshot:
     """What earlier runs left, read once at start (persisted times are wall clock)."""
 
@@ -42,30 +42,29 @@ def _state_from_json(text: str) -> ComponentState:
 
 def snapshot(db: sqlite3.Connection) -> Snapshot:
     """Everything earlier runs left that this one takes up."""
-    snap = Snapshot()
+    states: dict[str, tuple[ComponentState, Started | None]] = {}
     for row in db.execute("SELECT name, state, started FROM component_state"):
         started = Started(**json.loads(row["started"])) if row["started"] else None
-        snap.states[row["name"]] = (_state_from_json(row["state"]), started)
+        states[row["name"]] = (_state_from_json(row["state"]), started)
+    intents: dict[str, dict[str, dict[str, Any]]] = {}
     for row in db.execute("SELECT component, action, trigger FROM intents"):
-        snap.intents.setdefault(row["component"], {})[row["action"]] = json.loads(row["trigger"])
-    snap.unfinished = [
+        intents.setdefault(row["component"], {})[row["action"]] = json.loads(row["trigger"])
+    unfinished = [
         Unfinished(**dict(row))
         for row in db.execute(
             "SELECT id, component, action, origin, started_at FROM actions"
             " WHERE outcome IS NULL ORDER BY id"
         )
     ]
-    snap.last_actions = {
+    last_actions = {
         row[0]: float(row[1])
         for row in db.execute(
             "SELECT component, MAX(finished_at) FROM actions"
             " WHERE finished_at IS NOT NULL GROUP BY component"
         )
     }
-    snap.next_action_id = (
-        int(db.execute("SELECT COALESCE(MAX(id), 0) FROM actions").fetchone()[0]) + 1
-    )
-    return snap
+    last_id = int(db.execute("SELECT COALESCE(MAX(id), 0) FROM actions").fetchone()[0])
+    return Snapshot(states, intents, unfinished, last_actions, last_id + 1)
 
 
 def seen_among(

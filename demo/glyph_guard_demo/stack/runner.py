@@ -124,9 +124,11 @@ class LocalStack:
                     f"component {component.name} is not running and has no start command"
                 )
             name = f"component:{component.name}"
-            service = Service(name, method.start, logs / f"{component.name}.log")
-            if any(p.enabled for p in component.probes):
-                service.ready_check = _healthy(component)
+            probed = any(p.enabled for p in component.probes)
+            log = logs / f"{component.name}.log"
+            service = Service(
+                name, method.start, log, ready_check=_healthy(component) if probed else None
+            )
             self.services[name] = service
             service.start()
 

@@ -97,3 +97,15 @@ def test_a_resume_or_a_new_wish_wakes_the_lane() -> None:
         await asyncio.wait_for(lane.woken(None), 5)
 
     asyncio.run(scenario())
+
+
+def test_a_cleaning_that_ends_leaves_the_state_and_the_started_process_alone() -> None:
+    lane = Lane(component())
+    started = Started(pid=7, token="s")
+    restart = lane.launch("restart", trigger(), 1, NOW)
+    lane.ended(restart, "failed", started, Budget(), NOW + 1, 100.0)
+    after_restart = lane.state
+    cleaning = lane.launch("clean_cache", trigger(), 2, NOW + 2)
+    lane.ended(cleaning, "failed", None, Budget(), NOW + 3, 200.0)
+    assert (lane.state, lane.started, lane.last_action_at) == (after_restart, started, 200.0)
+    assert after_restart.failures == 1 and after_restart.healthy_since is None
