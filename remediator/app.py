@@ -12,8 +12,8 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from glyph_guard.remediator import __version__
 from glyph_guard.remediator.auth import Credentials, RequireAuth
 from glyph_guard.remediator.bodylimit import BodyLimit
-from glyph_guard.remediator.engine import Conflict, Engine, Worker
 from glyph_guard.remediator.guard import RequestGuard
+from glyph_guard.remediator.lane import Conflict, Lane
 from glyph_guard.remediator.models import (
     Accepted,
     ActionRecord,
@@ -22,7 +22,9 @@ from glyph_guard.remediator.models import (
     OperatorRestart,
     WebhookPayload,
 )
-from glyph_guard.remediator.store import StoreFault
+from glyph_guard.remediator.orchestrator import Orchestrator
+from glyph_guard.remediator.store import queries
+from glyph_guard.remediator.store.database import StoreFault
 
 OPEN_PATHS = frozenset({"/healthz", "/metrics", "/openapi.json", "/docs", "/redoc"})
 Limit = Annotated[int, Query(ge=1, le=1000, description="how many, newest first")]
@@ -33,21 +35,21 @@ RECORD: dict[int | str, dict[str, Any]] = {
 }
 
 
-def create_app(engine: Engine, credentials: Credentials) -> FastAPI:
+def create_app(orchestrator: Orchestrator, credentials: Credentials) -> FastAPI:
     """Build the app; nothing runs until the server starts its lifespan."""
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
-        await engine.start()
+        await orchestrator.start()
         try:
             yield
         finally:
-            await engine.stop()
+            await orchestrator.stop()
 
     app = FastAPI(title="glyph-remediator", version=__version__, lifespan=lifespan)
-    app.add_middleware(BodyLimit, max_bytes=engine.config.remediator.max_body_bytes)
+    app.add_middleware(BodyLimit, max_bytes=orchestrator.config.remediator.max_body_bytes)
     app.add_middleware(RequireAuth, credentials=credentials, open_paths=OPEN_PATHS)
-    settings = engine.config.remediator
+    settings = orchestrator.config.remediator
     app.add_middleware(
         RequestGuard,
         host_names=(settings.address[0], *settings.allowed_hosts),
@@ -55,14 +57,14 @@ def create_app(engine: Engine, credentials: Credentials) -> FastAPI:
         open_paths=OPEN_PATHS,
     )
 
-    def worker_named(name: str) -> Worker:
-        worker = engine.worker(name)
-        if worker is None:
+    def lane_named(name: str) -> Lane:
+        lane = orchestrator.lanes.get(name)
+        if lane is None:
             raise HTTPException(404, f"no component named {name!r} in the config")
-        return worker
+        return lane
 
     def component_filter(name: str | None) -> str | None:
-        return None if name is None else worker_named(name).component.name
+        return None if name is None else lane_named(name).component.name
 
     async def from_store(query: Awaitable[list[dict[str, Any]]]) -> list[dict[str, Any]]:
         try:
@@ -73,25 +75,29 @@ def create_app(engine: Engine, credentials: Credentials) -> FastAPI:
     @app.post("/alerts", status_code=202, response_model=Accepted)
     async def alerts(payload: WebhookPayload, request: Request) -> Accepted:
         """An Alertmanager webhook delivery: recorded and judged now, acted on in the background."""
-        return Accepted(alerts=await engine.receive(payload, await request.body()))
+        return Accepted(alerts=await orchestrator.receive(payload, await request.body()))
 
     @app.get("/actions", response_model=list[ActionRecord], responses=RECORD)
     async def actions(component: str | None = None, limit: Limit = 50) -> list[dict[str, Any]]:
         """Recent actions with timings and outcomes."""
-        return await from_store(engine.store.actions(component_filter(component), limit))
+        return await from_store(
+            orchestrator.store.read(queries.actions(component_filter(component), limit))
+        )
 
     @app.get("/decisions", response_model=list[DecisionRecord], responses=RECORD)
     async def decisions(component: str | None = None, limit: Limit = 50) -> list[dict[str, Any]]:
         """Recent judgements of alerts and operator requests, with the reason."""
-        return await from_store(engine.store.decisions(component_filter(component), limit))
+        return await from_store(
+            orchestrator.store.read(queries.decisions(component_filter(component), limit))
+        )
 
     @app.get("/components", response_model=list[ComponentStatus])
     async def components() -> list[ComponentStatus]:
-        return [engine.status(w) for w in engine.workers.values()]
+        return [orchestrator.status(lane) for lane in orchestrator.lanes.values()]
 
     @app.get("/components/{name}", response_model=ComponentStatus, responses=NOT_FOUND)
     async def component(name: str) -> ComponentStatus:
-        return engine.status(worker_named(name))
+        return orchestrator.status(lane_named(name))
 
     @app.post(
         "/components/{name}/restart",
@@ -101,19 +107,21 @@ def create_app(engine: Engine, credentials: Credentials) -> FastAPI:
     )
     async def restart(name: str) -> OperatorRestart:
         """A manual restart: recorded and single-flight; it does not wait for back-off."""
-        worker = worker_named(name)
+        lane = lane_named(name)
         try:
-            verdict, reason, action_id = await engine.operator_restart(worker)
+            verdict, reason, action_id = await orchestrator.operate(lane, "restart")
         except Conflict as exc:
             raise HTTPException(409, str(exc)) from None
         return OperatorRestart(
-            component=worker.component.name, verdict=verdict, reason=reason, action_id=action_id
+            component=lane.name, verdict=verdict, reason=reason, action_id=action_id
         )
 
     @app.post("/components/{name}/{switch}", response_model=ComponentStatus, responses=NOT_FOUND)
     async def switch(name: str, switch: Literal["pause", "resume", "reset"]) -> ComponentStatus:
         """Pause or resume remediation (maintenance), or reset a give-up and the spent budget."""
-        return await engine.set_switch(worker_named(name), switch)
+        lane = lane_named(name)
+        await orchestrator.operate(lane, switch)
+        return orchestrator.status(lane)
 
     @app.get("/healthz")
     async def healthz() -> dict[str, str]:
@@ -121,6 +129,8 @@ def create_app(engine: Engine, credentials: Credentials) -> FastAPI:
 
     @app.get("/metrics", response_class=Response)
     async def metrics() -> Response:
-        return Response(generate_latest(engine.metrics.registry), media_type=CONTENT_TYPE_LATEST)
+        return Response(
+            generate_latest(orchestrator.metrics.registry), media_type=CONTENT_TYPE_LATEST
+        )
 
     return app

@@ -27,8 +27,9 @@ from glyph_guard.remediator.actions.gpu import GpuHolders
 from glyph_guard.remediator.app import create_app
 from glyph_guard.remediator.auth import Credentials, load_credentials
 from glyph_guard.remediator.connections import server_limits
-from glyph_guard.remediator.engine import Engine
-from glyph_guard.remediator.store import Store, StoreError
+from glyph_guard.remediator.orchestrator import Orchestrator
+from glyph_guard.remediator.store.database import Store
+from glyph_guard.remediator.store.schema import StoreError
 
 
 def with_listen(config: Deployment, listen: str | None) -> Deployment:
@@ -63,10 +64,10 @@ def build_server(
     settings = config.remediator
     credentials = checked_credentials(settings)
     store = Store.open(settings.state_db, settings.store_timeout_seconds)
-    engine = Engine(config, store, dry_run=dry_run, gpu=gpu)
+    orchestrator = Orchestrator(config, store, dry_run=dry_run, gpu=gpu)
     host, port = settings.address
     server_config = uvicorn.Config(
-        create_app(engine, credentials),
+        create_app(orchestrator, credentials),
         host=host,
         port=port,
         lifespan="on",

@@ -1,4 +1,4 @@
-"""Judging one alert, purely: the alert, a read-only view of its component and the clock in."""
+"""Judging an alert or an operator's request, purely: it, its component's view and the time in."""
 
 from __future__ import annotations
 
@@ -29,7 +29,7 @@ class ComponentView:
 
 @dataclass(frozen=True)
 class Context:
-    """The engine-wide facts a judgement needs."""
+    """The remediator-wide facts a judgement needs."""
 
     budget: Budget
     dry_run: bool
@@ -39,7 +39,7 @@ class Context:
 
 @dataclass(frozen=True)
 class Judgement:
-    """What becomes of one alert, and what the engine must do about it."""
+    """What becomes of one request, and what the orchestrator must do about it."""
 
     verdict: Literal["acted", "deferred", "skipped"]
     reason: Reason
@@ -53,6 +53,8 @@ class Judgement:
     enqueue: bool = False  # deferred: wait for its turn
     recheck: bool = False  # acting when the wait ends only if still unhealthy then
     cancel: tuple[str, ...] = ()  # waiting actions a resolved alert withdraws
+    refused: bool = False  # an operator's request that cannot be honoured now (detail: why)
+    not_before: float | None = None  # deferred on its turn: when to judge it again
 
 
 def echo(value: str | None) -> str:
@@ -103,16 +105,50 @@ def judge(
     if action in view.waiting:
         detail = f"joins the waiting {action}"
         return Judgement("skipped", Reason.COALESCED, True, detail, name, action)
+    return _by_policy(view, ctx, action, "alert", failed_at)
+
+
+SWITCHES = {"pause": policy.pause, "resume": policy.resume, "reset": policy.reset}
+
+
+def judge_operator(view: ComponentView, ctx: Context, command: str) -> Judgement:
+    """Judge an operator's switch (pause, resume, reset) or action on a component."""
+    name = view.component.name
+    switch = SWITCHES.get(command)
+    if switch is not None:
+        state = switch(view.state)
+        return Judgement("acted", Reason.OPERATOR, False, None, name, command, state=state)
+    if command not in view.component.remediation.actions:
+        detail = f"component {name} does not allow the {command} action"
+        return Judgement("skipped", Reason.ACTION_NOT_ALLOWED, False, detail, name, refused=True)
+    if view.busy is not None:
+        detail = f"a {view.busy} of {name} is running (action {view.busy_action_id})"
+        return Judgement("skipped", Reason.BUSY, False, detail, name, command, refused=True)
+    return _by_policy(view, ctx, command, "operator", None)
+
+
+def _decide(
+    view: ComponentView, ctx: Context, action: str, origin: policy.Origin, failed_at: float | None
+) -> tuple[policy.Decision, ComponentState | None]:
+    """The policy's decision, and the state it leaves (None: unchanged)."""
     decision = policy.decide(
         view.state,
         ctx.budget,
         ctx.now,
         action,
-        origin="alert",
+        origin=origin,
         dry_run=ctx.dry_run,
         failed_at=failed_at,
     )
-    state = decision.state if decision.state != view.state else None
+    return decision, decision.state if decision.state != view.state else None
+
+
+def _by_policy(
+    view: ComponentView, ctx: Context, action: str, origin: policy.Origin, failed_at: float | None
+) -> Judgement:
+    """The policy's verdict on acting now, for a request nothing else settled."""
+    name = view.component.name
+    decision, state = _decide(view, ctx, action, origin, failed_at)
     if decision.verdict == "skip":
         counts = decision.reason == Reason.DRY_RUN  # paused or gave up: acts again once cleared
         return Judgement("skipped", decision.reason, counts, None, name, action, state=state)
@@ -129,4 +165,29 @@ def judge(
         state=state,
         enqueue=True,
         recheck=reason == Reason.COOLDOWN,
+    )
+
+
+def judge_turn(
+    view: ComponentView,
+    ctx: Context,
+    action: str,
+    origin: policy.Origin,
+    failed_at: float,
+    *,
+    recovered: bool = False,
+) -> Judgement:
+    """Judge a waiting action whose turn came (recovered: found healthy again meanwhile)."""
+    name = view.component.name
+    if recovered:
+        detail = "healthy again when its turn came"
+        return Judgement("skipped", Reason.RECOVERED, False, detail, name, action, cancel=(action,))
+    decision, state = _decide(view, ctx, action, origin, failed_at)
+    if decision.verdict == "act":
+        return Judgement("acted", Reason.ACTED, False, None, name, action, state=state, launch=True)
+    if decision.verdict == "wait":
+        after = decision.not_before
+        return Judgement("deferred", decision.reason, False, None, name, action, not_before=after)
+    return Judgement(
+        "skipped", decision.reason, False, None, name, action, state=state, cancel=(action,)
     )

@@ -9,6 +9,7 @@ from prometheus_client import CollectorRegistry, Counter, Histogram
 from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
+from glyph_guard.remediator.actions.base import ActionResult
 from glyph_guard.remediator.reasons import DEFERRED, SKIPPED
 
 PREFIX = "glyph_remediator_"
@@ -183,3 +184,12 @@ class Metrics:
             self.cache_files.labels(name)
             self.cache_bytes.labels(name)
         r.register(_StateCollector(snapshot, dry_run, pending_writes))
+
+    def ended(self, component: str, action: str, result: ActionResult, took: float) -> None:
+        """Count an action that ended: a restart's outcome and time, a cleaning's files."""
+        if action == "restart":
+            self.restarts.labels(component, result.outcome).inc()
+            self.restart_duration.labels(component).observe(took)
+        else:
+            self.cache_files.labels(component).inc(result.details.get("files_deleted", 0))
+            self.cache_bytes.labels(component).inc(result.details.get("bytes_freed", 0))

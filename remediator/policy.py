@@ -5,7 +5,7 @@ recovery: it never counts toward giving up. What counts is consecutive restarts 
 give a lasting healthy service (failed to stop, to start, unhealthy after start, interrupted,
 or a death within `min_healthy_seconds`); after `max_failed_restarts` of those it gives up.
 Back-off doubles between consecutive restarts and resets after `backoff_reset_seconds` healthy.
-All times are seconds on one timeline (the engine's monotonic clock).
+All times are seconds on one timeline (the remediator's monotonic clock).
 """
 
 from __future__ import annotations
@@ -121,7 +121,7 @@ def decide(
         if state.last_restart_at is not None:
             last = _past(state.last_restart_at, now)
             if origin == "alert" and now - last < budget.cooldown_seconds:
-                # Maybe about the incarnation just replaced, maybe a new failure: the engine
+                # Maybe about the incarnation just replaced, maybe a new failure: the remediator
                 # looks at the component again when the cooldown ends. A retry needs no such
                 # look: the restart it repeats is known to have failed; back-off alone paces it.
                 return Decision("wait", Reason.COOLDOWN, state, last + budget.cooldown_seconds)
@@ -171,3 +171,20 @@ def resume(state: ComponentState) -> ComponentState:
 def reset(state: ComponentState) -> ComponentState:
     """An operator's reset: forget the give-up, the failures and the back-off."""
     return replace(state, gave_up=False, failures=0, streak=0)
+
+
+def ending_of(outcome: str) -> Ending:
+    """How a restart's outcome counts."""
+    if outcome == "succeeded":
+        return "healthy"
+    return "interrupted" if outcome == "interrupted" else "failed"
+
+
+def retries(ending: Ending, origin: Origin, *, earlier_run: bool) -> bool:
+    """Whether a restart that ended so is tried again (within back-off and budget).
+
+    One an earlier run left unfinished is (its turn first checks the component is still
+    unhealthy); a failed one is while its alert still fires as far as we know (an operator asks
+    again instead); one interrupted by this run's stop is left to the next start.
+    """
+    return earlier_run or (ending == "failed" and origin != "operator")

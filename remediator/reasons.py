@@ -1,4 +1,4 @@
-"""Why an alert or a request did what it did: the one list the engine, store and metrics share."""
+"""Why an alert or a request did what it did: the one list of reasons recorded and counted."""
 
 from __future__ import annotations
 

@@ -12,7 +12,6 @@ from glyph_guard.common.health import check_blocking
 from glyph_guard.common.processes import ProcessTable
 from glyph_guard.common.stopping import collect, stop_processes
 from glyph_guard.remediator.actions.tree import session_members
-from glyph_guard.remediator.store import read_started
 from glyph_guard_demo.stack.configs import Ports, StackFiles, write_stack_files
 from glyph_guard_demo.stack.services import Service, StackError, find_binary
 
@@ -80,26 +79,19 @@ class LocalStack:
                 self.warnings.append(str(exc))
 
     def stop(self) -> None:
-        """Stop the stack, then the service instances it (or its remediator) started.
+        """Stop the stack, then every instance of the components it started.
 
-        The remediator stops before its record is read: told to stop mid-restart, it finishes
-        the start it began (and records the process) or never starts it, so what it started
-        is known only once it has exited.
+        The remediator stops first: told to stop mid-restart, it finishes the start it began
+        or never starts it, so the instances it started are all there to be found once it has
+        exited, by the components' own matchers (and the sessions they lead).
         """
-        for name in ("prometheus", "alertmanager", "remediator"):
+        for name in ("prometheus", "alertmanager", "remediator", "exporter"):
             if name in self.services:
                 self.services[name].stop()
-        try:
-            started = self._remediator_started()
-        except Exception as exc:  # stopping the rest matters more than this lookup
-            self.warnings.append(f"could not read what the remediator started: {exc}")
-            started = set()
-        if "exporter" in self.services:
-            self.services["exporter"].stop()
         for name, service in self.services.items():
             if name.startswith("component:"):
                 service.stop()
-        stop_processes(collect(started), grace=10.0)
+        stop_processes(collect(self._instances()), grace=10.0)
 
     @property
     def urls(self) -> dict[str, str]:
@@ -132,18 +124,24 @@ class LocalStack:
                     f"component {component.name} is not running and has no start command"
                 )
             name = f"component:{component.name}"
-            service = Service(name, method.start, logs / f"{component.name}.log")
-            if any(p.enabled for p in component.probes):
-                service.ready_check = _healthy(component)
+            probed = any(p.enabled for p in component.probes)
+            log = logs / f"{component.name}.log"
+            service = Service(
+                name, method.start, log, ready_check=_healthy(component) if probed else None
+            )
             self.services[name] = service
             service.start()
 
-    def _remediator_started(self) -> set[int]:
-        """Processes of the sessions the remediator started: they belong to this stack too."""
-        assert self.files is not None
-        path = load_config(self.files.deployment).remediator.state_db
-        # Only processes carrying that start's token: a reused session number is never swept.
-        return set().union(*(session_members(started, ()) for started in read_started(path)))
+    def _instances(self) -> set[int]:
+        """Live processes of the components this stack started (restarted ones included)."""
+        if self.files is None:
+            return set()
+        deployment = load_config(self.files.deployment)
+        ours = [c for c in deployment.components if f"component:{c.name}" in self.services]
+        table = ProcessTable()
+        table.refresh()
+        trees = table.find(ours).values()
+        return set().union(*(tree.pids | session_members(None, tree.roots) for tree in trees))
 
 
 def _healthy(component: Component) -> Callable[[], bool]:

@@ -1,36 +1,27 @@
-"""The intake and the worker as tables; the engine under clock steps. Injected clock, no HTTP."""
+"""The intake as tables: alerts and operator requests judged purely, with an injected clock."""
 
 from __future__ import annotations
 
-import asyncio
-import sqlite3
 import sys
-from collections.abc import Callable
 from dataclasses import replace
-from datetime import UTC, datetime
-from pathlib import Path
 from typing import Any
 
 import pytest
 
-from glyph_guard.common.config import Budget, Component, Deployment, Retention, parse_config
-from glyph_guard.remediator.engine import Engine
-from glyph_guard.remediator.intake import ComponentView, Context, judge, key_of
-from glyph_guard.remediator.metrics import Metrics
-from glyph_guard.remediator.models import Alert, WebhookPayload
-from glyph_guard.remediator.policy import ComponentState
-from glyph_guard.remediator.reasons import DEFERRED, SKIPPED, Reason
-from glyph_guard.remediator.store import (
-    DecisionRow,
-    Store,
-    mark_seen,
-    payload_digest,
-    prune,
-    record_decision,
-    record_payload,
+from glyph_guard.common.config import Budget, Component, parse_config
+from glyph_guard.remediator.intake import (
+    ComponentView,
+    Context,
+    judge,
+    judge_operator,
+    judge_turn,
+    key_of,
 )
-from glyph_guard.remediator.worker import Conflict, Trigger, Worker
-from glyph_guard_demo.testkit.doubles.harness import alert, payload
+from glyph_guard.remediator.metrics import Metrics
+from glyph_guard.remediator.models import Alert
+from glyph_guard.remediator.policy import ComponentState, Origin
+from glyph_guard.remediator.reasons import DEFERRED, SKIPPED, Reason
+from glyph_guard_demo.testkit.doubles.harness import alert
 
 B = Budget()
 NOW = 5_000.0
@@ -247,206 +238,140 @@ def test_every_reason_has_its_series_from_the_start() -> None:
             == 0
         )
     intake_reasons = {case[-1][1] for case in CASES}
-    assert set(Reason) - intake_reasons == {"operator", "recovered", "truncated"}  # engine's own
+    assert set(Reason) - intake_reasons == {
+        "operator",
+        "recovered",
+        "truncated",
+    }  # the orchestrator's own
 
 
-# -- the worker -------------------------------------------------------------------------------
-
-
-def trigger(fingerprint: str = "a") -> Trigger:
-    return Trigger(
-        "alert", DecisionRow("acted", "acted", fingerprint=fingerprint, starts_at="t"), NOW
-    )
-
-
-def test_worker_transitions() -> None:
-    worker = Worker(API)
-    assert worker.next_wanted() is None
-    worker.wait("clean_cache", trigger("c"))
-    worker.wait("restart", trigger("r"))
-    worker.wait("restart", trigger("later"))  # the first trigger stays
-    assert worker.next_wanted() == ("restart", trigger("r"))  # a restart goes before cleaning
-    assert worker.view().waiting == {"restart": ("r", "t"), "clean_cache": ("c", "t")}
-
-    running = worker.launch("restart", trigger("r"), 11, NOW)
-    assert (worker.busy, worker.view().busy_action_id, list(worker.wanted)) == (
+# name, command, view, dry_run -> verdict, reason, refused, launch, state after (None: unchanged)
+OPERATOR: list[tuple[str, str, ComponentView, bool, tuple[Any, ...]]] = [
+    ("restart", "restart", view(), False, ("acted", "acted", False, True, None)),
+    (
+        "restart free of back-off",
         "restart",
-        11,
-        ["clean_cache"],
-    )
-    assert worker.next_wanted() is None  # single flight
-    with pytest.raises(Conflict, match="restart of api is running"):
-        worker.launch("clean_cache", trigger(), 12, NOW)
-    assert running.started_at == NOW
+        view(state=STREAK),
+        False,
+        ("acted", "acted", False, True, None),
+    ),
+    (
+        "restart after giving up",
+        "restart",
+        view(state=ComponentState(gave_up=True)),
+        False,
+        ("acted", "acted", False, True, None),
+    ),
+    (
+        "restart joins nothing running",
+        "restart",
+        view(waiting={"restart": KEY}),
+        False,
+        ("acted", "acted", False, True, None),
+    ),
+    (
+        "restart while paused",
+        "restart",
+        view(state=ComponentState(paused=True)),
+        False,
+        ("skipped", "paused", False, False, None),
+    ),
+    ("restart in a dry run", "restart", view(), True, ("skipped", "dry_run", False, False, None)),
+    (
+        "restart while cleaning",
+        "restart",
+        view(busy="clean_cache", busy_action_id=4),
+        False,
+        ("skipped", "busy", True, False, None),
+    ),
+    (
+        "restart not allowed",
+        "restart",
+        replace(view(), component=component(actions=["clean_cache"])),
+        False,
+        ("skipped", "action_not_allowed", True, False, None),
+    ),
+    (
+        "pause",
+        "pause",
+        view(busy="restart"),
+        False,
+        ("acted", "operator", False, False, ComponentState(paused=True)),
+    ),
+    (
+        "resume",
+        "resume",
+        view(state=ComponentState(paused=True)),
+        True,
+        ("acted", "operator", False, False, ComponentState()),
+    ),
+    (
+        "reset",
+        "reset",
+        view(state=replace(STREAK, gave_up=True, failures=5)),
+        False,
+        ("acted", "operator", False, False, replace(STREAK, streak=0)),
+    ),
+]
 
-    worker.wake.clear()
-    worker.finish(replace(worker.state, streak=1), at=123.0)
-    assert (worker.busy, worker.state.streak, worker.last_action_at) == (None, 1, 123.0)
-    assert worker.wake.is_set()
-    assert worker.next_wanted() == ("clean_cache", trigger("c"))
-    assert worker.drop(["clean_cache", "restart"]) == ["clean_cache"]
-    assert worker.next_wanted() is None
 
-
-# -- the engine, with a clock the test steps ------------------------------------------------
-
-
-class SteppedClock:
-    def __init__(self) -> None:
-        self.wall_now, self.mono_now = 1_800_000_000.0, 1_000.0
-
-    def wall(self) -> float:
-        return self.wall_now
-
-    def monotonic(self) -> float:
-        return self.mono_now
-
-    def advance(self, seconds: float) -> None:
-        self.wall_now += seconds
-        self.mono_now += seconds
-
-
-def deployment(tmp_path: Path, **remediator: Any) -> Deployment:
-    data = {
-        "components": {
-            "api": {
-                "match": {"cmdline": "never-matches-anything-x9"},
-                "remediation": {
-                    "actions": ["restart"],
-                    "restart": {"start": [sys.executable, "-c", "pass"]},
-                },
-            }
-        },
-        "remediator": {"state_db": str(tmp_path / "state.sqlite"), **remediator},
-    }
-    return parse_config(data)
-
-
-def delivery(clock: SteppedClock, **labels: Any) -> WebhookPayload:
-    stamp = f"{clock.wall_now:.3f}"
-    starts = datetime.fromtimestamp(float(stamp), UTC).isoformat()
-    body = payload(alert(fingerprint=f"{int(clock.wall_now):016x}", starts_at=starts, **labels))
-    return WebhookPayload.model_validate(body)
-
-
-async def _judge_once(engine: Engine, clock: SteppedClock) -> str:
-    body = delivery(clock)
-    [verdict] = await engine.receive(body, body.model_dump_json().encode())
-    return verdict.reason
-
-
-@pytest.mark.parametrize("step", [3600.0, -3600.0])
-def test_a_clock_step_neither_refills_the_budget_nor_stalls_a_restart(
-    tmp_path: Path, step: float
+@pytest.mark.parametrize(
+    ("command", "seen_view", "dry_run", "expected"),
+    [case[1:] for case in OPERATOR],
+    ids=[case[0] for case in OPERATOR],
+)
+def test_operator_requests(
+    command: str, seen_view: ComponentView, dry_run: bool, expected: tuple[Any, ...]
 ) -> None:
-    async def scenario() -> None:
-        clock = SteppedClock()
-        engine = Engine(deployment(tmp_path), Store.open(tmp_path / "state.sqlite"), clock=clock)
-        await engine.start()
-        worker = engine.workers["api"]
-        try:
-            # four short-lived recoveries so far; the last restart was healthy 2 s ago
-            now = clock.monotonic()
-            worker.state = ComponentState(
-                failures=4, streak=1, last_restart_at=now - 40, healthy_since=now - 2
-            )
-            clock.wall_now += step  # NTP steps the wall clock an hour
-            assert await _judge_once(engine, clock) == "gave_up"  # the 5th death within 10 s
-
-            worker.state = ComponentState(
-                streak=1, last_restart_at=clock.monotonic() - 1, healthy_since=clock.monotonic() - 1
-            )
-            clock.wall_now += step
-            assert await _judge_once(engine, clock) == "cooldown"
-            assert list(worker.wanted) == ["restart"]
-            due = engine.budget.cooldown_seconds - 1
-            assert worker.state.last_restart_at is not None
-            assert (
-                worker.state.last_restart_at + engine.budget.cooldown_seconds - clock.monotonic()
-                == due
-            )
-        finally:
-            await engine.stop()
-
-    asyncio.run(scenario())
+    got = judge_operator(seen_view, Context(B, dry_run, None, NOW), command)
+    assert (got.verdict, got.reason, got.refused, got.launch, got.state) == expected
 
 
-@pytest.mark.parametrize("step", [3600.0, -3600.0])
-def test_persisted_times_survive_a_clock_step_between_runs(tmp_path: Path, step: float) -> None:
-    async def scenario() -> None:
-        clock = SteppedClock()
-        config = deployment(tmp_path)
-        engine = Engine(config, Store.open(tmp_path / "state.sqlite"), clock=clock)
-        await engine.start()
-        now = clock.monotonic()
-        engine.workers["api"].state = ComponentState(
-            streak=1, last_restart_at=now, healthy_since=now
-        )
-        await engine.set_switch(engine.workers["api"], "resume")  # saves the state
-        await engine.stop()
-
-        clock.wall_now += step
-        clock.mono_now = 50.0  # a new process: another monotonic origin
-        again = Engine(config, Store.open(tmp_path / "state.sqlite"), clock=clock)
-        await again.start()
-        try:
-            last = again.workers["api"].state.last_restart_at
-            assert last is not None
-            # forward: the restart an hour ago; back: taken as now, never an hour in the future
-            assert last == (clock.monotonic() - step if step > 0 else clock.monotonic())
-        finally:
-            await again.stop()
-
-    asyncio.run(scenario())
+def test_operator_refusals_say_why() -> None:
+    busy = judge_operator(
+        view(busy="clean_cache", busy_action_id=4), Context(B, False, None, NOW), "restart"
+    )
+    assert busy.detail == "a clean_cache of api is running (action 4)"
+    other = replace(view(), component=component(actions=["clean_cache"]))
+    refused = judge_operator(other, Context(B, False, None, NOW), "restart")
+    assert refused.detail == "component api does not allow the restart action"
 
 
-def test_operator_switch_and_truncated_delivery_are_recorded(tmp_path: Path) -> None:
-    async def scenario() -> None:
-        clock = SteppedClock()
-        engine = Engine(
-            deployment(tmp_path, max_alerts_per_delivery=2),
-            Store.open(tmp_path / "state.sqlite"),
-            clock=clock,
-            dry_run=True,
-        )
-        await engine.start()
-        try:
-            await engine.set_switch(engine.workers["api"], "pause")
-            many = [alert(fingerprint=f"{i:016x}") for i in range(5)]
-            body = WebhookPayload.model_validate({**payload(*many), "truncatedAlerts": 3})
-            verdicts = await engine.receive(body, b"{}")
-            assert [v.reason for v in verdicts] == ["paused", "paused"]
-            reasons = [d["reason"] for d in await engine.store.decisions(None, 10)]
-            assert reasons[:1] == ["truncated"] and "operator" in reasons
-            assert (
-                engine.metrics.registry.get_sample_value("glyph_remediator_alerts_truncated_total")
-                == 6
-            )
-        finally:
-            await engine.stop()
+# name, view, origin, recovered -> verdict, reason, launch, cancel, not_before
+TURNS: list[tuple[str, ComponentView, Origin, bool, tuple[Any, ...]]] = [
+    ("its turn acts", view(), "alert", False, ("acted", "acted", True, (), None)),
+    (
+        "a retry waits out the back-off",
+        view(state=STREAK),
+        "retry",
+        False,
+        ("deferred", "backoff", False, (), NOW - 35 + 40),
+    ),
+    (
+        "paused meanwhile",
+        view(state=ComponentState(paused=True)),
+        "alert",
+        False,
+        ("skipped", "paused", False, ("restart",), None),
+    ),
+    (
+        "healthy again",
+        view(),
+        "alert",
+        True,
+        ("skipped", "recovered", False, ("restart",), None),
+    ),
+]
 
-    asyncio.run(scenario())
 
-
-def test_retention_prunes_by_age_and_count(tmp_path: Path) -> None:
-    async def scenario() -> None:
-        store = Store.open(tmp_path / "state.sqlite")
-        old, now = 1_000.0, 1_000_000.0
-        ops = [record_payload(b"old", payload_digest(b"old"), old)]
-        ops += [record_decision(DecisionRow("skipped", "duplicate"), old) for _ in range(10)]
-        ops += [record_decision(DecisionRow("skipped", "duplicate"), now) for _ in range(150)]
-        ops += [mark_seen((f"f{i}", "t"), old if i < 10 else now) for i in range(150)]
-        assert await store.write(ops)
-        assert await store.write([prune(Retention(max_age_seconds=3600, max_rows=100), now)])
-
-        def count(table: str) -> Callable[[sqlite3.Connection], int]:
-            return lambda db: int(db.execute(f"SELECT COUNT(*) FROM {table}").fetchone()[0])
-
-        assert await store.read(count("decisions")) == 100
-        assert await store.read(count("seen_alerts")) == 100
-        assert await store.read(count("payloads")) == 0
-        newest = await store.decisions(None, 1)
-        assert newest[0]["at"] == now
-        store.close()
-
-    asyncio.run(scenario())
+@pytest.mark.parametrize(
+    ("seen_view", "origin", "recovered", "expected"),
+    [case[1:] for case in TURNS],
+    ids=[case[0] for case in TURNS],
+)
+def test_a_waiting_action_on_its_turn(
+    seen_view: ComponentView, origin: Origin, recovered: bool, expected: tuple[Any, ...]
+) -> None:
+    ctx = Context(B, False, None, NOW)
+    got = judge_turn(seen_view, ctx, "restart", origin, NOW - 1, recovered=recovered)
+    assert (got.verdict, got.reason, got.launch, got.cancel, got.not_before) == expected

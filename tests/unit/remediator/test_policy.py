@@ -9,13 +9,16 @@ import pytest
 from glyph_guard.common.config import Budget
 from glyph_guard.remediator.policy import (
     ComponentState,
+    Origin,
     after_restart,
     backoff_delay,
     budget_remaining,
     decide,
+    ending_of,
     pause,
     reset,
     resume,
+    retries,
     settled_failures,
 )
 
@@ -347,3 +350,19 @@ def test_switches() -> None:
         0,
         True,
     )
+
+
+@pytest.mark.parametrize(
+    ("outcome", "origin", "earlier_run", "expected"),
+    [
+        ("failed_to_start", "alert", False, True),
+        ("unhealthy_after_start", "retry", False, True),
+        ("failed_to_stop", "operator", False, False),  # an operator asks again instead
+        ("succeeded", "alert", False, False),
+        ("interrupted", "alert", False, False),  # this run's stop: the next start takes it up
+        ("interrupted", "alert", True, True),  # an earlier run's: tried again (rechecked first)
+        ("interrupted", "operator", True, True),
+    ],
+)
+def test_the_retry_rule(outcome: str, origin: Origin, earlier_run: bool, expected: bool) -> None:
+    assert retries(ending_of(outcome), origin, earlier_run=earlier_run) is expected

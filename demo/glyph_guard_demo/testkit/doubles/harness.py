@@ -21,7 +21,7 @@ from glyph_guard.remediator.cli import build_server
 from glyph_guard_demo.testkit.support import free_port, wait_for
 
 SERVICE = Path(__file__).with_name("service.py")
-DOUBLES = Path(__file__).parent
+DOUBLES = Path(__file__).resolve().parent  # the source folder: editable installs link modules
 TOKEN = "s3cret-token"
 
 # The body Alertmanager 0.25 delivered for a firing alert (captured; see the shared fixtures).

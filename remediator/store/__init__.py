@@ -1,0 +1,1 @@
+"""The remediator's state database: schema, the writer on its own thread, records, queries."""
