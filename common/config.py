@@ -397,16 +397,21 @@ _REPLACED_BUDGET_KEYS = {
     " min_healthy_seconds never spend it)",
     "window_seconds": "removed: failed restarts no longer expire with a window; a restart that"
     " stays healthy for min_healthy_seconds clears them (see max_failed_restarts)",
+    "backoff_reset_seconds": "removed: the back-off grows only with restarts that did not give"
+    " a lasting recovery, and a restart that stays healthy for min_healthy_seconds resets it"
+    " with the failure count",
 }
 
 
 class Budget(_Frozen):
     """Crash-loop safety: cooldown, back-off, and how many failed restarts in a row give up."""
 
-    cooldown_seconds: Annotated[float, Field(ge=0)] = 30.0
-    backoff_initial_seconds: Annotated[float, Field(ge=0)] = 10.0
-    backoff_max_seconds: Annotated[float, Field(ge=0)] = 300.0
-    backoff_reset_seconds: Annotated[float, Field(gt=0)] = 600.0
+    cooldown_seconds: Annotated[float, Field(ge=0)] = Field(
+        default=30.0,
+        description="how long an alert that began before the last restart finished waits",
+    )
+    backoff_initial_seconds: Annotated[float, Field(ge=0)] = 1.0  # as Kubernetes (KEP-4603)
+    backoff_max_seconds: Annotated[float, Field(ge=0)] = 60.0
     min_healthy_seconds: Annotated[float, Field(gt=0)] = Field(
         default=10.0,
         description="a restart verified healthy that stays up this long is a lasting recovery",

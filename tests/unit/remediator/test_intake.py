@@ -18,7 +18,7 @@ from glyph_guard.remediator.engine import Engine
 from glyph_guard.remediator.intake import ComponentView, Context, judge, key_of
 from glyph_guard.remediator.metrics import Metrics
 from glyph_guard.remediator.models import Alert, WebhookPayload
-from glyph_guard.remediator.policy import ComponentState
+from glyph_guard.remediator.policy import ComponentState, backoff_delay
 from glyph_guard.remediator.reasons import DEFERRED, SKIPPED, Reason
 from glyph_guard.remediator.store import (
     DecisionRow,
@@ -58,8 +58,9 @@ def component(**remediation: Any) -> Component:
 API = component()
 FIRING = Alert.model_validate(alert())
 KEY = key_of(FIRING)
-JUST = ComponentState(streak=1, last_restart_at=NOW - 1, healthy_since=NOW - 1)
-STREAK = ComponentState(streak=3, last_restart_at=NOW - 35, healthy_since=None)
+JUST = ComponentState(last_restart_at=NOW - 1, healthy_since=NOW - 1)
+STREAK = ComponentState(failures=3, last_restart_at=NOW - 3, healthy_since=None)
+BEGAN = NOW - 2  # when the table's alerts began: before JUST's restart, after STREAK's
 
 
 def view(**changes: Any) -> ComponentView:
@@ -209,7 +210,7 @@ def test_intake(
     dry_run: bool,
     expected: tuple[Any, ...],
 ) -> None:
-    got = judge(item, seen_view, Context(B, dry_run, host, NOW), seen=seen)
+    got = judge(item, seen_view, Context(B, dry_run, host, NOW), seen=seen, failed_at=BEGAN)
     assert (got.verdict, got.reason, got.seen, got.launch, got.enqueue) == expected
 
 
@@ -280,8 +281,8 @@ def test_worker_transitions() -> None:
     assert running.started_at == NOW
 
     worker.wake.clear()
-    worker.finish(replace(worker.state, streak=1), at=123.0)
-    assert (worker.busy, worker.state.streak, worker.last_action_at) == (None, 1, 123.0)
+    worker.finish(replace(worker.state, failures=1), at=123.0)
+    assert (worker.busy, worker.state.failures, worker.last_action_at) == (None, 1, 123.0)
     assert worker.wake.is_set()
     assert worker.next_wanted() == ("clean_cache", trigger("c"))
     assert worker.drop(["clean_cache", "restart"]) == ["clean_cache"]
@@ -347,24 +348,20 @@ def test_a_clock_step_neither_refills_the_budget_nor_stalls_a_restart(
         try:
             # four short-lived recoveries so far; the last restart was healthy 2 s ago
             now = clock.monotonic()
-            worker.state = ComponentState(
-                failures=4, streak=1, last_restart_at=now - 40, healthy_since=now - 2
-            )
+            worker.state = ComponentState(failures=4, last_restart_at=now - 40, healthy_since=now - 2)
             clock.wall_now += step  # NTP steps the wall clock an hour
             assert await _judge_once(engine, clock) == "gave_up"  # the 5th death within 10 s
 
+            # a second death 1 s after a healthy restart: the back-off (2 s) runs on, unstalled
             worker.state = ComponentState(
-                streak=1, last_restart_at=clock.monotonic() - 1, healthy_since=clock.monotonic() - 1
+                failures=1, last_restart_at=clock.monotonic() - 1, healthy_since=clock.monotonic() - 1
             )
             clock.wall_now += step
-            assert await _judge_once(engine, clock) == "cooldown"
+            assert await _judge_once(engine, clock) == "backoff"
             assert list(worker.wanted) == ["restart"]
-            due = engine.budget.cooldown_seconds - 1
             assert worker.state.last_restart_at is not None
-            assert (
-                worker.state.last_restart_at + engine.budget.cooldown_seconds - clock.monotonic()
-                == due
-            )
+            delay = backoff_delay(engine.budget, 2)
+            assert worker.state.last_restart_at + delay - clock.monotonic() == delay - 1
         finally:
             await engine.stop()
 
@@ -379,9 +376,7 @@ def test_persisted_times_survive_a_clock_step_between_runs(tmp_path: Path, step:
         engine = Engine(config, Store.open(tmp_path / "state.sqlite"), clock=clock)
         await engine.start()
         now = clock.monotonic()
-        engine.workers["api"].state = ComponentState(
-            streak=1, last_restart_at=now, healthy_since=now
-        )
+        engine.workers["api"].state = ComponentState(last_restart_at=now, healthy_since=now)
         await engine.set_switch(engine.workers["api"], "resume")  # saves the state
         await engine.stop()
 
