@@ -179,6 +179,12 @@ class CommandRestart(_Frozen):
     cwd: Path | None = None
     env: dict[str, str] = Field(default_factory=dict)
     log_file: Path | None = None
+    log_max_bytes: Annotated[int, Field(ge=1024)] = Field(
+        default=50 * 1024 * 1024, description="the start's output file is rotated at this size"
+    )
+    log_backups: Annotated[int, Field(ge=0, le=100)] = Field(
+        default=3, description="rotated output files kept (FILE.1 ... FILE.N)"
+    )
 
 
 class SystemdRestart(_Frozen):

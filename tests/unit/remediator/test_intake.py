@@ -348,13 +348,17 @@ def test_a_clock_step_neither_refills_the_budget_nor_stalls_a_restart(
         try:
             # four short-lived recoveries so far; the last restart was healthy 2 s ago
             now = clock.monotonic()
-            worker.state = ComponentState(failures=4, last_restart_at=now - 40, healthy_since=now - 2)
+            worker.state = ComponentState(
+                failures=4, last_restart_at=now - 40, healthy_since=now - 2
+            )
             clock.wall_now += step  # NTP steps the wall clock an hour
             assert await _judge_once(engine, clock) == "gave_up"  # the 5th death within 10 s
 
             # a second death 1 s after a healthy restart: the back-off (2 s) runs on, unstalled
             worker.state = ComponentState(
-                failures=1, last_restart_at=clock.monotonic() - 1, healthy_since=clock.monotonic() - 1
+                failures=1,
+                last_restart_at=clock.monotonic() - 1,
+                healthy_since=clock.monotonic() - 1,
             )
             clock.wall_now += step
             assert await _judge_once(engine, clock) == "backoff"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 from dataclasses import replace
 
 import pytest
@@ -362,7 +363,7 @@ def test_a_crash_loop_backs_off_doubling_then_gives_up() -> None:
         now = died = now + 1 + 0.5
     assert (decision.reason, len(began)) == ("gave_up", 5)
     # each restart this long after the one before it finished (it takes 1 s)
-    assert [b - a - 1 for a, b in zip(began, began[1:], strict=False)] == [1, 2, 4, 8]
+    assert [b - a - 1 for a, b in itertools.pairwise(began)] == [1, 2, 4, 8]
 
 
 def test_a_lasting_recovery_resets_the_backoff() -> None:
