@@ -76,7 +76,13 @@ def kills(stack: LocalStack, count: int, healthy_for: float) -> list[float]:
                 healthy_at = time.time()
                 continue
             recovered.append(healthy_at - killed)
-            print(f"kill #{trial}: kill -> healthy {recovered[-1]:.2f} s", flush=True)
+            last = max(probe.actions("api"), key=lambda a: a["id"])
+            print(
+                f"kill #{trial}: kill -> healthy {recovered[-1]:.2f} s (restart began"
+                f" +{last['started_at'] - killed:.2f} s, start to verified healthy"
+                f" {(last['finished_at'] or healthy_at) - last['started_at']:.2f} s)",
+                flush=True,
+            )
         reasons = [d["reason"] for d in probe.decisions("api") if d["verdict"] == "deferred"]
         outcomes = [a["outcome"] for a in sorted(probe.actions("api"), key=lambda a: a["id"])]
     finally:

@@ -251,9 +251,10 @@ async def restart_command(
         return ActionResult(
             "succeeded", f"{stopped}; {summary}" if stopped else summary, details
         ), started
-    if check.exit_code is not None and output is not None and output.pipe is not None:
-        await asyncio.to_thread(output.drained)
-        details["log_tail"] = _log_tail(log)
+    if check.exit_code is not None:
+        if output is not None and output.pipe is not None:  # its last words are in the file
+            await asyncio.to_thread(output.drained)
+            details["log_tail"] = _log_tail(log)
         reason = f"{check.detail} before becoming healthy"
         return ActionResult("failed_to_start", reason, details), started
     return ActionResult("unhealthy_after_start", check.detail, details), started

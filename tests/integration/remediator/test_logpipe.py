@@ -196,3 +196,26 @@ def test_under_systemd_the_output_goes_to_the_journal_stream(tmp_path: Path) -> 
             finally:
                 kill_group(action["details"]["started_pid"])
                 remediator.stop()
+
+
+def test_a_start_that_fails_with_its_output_discarded_still_fails_to_start(
+    tmp_path: Path,
+) -> None:
+    port, mark = free_port(), marker()
+    blocker = tmp_path / "not-a-directory"
+    blocker.write_text("a file where the log directory should be\n")
+    failing = [sys.executable, "-c", "raise SystemExit(3)", mark]
+    component = command_component(port, mark, start=failing)
+    component["remediation"]["restart"]["log_file"] = str(blocker / "api.log")
+    with Remediator(
+        make_config(
+            tmp_path,
+            {"api": component},
+            budget={"backoff_initial_seconds": 60, "backoff_max_seconds": 60},
+        )
+    ) as rem:
+        action = restart_once(rem)
+    assert action["outcome"] == "failed_to_start", action
+    assert "exited with code 3" in action["reason"]
+    assert action["details"]["output"] == "discarded"
+    assert "log_tail" not in action["details"]
