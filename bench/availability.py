@@ -110,9 +110,10 @@ def crash_loop(stack: LocalStack, minutes: float) -> None:
     finished: float | None = None
     for number, action in enumerate(actions, 1):
         wait = "" if finished is None else f", {action['started_at'] - finished:.1f} s after"
+        wait += "" if finished is None else " the last one ended"
         print(
             f"restart #{number} ({action['origin']}) at +{action['started_at'] - began:.1f} s"
-            f"{wait} the last one ended: {action['outcome']}",
+            f"{wait}: {action['outcome']}",
             flush=True,
         )
         finished = action["finished_at"] or finished

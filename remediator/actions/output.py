@@ -91,7 +91,7 @@ def open_output(name: str, method: CommandRestart, path: Path) -> Output:
                 os.close(end)
         details.update(
             output="discarded",
-            log_error=f"cannot write {path} ({exc.strerror or exc}): output discarded",
+            log_error=f"cannot log to {path} ({exc.strerror or exc}): output discarded",
         )
         return Output(os.open(os.devnull, os.O_WRONLY | os.O_CLOEXEC), details)
     os.close(read_end)
