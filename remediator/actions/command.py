@@ -7,7 +7,6 @@ import os
 import secrets
 import shutil
 import subprocess
-import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -20,7 +19,7 @@ from glyph_guard.common.processes import ProcessTable, read_pidfile
 from glyph_guard.common.stopping import collect, stop_processes
 from glyph_guard.remediator.actions.base import ActionResult, Started, Toolkit
 from glyph_guard.remediator.actions.gpu import GpuHolders
-from glyph_guard.remediator.actions.output import Output, open_output
+from glyph_guard.remediator.actions.output import Output, open_output, reaped
 from glyph_guard.remediator.actions.tree import START_ENV, session_members
 from glyph_guard.remediator.actions.verify import verify
 
@@ -172,8 +171,7 @@ class _Launched:
     """A started process, reaped by a thread of its own so it never lingers as a zombie."""
 
     def __init__(self, proc: subprocess.Popen[bytes]) -> None:
-        self.proc = proc
-        threading.Thread(target=proc.wait, name=f"reap-{proc.pid}", daemon=True).start()
+        self.proc = reaped(proc)
 
     def exit_code(self) -> int | None:
         return self.proc.returncode

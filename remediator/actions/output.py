@@ -57,7 +57,8 @@ def journal_fd() -> int | None:
     return None
 
 
-def _reaped(proc: subprocess.Popen[bytes]) -> subprocess.Popen[bytes]:
+def reaped(proc: subprocess.Popen[bytes]) -> subprocess.Popen[bytes]:
+    """The process, reaped by a thread of its own so it never lingers as a zombie."""
     threading.Thread(target=proc.wait, name=f"reap-{proc.pid}", daemon=True).start()
     return proc
 
@@ -96,4 +97,4 @@ def open_output(name: str, method: CommandRestart, path: Path) -> Output:
         return Output(os.open(os.devnull, os.O_WRONLY | os.O_CLOEXEC), details)
     os.close(read_end)
     details["log_pipe_pid"] = pipe.pid
-    return Output(write_end, details, _reaped(pipe))
+    return Output(write_end, details, reaped(pipe))
