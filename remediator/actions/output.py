@@ -24,16 +24,16 @@ PIPE_DRAIN_SECONDS = 2.0  # how long a failed start's tail waits for the pipe to
 
 @dataclass
 class Output:
-    """The descriptor the component writes to (None: the remediator's own journal stream)."""
+    """The descriptor the component writes to, what the record says of it, and the log pipe."""
 
-    fd: int | None
+    fd: int
     details: dict[str, Any] = field(default_factory=dict)
     pipe: subprocess.Popen[bytes] | None = None
     _owned: bool = True  # the fd is ours to close once the component has it
 
     def started(self) -> None:
         """The component holds its copy now: close ours, so the pipe ends with the component."""
-        if self.fd is not None and self._owned:
+        if self._owned:
             os.close(self.fd)
             self._owned = False
 
