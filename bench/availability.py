@@ -6,8 +6,9 @@ deployment (glyph_guard_demo/standin.yaml: the defaults but a 15 s cooldown), an
 or waits anything out between trials:
 
 1. `--kills` (8) SIGKILLs of the api, each after `--healthy-for` (20) seconds of healthy
-   service: kill -> healthy again for each, median and max (targets: every one within 15 s,
-   median within 8 s);
+   service: kill -> healthy again for each (the shared health model, probed by the benchmark;
+   the exporter's view, which lags by up to its 10 s canary interval, beside it), median and
+   max (targets: every one within 15 s, median within 8 s);
 2. a crash loop on a fresh stack: the api crashes 0.5 s after each start (`--crash-after`):
    every restart, the wait before it, and whether the remediator gave up.
 """
@@ -25,6 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from glyph_guard.common.config import Component, load_config
+from glyph_guard.common.health import check_blocking
 from glyph_guard.common.processes import ProcessTable
 from glyph_guard_demo.stack.cli import EXAMPLE
 from glyph_guard_demo.stack.configs import Ports
@@ -58,29 +60,40 @@ def kill_api(component: Component) -> None:
         os.kill(pid, signal.SIGKILL)
 
 
-def kills(stack: LocalStack, count: int, healthy_for: float) -> list[float]:
-    """Kill the api `count` times, each after healthy_for seconds healthy: kill -> healthy."""
+def serving(component: Component) -> bool:
+    """Healthy by the shared health model, probed now (the exporter's canary runs every 10 s)."""
+    return check_blocking(component)[0].healthy
+
+
+def kills(stack: LocalStack, count: int, healthy_for: float) -> tuple[list[float], list[float]]:
+    """Kill the api `count` times, each after healthy_for seconds serving: kill -> serving
+    again, and kill -> healthy as the exporter's next scrape shows it."""
     probe = StackReader(stack)
+    api = api_of(stack)
     recovered: list[float] = []
+    seen: list[float] = []
     try:
-        healthy_at = wait_until(lambda: probe.healthy("api"), 600, "the api to be healthy")
+        healthy_at = wait_until(lambda: serving(api), 600, "the api to be healthy")
         for trial in range(1, count + 1):
             time.sleep(max(0.0, healthy_at + healthy_for - time.time()))
             killed = time.time()
-            kill_api(api_of(stack))
-            wait_until(lambda: not probe.healthy("api"), 30, "the kill to show")
+            kill_api(api)
+            wait_until(lambda: not serving(api), 30, "the kill to show")
             try:
-                healthy_at = wait_until(lambda: probe.healthy("api"), 600, "health")
+                healthy_at = wait_until(lambda: serving(api), 600, "health")
+                seen_at = wait_until(lambda: probe.healthy("api"), 600, "the exporter's health")
             except StackError as exc:
                 print(f"kill #{trial}: not recovered ({exc})", flush=True)
                 healthy_at = time.time()
                 continue
             recovered.append(healthy_at - killed)
+            seen.append(seen_at - killed)
             last = max(probe.actions("api"), key=lambda a: a["id"])
             print(
                 f"kill #{trial}: kill -> healthy {recovered[-1]:.2f} s (restart began"
                 f" +{last['started_at'] - killed:.2f} s, start to verified healthy"
-                f" {(last['finished_at'] or healthy_at) - last['started_at']:.2f} s)",
+                f" {(last['finished_at'] or healthy_at) - last['started_at']:.2f} s;"
+                f" the exporter showed it healthy at +{seen[-1]:.2f} s)",
                 flush=True,
             )
         reasons = [d["reason"] for d in probe.decisions("api") if d["verdict"] == "deferred"]
@@ -89,7 +102,7 @@ def kills(stack: LocalStack, count: int, healthy_for: float) -> list[float]:
         probe.close()
     print(f"restarts: {', '.join(str(o) for o in outcomes)}")
     print(f"deferred decisions: {', '.join(reasons) or 'none'}")
-    return recovered
+    return recovered, seen
 
 
 def crash_loop(stack: LocalStack, minutes: float) -> None:
@@ -141,7 +154,7 @@ def main() -> None:
     stack = new_stack(budget)
     try:
         stack.start()
-        recovered = kills(stack, args.kills, args.healthy_for)
+        recovered, seen = kills(stack, args.kills, args.healthy_for)
     finally:
         stack.stop()
     print()
@@ -150,6 +163,10 @@ def main() -> None:
     if recovered:
         median, longest = statistics.median(recovered), max(recovered)
         print(f"kill -> healthy: median {median:.2f} s, max {longest:.2f} s")
+        print(
+            f"kill -> healthy in the exporter: median {statistics.median(seen):.2f} s,"
+            f" max {max(seen):.2f} s (its canary runs every 10 s)"
+        )
         met = (
             len(recovered) == args.kills
             and longest <= RECOVERY_TARGET_SECONDS
