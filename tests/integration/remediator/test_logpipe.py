@@ -14,7 +14,7 @@ import httpx
 import psutil
 import pytest
 
-from glyph_guard.common.config import dump_config
+from glyph_guard.common.config import Deployment, dump_config
 from glyph_guard.common.stopping import alive
 from glyph_guard_demo.testkit.doubles.harness import (
     TOKEN,
@@ -55,6 +55,18 @@ def logs(path: Path) -> list[Path]:
     return sorted(p for p in path.parent.iterdir() if p.name.startswith(path.name))
 
 
+@contextlib.contextmanager
+def remediator(config: Deployment) -> Iterator[Remediator]:
+    """The remediator, served in this process; what it started is ended by process group."""
+    with Remediator(config) as rem:
+        try:
+            yield rem
+        finally:
+            for action in rem.actions():
+                if action["details"].get("started_pid"):
+                    kill_group(action["details"]["started_pid"])
+
+
 def restart_once(rem: Remediator, count: int = 1) -> dict[str, Any]:
     fingerprint = f"{count:016x}"
     assert rem.post(payload(alert(fingerprint=fingerprint))).status_code == 202
@@ -68,7 +80,7 @@ def test_a_start_that_prints_200_mb_leaves_at_most_the_cap(tmp_path: Path) -> No
     component = printing_component(
         port, mark, 200, log_file=str(log), log_max_bytes=MiB, log_backups=2
     )
-    with Remediator(make_config(tmp_path, {"api": component})) as rem:
+    with remediator(make_config(tmp_path, {"api": component})) as rem:
         action = restart_once(rem)
         assert action["outcome"] == "succeeded", action
         wait_for(lambda: f"printed-{mark}".encode() in log.read_bytes(), 30)
@@ -77,13 +89,12 @@ def test_a_start_that_prints_200_mb_leaves_at_most_the_cap(tmp_path: Path) -> No
         assert all(p.stat().st_size <= MiB for p in files)
         assert sum(p.stat().st_size for p in files) <= 3 * MiB
         assert alive(psutil.Process(action["details"]["log_pipe_pid"]))
-        kill_group(action["details"]["started_pid"])
 
 
 def test_the_log_pipe_ends_with_the_component_tree(tmp_path: Path) -> None:
     port, mark = free_port(), marker()
     component = command_component(port, mark, start=service_argv(port, mark, "--child"))
-    with Remediator(make_config(tmp_path, {"api": component})) as rem:
+    with remediator(make_config(tmp_path, {"api": component})) as rem:
         first = restart_once(rem)
         assert first["outcome"] == "succeeded", first
         pipe = psutil.Process(first["details"]["log_pipe_pid"])
@@ -131,21 +142,18 @@ def test_a_full_log_disk_never_stops_a_start(tmp_path: Path, where: str) -> None
         if where == "full before the start":
             fill(disk)
         component = printing_component(port, mark, 8, log_file=str(log))  # 8 MiB onto 1 MiB
-        with Remediator(make_config(tmp_path, {"api": component})) as rem:
+        with remediator(make_config(tmp_path, {"api": component})) as rem:
             action = restart_once(rem)
-            try:
-                assert action["outcome"] == "succeeded", action
-                assert healthy(port)
-                details = action["details"]
-                if where == "full before the start":
-                    assert details["output"] == "discarded"
-                    assert "No space left on device" in details["log_error"]
-                    assert not log.exists() or log.stat().st_size == 0
-                else:  # the pipe kept draining: the component printed everything, then served
-                    assert alive(psutil.Process(details["log_pipe_pid"]))
-                    assert log.stat().st_size <= MiB  # the disk
-            finally:
-                kill_group(action["details"]["started_pid"])
+            assert action["outcome"] == "succeeded", action
+            assert healthy(port)
+            details = action["details"]
+            if where == "full before the start":
+                assert details["output"] == "discarded"
+                assert "No space left on device" in details["log_error"]
+                assert not log.exists() or log.stat().st_size == 0
+            else:  # the pipe kept draining: the component printed everything, then served
+                assert alive(psutil.Process(details["log_pipe_pid"]))
+                assert log.stat().st_size <= MiB  # the disk
 
 
 def test_a_log_directory_that_cannot_be_made_never_stops_a_start(tmp_path: Path) -> None:
@@ -154,9 +162,8 @@ def test_a_log_directory_that_cannot_be_made_never_stops_a_start(tmp_path: Path)
     blocker.write_text("a file where the log directory should be\n")
     component = command_component(port, mark)
     component["remediation"]["restart"]["log_file"] = str(blocker / "api.log")
-    with Remediator(make_config(tmp_path, {"api": component})) as rem:
+    with remediator(make_config(tmp_path, {"api": component})) as rem:
         action = restart_once(rem)
-        kill_group(action["details"]["started_pid"])
     assert action["outcome"] == "succeeded", action
     assert action["details"]["output"] == "discarded"
     assert str(blocker / "api.log") in action["details"]["log_error"]
@@ -171,7 +178,7 @@ def test_under_systemd_the_output_goes_to_the_journal_stream(tmp_path: Path) -> 
     with journal.open("wb") as stream:
         stat = os.fstat(stream.fileno())
         env = {**os.environ, "JOURNAL_STREAM": f"{stat.st_dev}:{stat.st_ino}"}
-        with spawned(argv, cwd=tmp_path, env=env, stdout=stream, stderr=stream) as remediator:
+        with spawned(argv, cwd=tmp_path, env=env, stdout=stream, stderr=stream) as daemon:
             url = "http://{}:{}".format(*config.remediator.address)
             headers = {"Authorization": f"Bearer {TOKEN}"}
             with httpx.Client(base_url=url, headers=headers, timeout=10) as http:
@@ -195,7 +202,7 @@ def test_under_systemd_the_output_goes_to_the_journal_stream(tmp_path: Path) -> 
                 assert not (tmp_path / "logs" / "api.log").exists()
             finally:
                 kill_group(action["details"]["started_pid"])
-                remediator.stop()
+                daemon.stop()
 
 
 def test_a_start_that_fails_with_its_output_discarded_still_fails_to_start(
