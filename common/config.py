@@ -179,6 +179,12 @@ class CommandRestart(_Frozen):
     cwd: Path | None = None
     env: dict[str, str] = Field(default_factory=dict)
     log_file: Path | None = None
+    log_max_bytes: Annotated[int, Field(ge=1024)] = Field(
+        default=50 * 1024 * 1024, description="the start's output file is rotated at this size"
+    )
+    log_backups: Annotated[int, Field(ge=0, le=100)] = Field(
+        default=3, description="rotated output files kept (FILE.1 ... FILE.N)"
+    )
 
 
 class SystemdRestart(_Frozen):
@@ -397,16 +403,21 @@ _REPLACED_BUDGET_KEYS = {
     " min_healthy_seconds never spend it)",
     "window_seconds": "removed: failed restarts no longer expire with a window; a restart that"
     " stays healthy for min_healthy_seconds clears them (see max_failed_restarts)",
+    "backoff_reset_seconds": "removed: the back-off grows only with restarts that did not give"
+    " a lasting recovery, and a restart that stays healthy for min_healthy_seconds resets it"
+    " with the failure count",
 }
 
 
 class Budget(_Frozen):
     """Crash-loop safety: cooldown, back-off, and how many failed restarts in a row give up."""
 
-    cooldown_seconds: Annotated[float, Field(ge=0)] = 30.0
-    backoff_initial_seconds: Annotated[float, Field(ge=0)] = 10.0
-    backoff_max_seconds: Annotated[float, Field(ge=0)] = 300.0
-    backoff_reset_seconds: Annotated[float, Field(gt=0)] = 600.0
+    cooldown_seconds: Annotated[float, Field(ge=0)] = Field(
+        default=30.0,
+        description="how long an alert that began before the last restart finished waits",
+    )
+    backoff_initial_seconds: Annotated[float, Field(ge=0)] = 1.0  # as Kubernetes (KEP-4603)
+    backoff_max_seconds: Annotated[float, Field(ge=0)] = 60.0
     min_healthy_seconds: Annotated[float, Field(gt=0)] = Field(
         default=10.0,
         description="a restart verified healthy that stays up this long is a lasting recovery",

@@ -4,7 +4,10 @@ A restart that ends verified healthy and stays healthy for `min_healthy_seconds`
 recovery: it never counts toward giving up. What counts is consecutive restarts that did not
 give a lasting healthy service (failed to stop, to start, unhealthy after start, interrupted,
 or a death within `min_healthy_seconds`); after `max_failed_restarts` of those it gives up.
-Back-off doubles between consecutive restarts and resets after `backoff_reset_seconds` healthy.
+The same count paces restarts: the back-off doubles with each of them (a crash loop) and a
+lasting recovery resets it, so a component that recovered is restarted at once when it dies.
+The cooldown only holds an alert that began before the last restart finished (it may be about
+the incarnation just replaced); a failure that began after it is acted on without delay.
 All times are seconds on one timeline (the remediator's monotonic clock).
 """
 
@@ -27,8 +30,7 @@ class ComponentState:
 
     paused: bool = False
     gave_up: bool = False
-    failures: int = 0  # consecutive restarts without a lasting recovery (toward giving up)
-    streak: int = 0  # consecutive restarts without a healthy reset period between (back-off)
+    failures: int = 0  # consecutive restarts without a lasting recovery (give-up, back-off)
     last_restart_at: float | None = None  # when the last restart finished
     healthy_since: float | None = None  # when the last restart was verified healthy
 
@@ -76,23 +78,20 @@ def budget_remaining(state: ComponentState, budget: Budget, now: float) -> int:
     return max(0, budget.max_failed_restarts - current_failures(state, budget, now))
 
 
-def effective_streak(state: ComponentState, budget: Budget, now: float) -> int:
-    """The streak, forgotten once the component has stayed healthy for the reset period."""
-    if (
-        state.healthy_since is not None
-        and now - _past(state.healthy_since, now) >= budget.backoff_reset_seconds
-    ):
-        return 0
-    return state.streak
-
-
-def backoff_delay(budget: Budget, streak: int) -> float:
-    """Seconds to wait after the last restart before the next one: doubling, capped."""
-    if streak <= 0:
+def backoff_delay(budget: Budget, failures: int) -> float:
+    """Seconds to wait after the last restart before the next one: none after a lasting
+    recovery, then doubling with each restart that did not give one, capped."""
+    if failures <= 0:
         return 0.0
     return float(
-        min(budget.backoff_initial_seconds * 2 ** (streak - 1), budget.backoff_max_seconds)
+        min(budget.backoff_initial_seconds * 2 ** (failures - 1), budget.backoff_max_seconds)
     )
+
+
+def about_replaced(failed_at: float | None, last_restart_at: float) -> bool:
+    """Whether a failure may concern the incarnation the last restart replaced: it began before
+    that restart finished (or when it began is unknown)."""
+    return failed_at is None or failed_at < last_restart_at
 
 
 def decide(
@@ -105,7 +104,7 @@ def decide(
     dry_run: bool,
     failed_at: float | None = None,
 ) -> Decision:
-    """Judge one request to act on a component (failed_at: when its failure began)."""
+    """Judge one request to act on a component (failed_at: when its failure began, if known)."""
     if state.paused:
         return Decision("skip", Reason.PAUSED, state)
     if origin == "operator":
@@ -120,12 +119,16 @@ def decide(
             return Decision("skip", Reason.GAVE_UP, replace(state, gave_up=True, failures=failures))
         if state.last_restart_at is not None:
             last = _past(state.last_restart_at, now)
-            if origin == "alert" and now - last < budget.cooldown_seconds:
-                # Maybe about the incarnation just replaced, maybe a new failure: the remediator
-                # looks at the component again when the cooldown ends. A retry needs no such
-                # look: the restart it repeats is known to have failed; back-off alone paces it.
+            if (
+                origin == "alert"
+                and about_replaced(failed_at, last)
+                and now - last < budget.cooldown_seconds
+            ):
+                # Maybe about the incarnation just replaced: the remediator looks at the component
+                # again when the cooldown ends. A failure that began after the restart, or a
+                # retry of a restart known to have failed, is paced by the back-off alone.
                 return Decision("wait", Reason.COOLDOWN, state, last + budget.cooldown_seconds)
-            delay = backoff_delay(budget, effective_streak(state, budget, now))
+            delay = backoff_delay(budget, failures)
             if now - last < delay:
                 return Decision("wait", Reason.BACKOFF, state, last + delay)
     if dry_run:
@@ -153,7 +156,6 @@ def after_restart(
     return replace(
         state,
         failures=failures,
-        streak=effective_streak(state, budget, started) + 1,
         last_restart_at=finished,
         healthy_since=healthy_since,
         gave_up=state.gave_up or failures >= budget.max_failed_restarts,
@@ -169,8 +171,8 @@ def resume(state: ComponentState) -> ComponentState:
 
 
 def reset(state: ComponentState) -> ComponentState:
-    """An operator's reset: forget the give-up, the failures and the back-off."""
-    return replace(state, gave_up=False, failures=0, streak=0)
+    """An operator's reset: forget the give-up and the failures (and with them the back-off)."""
+    return replace(state, gave_up=False, failures=0)
 
 
 def ending_of(outcome: str) -> Ending:

@@ -7,7 +7,6 @@ import os
 import secrets
 import shutil
 import subprocess
-import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -20,6 +19,7 @@ from glyph_guard.common.processes import ProcessTable, read_pidfile
 from glyph_guard.common.stopping import collect, stop_processes
 from glyph_guard.remediator.actions.base import ActionResult, Started, Toolkit
 from glyph_guard.remediator.actions.gpu import GpuHolders
+from glyph_guard.remediator.actions.output import Output, open_output, reaped
 from glyph_guard.remediator.actions.tree import START_ENV, session_members
 from glyph_guard.remediator.actions.verify import verify
 
@@ -171,8 +171,7 @@ class _Launched:
     """A started process, reaped by a thread of its own so it never lingers as a zombie."""
 
     def __init__(self, proc: subprocess.Popen[bytes]) -> None:
-        self.proc = proc
-        threading.Thread(target=proc.wait, name=f"reap-{proc.pid}", daemon=True).start()
+        self.proc = reaped(proc)
 
     def exit_code(self) -> int | None:
         return self.proc.returncode
@@ -180,31 +179,29 @@ class _Launched:
 
 def _start(
     component: Component, method: CommandRestart, log: Path
-) -> tuple[_Launched | str, Started | None]:
+) -> tuple[_Launched | str, Started | None, Output | None]:
     token = secrets.token_hex(16)
     env = {**_environment(method), START_ENV: token}
     argv = _resolve(method.start, env)
     if argv is None:
-        return f"start command {method.start[0]!r} not found on PATH", None
+        return f"start command {method.start[0]!r} not found on PATH", None, None
+    output = open_output(component.name, method, log)
     try:
-        log.parent.mkdir(parents=True, exist_ok=True)
-        with open(log, "ab") as out:
-            stamp = time.strftime("%Y-%m-%dT%H:%M:%S%z")
-            out.write(f"--- glyph-remediator starts {component.name} at {stamp}\n".encode())
-            out.flush()
-            proc = subprocess.Popen(
-                argv,
-                cwd=method.cwd,
-                env=env,
-                stdin=subprocess.DEVNULL,
-                stdout=out,
-                stderr=subprocess.STDOUT,
-                start_new_session=True,
-                close_fds=True,
-            )
+        proc = subprocess.Popen(
+            argv,
+            cwd=method.cwd,
+            env=env,
+            stdin=subprocess.DEVNULL,
+            stdout=output.fd,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+            close_fds=True,
+        )
     except OSError as exc:
-        return f"cannot start {argv[0]!r}: {exc.strerror or exc}", None
-    return _Launched(proc), Started(proc.pid, token)
+        return f"cannot start {argv[0]!r}: {exc.strerror or exc}", None, output
+    finally:
+        output.started()
+    return _Launched(proc), Started(proc.pid, token), output
 
 
 def _log_tail(path: Path) -> str:
@@ -226,15 +223,16 @@ async def restart_command(
     if failure is not None:
         return ActionResult("failed_to_stop", failure, details), None
     log = log_path(component, method, kit.log_dir)
-    details["log_file"] = str(log)
     starting = asyncio.ensure_future(asyncio.to_thread(_start, component, method, log))
     try:
-        launched, started = await asyncio.shield(starting)
+        launched, started, output = await asyncio.shield(starting)
     except asyncio.CancelledError:  # a start begun is finished and recorded, then we stop
-        launched, started = await starting
+        launched, started, _ = await starting
         if started is not None:
             await kit.record_start(component.name, started)
         raise
+    if output is not None:
+        details.update(output.details)
     if started is not None:
         await kit.record_start(component.name, started)
     if isinstance(launched, str):
@@ -252,7 +250,9 @@ async def restart_command(
             "succeeded", f"{stopped}; {summary}" if stopped else summary, details
         ), started
     if check.exit_code is not None:
-        details["log_tail"] = _log_tail(log)
+        if output is not None and output.pipe is not None:  # its last words are in the file
+            await asyncio.to_thread(output.drained)
+            details["log_tail"] = _log_tail(log)
         reason = f"{check.detail} before becoming healthy"
         return ActionResult("failed_to_start", reason, details), started
     return ActionResult("unhealthy_after_start", check.detail, details), started

@@ -33,7 +33,6 @@ BUDGET = {
     "cooldown_seconds": 15,
     "backoff_initial_seconds": 1,
     "backoff_max_seconds": 4,
-    "backoff_reset_seconds": 600,
     "max_failed_restarts": 30,
 }
 # util-linux; without root, in a user namespace of its own (where the kernel allows one)

@@ -20,7 +20,6 @@ FAST_BUDGET = {
     "cooldown_seconds": 5,
     "backoff_initial_seconds": 1,
     "backoff_max_seconds": 4,
-    "backoff_reset_seconds": 600,
     "max_failed_restarts": 5,
 }
 

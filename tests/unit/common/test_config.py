@@ -113,6 +113,18 @@ def test_check_config_without_file_prints_builtin() -> None:
             MINIMAL + "remediator: {budget: {window_seconds: 3600}}\n",
             "remediator.budget: window_seconds is no longer supported: removed",
         ),
+        (
+            MINIMAL + "remediator: {budget: {backoff_reset_seconds: 600}}\n",
+            "remediator.budget: backoff_reset_seconds is no longer supported: removed",
+        ),
+        (
+            MINIMAL + "    remediation: {restart: {start: [vllm], log_max_bytes: 10}}\n",
+            "components.api.remediation.restart.log_max_bytes: Input should be greater than",
+        ),
+        (
+            MINIMAL + "    remediation: {restart: {start: [vllm], log_backups: -1}}\n",
+            "components.api.remediation.restart.log_backups: Input should be greater than",
+        ),
     ],
 )
 def test_config_error_names_the_field(tmp_path: Path, text: str, expected: str) -> None:

@@ -19,7 +19,7 @@ from glyph_guard.remediator.intake import (
 )
 from glyph_guard.remediator.metrics import Metrics
 from glyph_guard.remediator.models import Alert
-from glyph_guard.remediator.policy import ComponentState, Origin
+from glyph_guard.remediator.policy import ComponentState, Origin, backoff_delay
 from glyph_guard.remediator.reasons import DEFERRED, SKIPPED, Reason
 from glyph_guard_demo.testkit.doubles.harness import alert
 
@@ -49,8 +49,9 @@ def component(**remediation: Any) -> Component:
 API = component()
 FIRING = Alert.model_validate(alert())
 KEY = key_of(FIRING)
-JUST = ComponentState(streak=1, last_restart_at=NOW - 1, healthy_since=NOW - 1)
-STREAK = ComponentState(streak=3, last_restart_at=NOW - 35, healthy_since=None)
+JUST = ComponentState(last_restart_at=NOW - 1, healthy_since=NOW - 1)
+STREAK = ComponentState(failures=3, last_restart_at=NOW - 3, healthy_since=None)
+BEGAN = NOW - 2  # when the table's alerts began: before JUST's restart, after STREAK's
 
 
 def view(**changes: Any) -> ComponentView:
@@ -200,7 +201,7 @@ def test_intake(
     dry_run: bool,
     expected: tuple[Any, ...],
 ) -> None:
-    got = judge(item, seen_view, Context(B, dry_run, host, NOW), seen=seen)
+    got = judge(item, seen_view, Context(B, dry_run, host, NOW), seen=seen, failed_at=BEGAN)
     assert (got.verdict, got.reason, got.seen, got.launch, got.enqueue) == expected
 
 
@@ -214,7 +215,9 @@ def test_intake_details() -> None:
     waiting = view(waiting={"restart": KEY, "clean_cache": ("x", "y")})
     resolved = Alert.model_validate(alert(status="resolved"))
     assert judge(resolved, waiting, Context(B, False, None, NOW), seen=False).cancel == ("restart",)
-    cooling = judge(FIRING, view(state=JUST), Context(B, False, None, NOW), seen=False)
+    cooling = judge(
+        FIRING, view(state=JUST), Context(B, False, None, NOW), seen=False, failed_at=BEGAN
+    )
     assert cooling.recheck is True
     long = labelled(component="x" * 300)
     unknown = judge(long, None, Context(B, False, None, NOW), seen=False)
@@ -310,7 +313,7 @@ OPERATOR: list[tuple[str, str, ComponentView, bool, tuple[Any, ...]]] = [
         "reset",
         view(state=replace(STREAK, gave_up=True, failures=5)),
         False,
-        ("acted", "operator", False, False, replace(STREAK, streak=0)),
+        ("acted", "operator", False, False, replace(STREAK, failures=0)),
     ),
 ]
 
@@ -345,7 +348,7 @@ TURNS: list[tuple[str, ComponentView, Origin, bool, tuple[Any, ...]]] = [
         view(state=STREAK),
         "retry",
         False,
-        ("deferred", "backoff", False, (), NOW - 35 + 40),
+        ("deferred", "backoff", False, (), NOW - 3 + backoff_delay(B, 3)),
     ),
     (
         "paused meanwhile",

@@ -62,9 +62,9 @@ def test_lane_transitions() -> None:
 
     started = Started(pid=42, token="t")
     lane.ended(running, "healthy", started, Budget(), NOW + 5, 123.0)
-    assert (lane.busy, lane.state.streak, lane.started, lane.last_action_at) == (
+    assert (lane.busy, lane.state.failures, lane.started, lane.last_action_at) == (
         None,
-        1,
+        0,
         started,
         123.0,
     )

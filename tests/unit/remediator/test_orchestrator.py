@@ -13,7 +13,7 @@ import pytest
 from glyph_guard.common.config import Deployment, parse_config
 from glyph_guard.remediator.models import WebhookPayload
 from glyph_guard.remediator.orchestrator import Orchestrator
-from glyph_guard.remediator.policy import ComponentState
+from glyph_guard.remediator.policy import ComponentState, backoff_delay
 from glyph_guard.remediator.store.database import Store
 from glyph_guard.remediator.store.queries import decisions
 from glyph_guard_demo.testkit.doubles.harness import alert, payload
@@ -78,31 +78,25 @@ def test_a_clock_step_neither_refills_the_budget_nor_stalls_a_restart(
             # four short-lived recoveries so far; the last restart was healthy 2 s ago
             now = clock.monotonic()
             lane.set_state(
-                ComponentState(
-                    failures=4, streak=1, last_restart_at=now - 40, healthy_since=now - 2
-                )
+                ComponentState(failures=4, last_restart_at=now - 40, healthy_since=now - 2)
             )
             clock.wall_now += step  # NTP steps the wall clock an hour
             assert await _judge_once(orchestrator, clock) == "gave_up"  # the 5th death within 10 s
 
+            # a second death 1 s after a healthy restart: the back-off (2 s) runs on, unstalled
             lane.set_state(
                 ComponentState(
-                    streak=1,
+                    failures=1,
                     last_restart_at=clock.monotonic() - 1,
                     healthy_since=clock.monotonic() - 1,
                 )
             )
             clock.wall_now += step
-            assert await _judge_once(orchestrator, clock) == "cooldown"
+            assert await _judge_once(orchestrator, clock) == "backoff"
             assert list(lane.wanted) == ["restart"]
-            due = orchestrator.budget.cooldown_seconds - 1
             assert lane.state.last_restart_at is not None
-            assert (
-                lane.state.last_restart_at
-                + orchestrator.budget.cooldown_seconds
-                - clock.monotonic()
-                == due
-            )
+            delay = backoff_delay(orchestrator.budget, 2)
+            assert lane.state.last_restart_at + delay - clock.monotonic() == delay - 1
         finally:
             await orchestrator.stop()
 
@@ -117,9 +111,7 @@ def test_persisted_times_survive_a_clock_step_between_runs(tmp_path: Path, step:
         orchestrator = Orchestrator(config, Store.open(tmp_path / "state.sqlite"), clock=clock)
         await orchestrator.start()
         now = clock.monotonic()
-        orchestrator.lanes["api"].set_state(
-            ComponentState(streak=1, last_restart_at=now, healthy_since=now)
-        )
+        orchestrator.lanes["api"].set_state(ComponentState(last_restart_at=now, healthy_since=now))
         await orchestrator.operate(orchestrator.lanes["api"], "resume")  # saves the state
         await orchestrator.stop()
 
