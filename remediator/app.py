@@ -17,15 +17,21 @@ from glyph_guard.remediator.guard import RequestGuard
 from glyph_guard.remediator.models import (
     Accepted,
     ActionRecord,
-    ComponentStatus,
+    ComponentReport,
     DecisionRecord,
+    Explanation,
+    Incident,
     OperatorRestart,
     WebhookPayload,
 )
+from glyph_guard.remediator.pauses import PauseCollector, PauseTimer, stamp
+from glyph_guard.remediator.policy import pause
 from glyph_guard.remediator.store import StoreFault
+from glyph_guard.remediator.views import explanation, history, reports
 
 OPEN_PATHS = frozenset({"/healthz", "/metrics", "/openapi.json", "/docs", "/redoc"})
 Limit = Annotated[int, Query(ge=1, le=1000, description="how many, newest first")]
+Probe = Annotated[bool, Query(description="also probe each component's health now")]
 NOT_FOUND: dict[int | str, dict[str, Any]] = {404: {"description": "no such component"}}
 RECORD: dict[int | str, dict[str, Any]] = {
     **NOT_FOUND,
@@ -36,12 +42,19 @@ RECORD: dict[int | str, dict[str, Any]] = {
 def create_app(engine: Engine, credentials: Credentials) -> FastAPI:
     """Build the app; nothing runs until the server starts its lifespan."""
 
+    pauses = PauseTimer(engine)
+    engine.metrics.registry.register(
+        PauseCollector(lambda: {name: w.state for name, w in engine.workers.items()})
+    )
+
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
         await engine.start()
+        pauses.start()
         try:
             yield
         finally:
+            await pauses.stop()
             await engine.stop()
 
     app = FastAPI(title="glyph-remediator", version=__version__, lifespan=lifespan)
@@ -85,13 +98,35 @@ def create_app(engine: Engine, credentials: Credentials) -> FastAPI:
         """Recent judgements of alerts and operator requests, with the reason."""
         return await from_store(engine.store.decisions(component_filter(component), limit))
 
-    @app.get("/components", response_model=list[ComponentStatus])
-    async def components() -> list[ComponentStatus]:
-        return [engine.status(w) for w in engine.workers.values()]
+    @app.get("/components", response_model=list[ComponentReport])
+    async def components(probe: Probe = False) -> list[ComponentReport]:
+        """Each component's remediation state, what waits and until when, its last action."""
+        return await reports(engine, list(engine.workers.values()), probe)
 
-    @app.get("/components/{name}", response_model=ComponentStatus, responses=NOT_FOUND)
-    async def component(name: str) -> ComponentStatus:
-        return engine.status(worker_named(name))
+    @app.get("/components/{name}", response_model=ComponentReport, responses=NOT_FOUND)
+    async def component(name: str, probe: Probe = False) -> ComponentReport:
+        [found] = await reports(engine, [worker_named(name)], probe)
+        return found
+
+    @app.get("/components/{name}/explain", response_model=Explanation, responses=RECORD)
+    async def explain(name: str) -> Explanation:
+        """Why the last alert on the component did or did not act, and when one would act next."""
+        worker = worker_named(name)
+        try:
+            return await explanation(engine, worker)
+        except StoreFault as exc:
+            raise HTTPException(503, f"{exc}; the remediator still acts") from None
+
+    @app.get("/history", response_model=list[Incident], responses=RECORD)
+    async def incidents(
+        component: str | None = None,
+        since_seconds: Annotated[float | None, Query(gt=0, description="this far back")] = None,
+    ) -> list[Incident]:
+        """The record as incidents (alert, decisions, actions and their outcome), oldest first."""
+        try:
+            return await history(engine, component_filter(component), since_seconds)
+        except StoreFault as exc:
+            raise HTTPException(503, f"{exc}; the remediator still acts") from None
 
     @app.post(
         "/components/{name}/restart",
@@ -110,10 +145,34 @@ def create_app(engine: Engine, credentials: Credentials) -> FastAPI:
             component=worker.component.name, verdict=verdict, reason=reason, action_id=action_id
         )
 
-    @app.post("/components/{name}/{switch}", response_model=ComponentStatus, responses=NOT_FOUND)
-    async def switch(name: str, switch: Literal["pause", "resume", "reset"]) -> ComponentStatus:
-        """Pause or resume remediation (maintenance), or reset a give-up and the spent budget."""
-        return await engine.set_switch(worker_named(name), switch)
+    @app.post("/components/{name}/pause", response_model=ComponentReport, responses=NOT_FOUND)
+    async def pause_component(
+        name: str,
+        seconds: Annotated[
+            float | None, Query(gt=0, le=366 * 86400, description="resume by itself after")
+        ] = None,
+        reason: Annotated[str | None, Query(max_length=200, description="shown to others")] = None,
+    ) -> ComponentReport:
+        """Pause remediation (maintenance), for good or for a while; it survives restarts."""
+        worker = worker_named(name)
+        until = None if seconds is None else engine.clock.wall() + seconds
+        ending = None if until is None else f"until {stamp(until)}"
+        detail = "; ".join(part for part in (reason, ending) if part)
+        await engine.set_switch(
+            worker, "pause", lambda state: pause(state, until, reason), detail or None
+        )
+        pauses.changed()
+        [found] = await reports(engine, [worker], probe=False)
+        return found
+
+    @app.post("/components/{name}/{switch}", response_model=ComponentReport, responses=NOT_FOUND)
+    async def switch(name: str, switch: Literal["resume", "reset"]) -> ComponentReport:
+        """Resume remediation, or reset a give-up and the spent budget."""
+        worker = worker_named(name)
+        await engine.set_switch(worker, switch)
+        pauses.changed()
+        [found] = await reports(engine, [worker], probe=False)
+        return found
 
     @app.get("/healthz")
     async def healthz() -> dict[str, str]:

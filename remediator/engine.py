@@ -537,11 +537,17 @@ class Engine:
             dry_run=self.dry_run,
         )
 
-    async def set_switch(self, worker: Worker, command: str) -> ComponentStatus:
-        """Pause, resume or reset a component, and record who did it."""
-        change = {"pause": policy.pause, "resume": policy.resume, "reset": policy.reset}[command]
-        worker.state = change(worker.state)
-        row = DecisionRow("acted", Reason.OPERATOR, "operator", worker.name, command)
+    async def set_switch(
+        self,
+        worker: Worker,
+        command: str,
+        change: Callable[[ComponentState], ComponentState] | None = None,
+        detail: str | None = None,
+    ) -> ComponentStatus:
+        """Pause, resume or reset a component (or a given change), and record who did it."""
+        switches = {"pause": policy.pause, "resume": policy.resume, "reset": policy.reset}
+        worker.state = (change or switches[command])(worker.state)
+        row = DecisionRow("acted", Reason.OPERATOR, "operator", worker.name, command, detail=detail)
         await self.store.write([self._save(worker), record_decision(row, self.clock.wall())])
         worker.wake.set()
         return self.status(worker)
