@@ -121,12 +121,12 @@ def _parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     parser = _parser()
     args = parser.parse_args(argv)
+    if args.command in ctl.RUN:
+        return ctl.run(args, args.config)
     logging.basicConfig(
         level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
     limit_log_floods()
-    if args.command in ctl.RUN:
-        return ctl.run(args, args.config)
     try:
         if args.command == "check-config":
             config = load_config(args.file)

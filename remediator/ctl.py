@@ -67,7 +67,12 @@ class Remote:
             detail = _detail(response)
             code = EXIT_USAGE if response.status_code in (404, 422) else EXIT_FAILED
             raise CtlError(f"{detail} (HTTP {response.status_code})", code)
-        return response.json()
+        try:
+            return response.json()
+        except ValueError:
+            raise CtlError(
+                f"{url} answered something other than JSON: not a remediator?", 1
+            ) from None
 
 
 def _detail(response: httpx.Response) -> str:

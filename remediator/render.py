@@ -77,7 +77,10 @@ def last_action_of(report: Mapping[str, Any]) -> str:
     return f"{action['action']} #{action['id']} {outcome} at {when} ({action['origin']})"
 
 
-STATUS_COLUMNS = ("COMPONENT", "HEALTH", "STATE", "BUSY", "BUDGET", "BACKOFF", "WAITING", "LAST")
+STATUS_COLUMNS = (
+    *("COMPONENT", "HEALTH", "STATE", "BUSY", "BUDGET"),
+    *("BACKOFF", "NEXT RESTART", "WAITING", "LAST ACTION"),
+)
 
 
 def status_rows(reports: Sequence[Mapping[str, Any]]) -> list[tuple[str, ...]]:
@@ -88,10 +91,8 @@ def status_rows(reports: Sequence[Mapping[str, Any]]) -> list[tuple[str, ...]]:
             state_of(r),
             r["busy"] or "-",
             f"{r['budget_remaining']} left",
-            "-"
-            if not r.get("backoff_seconds")
-            else f"{seconds(r['backoff_seconds'])}"
-            + (f" (next {clock(r['next_restart_at'])})" if r.get("next_restart_at") else ""),
+            seconds(r.get("backoff_seconds") or None),
+            clock(r.get("next_restart_at")),
             waiting_of(r),
             last_action_of(r),
         )
