@@ -22,6 +22,7 @@ import yaml
 
 from glyph_guard.common.config import load_config, parse_config
 from glyph_guard.exporter.nvml import NvmlReader
+from glyph_guard.remediator.cli import main
 from glyph_guard_demo.stack.configs import Ports, write_stack_files
 from glyph_guard_demo.stack.services import stop_group
 from glyph_guard_demo.testkit.exporter_fixtures import FAST, running_exporter
@@ -91,6 +92,16 @@ def targets(dashboard: dict[str, Any]) -> list[tuple[str, str, str]]:
     ]
 
 
+def annotations(dashboard: dict[str, Any]) -> list[tuple[str, str]]:
+    """(name, expr) of the dashboard's Prometheus annotations (Grafana's built-in one has none)."""
+    return [(a["name"], a["expr"]) for a in dashboard["annotations"]["list"] if "expr" in a]
+
+
+def every_query(dashboard: dict[str, Any]) -> list[tuple[str, str, str]]:
+    """The panels' queries and the annotations' (refId "annotation")."""
+    return targets(dashboard) + [(n, "annotation", e) for n, e in annotations(dashboard)]
+
+
 def render(expr: str, component: str) -> str:
     """The query as Grafana sends it, with $component set to a value and $host to All."""
     text = expr.replace("${component}", component).replace("$component", component)
@@ -154,7 +165,7 @@ def test_dashboard_panels_do_not_overlap() -> None:
 
 
 def test_dashboard_shows_everything_an_operator_needs() -> None:
-    exprs = " ".join(expr for _, _, expr in targets(load_dashboard()))
+    exprs = " ".join(expr for _, _, expr in every_query(load_dashboard()))
     missing = [name for name in OPERATOR_METRICS if not re.search(rf"{re.escape(name)}\b", exprs)]
     assert not missing, f"no panel shows {missing}"
 
@@ -165,7 +176,7 @@ def test_component_filter_is_applied_to_component_series() -> None:
         r"glyph_(component_|probe_|cache_|leak_|remediator_(restarts|restart_budget|gave_up"
         r"|paused|last_action|alerts_acted))\w*"
     )
-    for title, ref, expr in targets(load_dashboard()):
+    for title, ref, expr in every_query(load_dashboard()):
         for match in per_component.finditer(expr):
             selector = expr[match.end() : match.end() + 40]
             assert selector.startswith('{component=~"$component"'), (title, ref, match.group())
@@ -174,9 +185,40 @@ def test_component_filter_is_applied_to_component_series() -> None:
 def test_every_series_is_filtered_by_host() -> None:
     """In a fleet each host's series carry its `host` label; the host variable picks hosts."""
     selector = re.compile(r"\b(glyph_[a-z_]+|vllm:[a-z_:]+|up|ALERTS)\b(\{[^}]*\})?(?!\s*\()")
-    for title, ref, expr in targets(load_dashboard()):
+    for title, ref, expr in every_query(load_dashboard()):
         for match in selector.finditer(expr):
             assert 'host=~"$host"' in (match.group(2) or ""), (title, ref, match.group())
+
+
+def test_annotations_mark_restarts_pauses_and_give_ups_on_every_panel() -> None:
+    """Drawn from the remediator's own series on every time series (no panel filter)."""
+    dashboard = load_dashboard()
+    uid = provisioned_datasource()["uid"]
+    marks = {a["name"]: a for a in dashboard["annotations"]["list"] if "expr" in a}
+    assert set(marks) == {
+        "Restarts",
+        "Failed restarts",
+        "Remediation paused",
+        "Remediation gave up",
+    }
+    for name, mark in marks.items():
+        assert mark["datasource"] == {"type": "prometheus", "uid": uid}, name
+        assert mark["enable"] and not mark["hide"], name
+        assert "filter" not in mark, f"{name}: shown on every panel"
+        assert "{{component}}" in mark["titleFormat"], name
+    assert "glyph_remediator_restarts_total" in marks["Restarts"]["expr"]
+    assert "outcome" in marks["Failed restarts"]["tagKeys"]
+    assert "{{reason}}" in marks["Remediation paused"]["textFormat"]
+    assert "glyph_remediator_gave_up" in marks["Remediation gave up"]["expr"]
+
+
+def query_range(url: str, expr: str, start: float, end: float) -> list[dict[str, Any]]:
+    """A range query as Grafana sends an annotation's, one point a second."""
+    form = {"query": expr, "start": f"{start:.3f}", "end": f"{end:.3f}", "step": "1"}
+    response = httpx.post(f"{url}/api/v1/query_range", data=form, timeout=10, trust_env=False)
+    body = response.json()
+    assert body.get("status") == "success", f"{expr}: {body}"
+    return list(body["data"]["result"])
 
 
 def test_provisioning_points_at_prometheus_and_the_dashboards() -> None:
@@ -334,6 +376,7 @@ def test_every_panel_query_returns_series_in_a_fresh_stack(tmp_path: Path) -> No
         # Prometheus sees the counters at 0 first, then one restart through the operator
         # endpoint, so that remediation history exists (and increase() can count it).
         wait_for(lambda: prometheus.query("glyph_remediator_restarts_total"), 20, interval=0.2)
+        began = time.time()
         response = http.post("/components/api/restart", timeout=10)
         assert response.status_code == 202, response.text
         action_id = response.json()["action_id"]
@@ -399,6 +442,22 @@ def test_every_panel_query_returns_series_in_a_fresh_stack(tmp_path: Path) -> No
                     + f"\ncomponents up: {results[('Component up', 'A', '(api|ui)')]}"
                 )
             time.sleep(0.5)
+
+        # The annotations over the test's span, as Grafana draws them on every time series:
+        # the restart, then an operator's pause with its reason (resumed at once).
+        ctl = ["--config", str(files.deployment)]
+        assert main(["pause", "api", *ctl, "--reason", "panel test"]) == 0
+        pause_info = 'glyph_remediator_pause_info{component="api"}'
+        wait_for(lambda: prometheus.query(pause_info), 20, interval=0.2)
+        assert main(["resume", "api", *ctl]) == 0
+        marks = {
+            name: query_range(prometheus.url, render(expr, "(api|ui)"), began, time.time())
+            for name, expr in annotations(load_dashboard())
+        }
+        shown = [(s["metric"]["component"], s["metric"]["outcome"]) for s in marks["Restarts"]]
+        assert shown == [("api", "succeeded")], marks
+        assert [s["metric"]["reason"] for s in marks["Remediation paused"]] == ["panel test"]
+        assert marks["Failed restarts"] == marks["Remediation gave up"] == [], marks
 
     # A few values an operator reads, from the All view.
     def at(title: str, ref: str = "A") -> list[dict[str, Any]]:
