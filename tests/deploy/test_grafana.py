@@ -38,6 +38,7 @@ HOST_QUERY = 'label_values(up{job="glyph-exporter"}, host)'
 # What Grafana puts in place of its built-in variables (the datasource's timeInterval is 5 s).
 BUILTINS = {"$__rate_interval": "1m", "$__interval": "15s", "$__range": "1h"}
 MIB = 1024**2
+STANDIN = r"-m\s+glyph_guard_demo\.standin"  # how the stand-in's processes are started
 API_GPU = 512 * MIB  # the api process's own CUDA context
 ENGINE_GPU = 60 * GIB  # its engine child holds the weights and KV cache
 FOREIGN_GPU = 2 * GIB  # a process outside every component: orphaned memory
@@ -252,7 +253,7 @@ def deployment_data(tmp: Path, api_port: int, ui_port: int) -> dict[str, Any]:
     return {
         "components": {
             "api": {
-                "match": {"cmdline": rf"-m\s+glyph_guard_demo\.standin\s+api\s+--port\s+{api_port}(\s|$)"},
+                "match": {"cmdline": rf"{STANDIN}\s+api\s+--port\s+{api_port}(\s|$)"},
                 "port": api_port,
                 "probes": [
                     {"name": "health", "path": "/health"},
@@ -268,7 +269,7 @@ def deployment_data(tmp: Path, api_port: int, ui_port: int) -> dict[str, Any]:
                 },
             },
             "ui": {
-                "match": {"cmdline": rf"-m\s+glyph_guard_demo\.standin\s+ui\s+--port\s+{ui_port}(\s|$)"},
+                "match": {"cmdline": rf"{STANDIN}\s+ui\s+--port\s+{ui_port}(\s|$)"},
                 "port": ui_port,
                 "probes": [{"name": "config", "path": "/config"}],
                 "caches": [f"{cache}/**"],
