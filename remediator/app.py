@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator, Awaitable
 from contextlib import asynccontextmanager
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, TypeVar
 
 from fastapi import FastAPI, HTTPException, Query, Request, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
@@ -29,6 +29,7 @@ from glyph_guard.remediator.policy import pause
 from glyph_guard.remediator.store import StoreFault
 from glyph_guard.remediator.views import explanation, history, reports
 
+T = TypeVar("T")
 OPEN_PATHS = frozenset({"/healthz", "/metrics", "/openapi.json", "/docs", "/redoc"})
 Limit = Annotated[int, Query(ge=1, le=1000, description="how many, newest first")]
 Probe = Annotated[bool, Query(description="also probe each component's health now")]
@@ -77,11 +78,15 @@ def create_app(engine: Engine, credentials: Credentials) -> FastAPI:
     def component_filter(name: str | None) -> str | None:
         return None if name is None else worker_named(name).component.name
 
-    async def from_store(query: Awaitable[list[dict[str, Any]]]) -> list[dict[str, Any]]:
+    async def from_store(query: Awaitable[T]) -> T:
         try:
             return await query
         except StoreFault as exc:
             raise HTTPException(503, f"{exc}; the remediator still acts") from None
+
+    async def report_of(worker: Worker) -> ComponentReport:
+        [found] = await reports(engine, [worker], probe=False)
+        return found
 
     @app.post("/alerts", status_code=202, response_model=Accepted)
     async def alerts(payload: WebhookPayload, request: Request) -> Accepted:
@@ -111,11 +116,7 @@ def create_app(engine: Engine, credentials: Credentials) -> FastAPI:
     @app.get("/components/{name}/explain", response_model=Explanation, responses=RECORD)
     async def explain(name: str) -> Explanation:
         """Why the last alert on the component did or did not act, and when one would act next."""
-        worker = worker_named(name)
-        try:
-            return await explanation(engine, worker)
-        except StoreFault as exc:
-            raise HTTPException(503, f"{exc}; the remediator still acts") from None
+        return await from_store(explanation(engine, worker_named(name)))
 
     @app.get("/history", response_model=list[Incident], responses=RECORD)
     async def incidents(
@@ -123,10 +124,7 @@ def create_app(engine: Engine, credentials: Credentials) -> FastAPI:
         since_seconds: Annotated[float | None, Query(gt=0, description="this far back")] = None,
     ) -> list[Incident]:
         """The record as incidents (alert, decisions, actions and their outcome), oldest first."""
-        try:
-            return await history(engine, component_filter(component), since_seconds)
-        except StoreFault as exc:
-            raise HTTPException(503, f"{exc}; the remediator still acts") from None
+        return await from_store(history(engine, component_filter(component), since_seconds))
 
     @app.post(
         "/components/{name}/restart",
@@ -162,8 +160,7 @@ def create_app(engine: Engine, credentials: Credentials) -> FastAPI:
             worker, "pause", lambda state: pause(state, until, reason), detail or None
         )
         pauses.changed()
-        [found] = await reports(engine, [worker], probe=False)
-        return found
+        return await report_of(worker)
 
     @app.post("/components/{name}/{switch}", response_model=ComponentReport, responses=NOT_FOUND)
     async def switch(name: str, switch: Literal["resume", "reset"]) -> ComponentReport:
@@ -171,8 +168,7 @@ def create_app(engine: Engine, credentials: Credentials) -> FastAPI:
         worker = worker_named(name)
         await engine.set_switch(worker, switch)
         pauses.changed()
-        [found] = await reports(engine, [worker], probe=False)
-        return found
+        return await report_of(worker)
 
     @app.get("/healthz")
     async def healthz() -> dict[str, str]:

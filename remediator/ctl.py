@@ -52,11 +52,13 @@ class Remote:
         try:
             response = self.http.request(method, path, params=query)
         except httpx.ConnectError:
-            raise CtlError(f"the remediator is not running at {self.http.base_url}", 1) from None
+            raise CtlError(
+                f"the remediator is not running at {self.http.base_url}", EXIT_FAILED
+            ) from None
         except httpx.TimeoutException:
-            raise CtlError(f"the remediator did not answer {url} in time", 1) from None
+            raise CtlError(f"the remediator did not answer {url} in time", EXIT_FAILED) from None
         except httpx.HTTPError as exc:
-            raise CtlError(f"cannot talk to the remediator at {url}: {exc}", 1) from None
+            raise CtlError(f"cannot talk to the remediator at {url}: {exc}", EXIT_FAILED) from None
         if response.status_code == 401:
             raise CtlError(
                 f"the remediator at {self.http.base_url} refused the credentials of {self.config}"
@@ -71,7 +73,7 @@ class Remote:
             return response.json()
         except ValueError:
             raise CtlError(
-                f"{url} answered something other than JSON: not a remediator?", 1
+                f"{url} answered something other than JSON: not a remediator?", EXIT_FAILED
             ) from None
 
 
@@ -141,7 +143,7 @@ def restart(remote: Remote, args: argparse.Namespace) -> Answer:
         if action["outcome"] != "succeeded":
             sys.stdout.write(render.restart(answer, action))
             raise CtlError(
-                f"restart of {args.component} {action['outcome']}: {action['reason']}", 1
+                f"restart of {args.component} {action['outcome']}: {action['reason']}", EXIT_FAILED
             )
     shown = answer if not args.wait else {**answer, "action": action}
     return shown, render.restart(answer, action)
@@ -155,7 +157,7 @@ def _finished(remote: Remote, name: str, action_id: int, timeout: float) -> dict
         if found is not None and found["outcome"] is not None:
             return found
         if time.monotonic() > deadline:
-            raise CtlError(f"action {action_id} still running after {timeout:g} s", 1)
+            raise CtlError(f"action {action_id} still running after {timeout:g} s", EXIT_FAILED)
         time.sleep(WAIT_POLL_SECONDS)
 
 
