@@ -24,8 +24,9 @@ from glyph_guard.remediator.models import (
     OperatorRestart,
     WebhookPayload,
 )
-from glyph_guard.remediator.pauses import PauseCollector, PauseTimer, stamp
+from glyph_guard.remediator.pauses import PauseCollector, PauseTimer
 from glyph_guard.remediator.policy import pause
+from glyph_guard.remediator.report import stamp
 from glyph_guard.remediator.store import StoreFault
 from glyph_guard.remediator.views import explanation, history, reports
 

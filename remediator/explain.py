@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import time
 from collections.abc import Mapping, Sequence
 from typing import Any
 
 from glyph_guard.remediator.models import ActionRecord, DecisionRecord, Explanation
 from glyph_guard.remediator.reasons import Reason
-from glyph_guard.remediator.report import Turn
+from glyph_guard.remediator.report import Turn, stamp
 
 # What each recorded reason means for the alert that got it.
 WHY: Mapping[str, str] = {
@@ -31,10 +30,6 @@ WHY: Mapping[str, str] = {
     Reason.RECOVERED: "the component was healthy again when the alert's turn came",
     Reason.TRUNCATED: "the alert was beyond the delivery's bound and not judged",
 }
-
-
-def _clock(at: float) -> str:
-    return time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(at))
 
 
 def alert_thread(decisions: Sequence[Mapping[str, Any]]) -> list[Mapping[str, Any]]:
@@ -73,10 +68,10 @@ def next_turn(next_: Turn, paused_until: float | None, busy: str | None) -> str:
         return "now: an alert arriving now would act at once"
     if next_.verdict == "wait" and next_.at is not None:
         held = "cooldown" if reason == Reason.COOLDOWN else "back-off"
-        return f"at {_clock(next_.at)}, when the {held} ends"
+        return f"at {stamp(next_.at)}, when the {held} ends"
     if reason == Reason.PAUSED:
         if paused_until is not None:
-            return f"at {_clock(paused_until)}, when the pause ends (or after `resume`)"
+            return f"at {stamp(paused_until)}, when the pause ends (or after `resume`)"
         return "never until an operator resumes it (`glyph-remediator resume`)"
     if reason == Reason.GAVE_UP:
         return "never until an operator resets it (`glyph-remediator reset`)"

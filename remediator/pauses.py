@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import time
 from collections.abc import Callable, Iterable, Mapping
 
 from prometheus_client.core import GaugeMetricFamily, InfoMetricFamily, Metric
@@ -13,6 +12,7 @@ from prometheus_client.registry import Collector
 from glyph_guard.remediator.engine import Engine
 from glyph_guard.remediator.metrics import PREFIX
 from glyph_guard.remediator.policy import ComponentState
+from glyph_guard.remediator.report import stamp
 
 LONGEST_SLEEP = 60.0  # look again at least this often: the wall clock may be stepped meanwhile
 
@@ -30,10 +30,6 @@ def next_end(states: Mapping[str, ComponentState]) -> float | None:
     """The earliest end of a pause still running (wall clock), or None."""
     ends = [s.paused_until for s in states.values() if s.paused and s.paused_until is not None]
     return min(ends) if ends else None
-
-
-def stamp(at: float) -> str:
-    return time.strftime("%Y-%m-%dT%H:%M:%S%z", time.localtime(at))
 
 
 class PauseTimer:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import Mapping
 from dataclasses import dataclass
 
@@ -70,3 +71,8 @@ def waiting_turns(
 def backoff_seconds(state: ComponentState, budget: Budget, now: float) -> float:
     """What the next restart waits after the last one finished."""
     return policy.backoff_delay(budget, policy.effective_streak(state, budget, now))
+
+
+def stamp(at: float) -> str:
+    """A wall-clock time as the record's texts give it (local, with its offset)."""
+    return time.strftime("%Y-%m-%dT%H:%M:%S%z", time.localtime(at))
