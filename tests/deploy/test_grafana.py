@@ -20,11 +20,12 @@ import psutil
 import pytest
 import yaml
 
-from glyph_guard.common.config import load_config, parse_config
+from glyph_guard.common.config import dump_config, load_config, parse_config
 from glyph_guard.exporter.nvml import NvmlReader
 from glyph_guard.remediator.cli import main
 from glyph_guard_demo.stack.configs import Ports, write_stack_files
 from glyph_guard_demo.stack.services import stop_group
+from glyph_guard_demo.testkit.doubles.harness import Remediator, command_component, make_config
 from glyph_guard_demo.testkit.exporter_fixtures import FAST, running_exporter
 from glyph_guard_demo.testkit.fake_nvml import GIB, FakeDevice, FakeNvml
 from glyph_guard_demo.testkit.standin_fixtures import start
@@ -220,6 +221,50 @@ def query_range(url: str, expr: str, start: float, end: float) -> list[dict[str,
     body = response.json()
     assert body.get("status") == "success", f"{expr}: {body}"
     return list(body["data"]["result"])
+
+
+@pytest.mark.e2e
+def test_annotation_queries_mark_a_real_remediators_restarts_and_pauses(tmp_path: Path) -> None:
+    """The annotations alone: a real remediator scraped by a real Prometheus, one restart by
+    an operator, one pause with a reason (the whole stack's test checks them too)."""
+    flag = tmp_path / "restarted"
+    start = [sys.executable, "-c", f"open({str(flag)!r}, 'w').close()", "glyph-annotation-test"]
+    component = command_component(free_port(), "glyph-annotation-test", start=start, probes=False)
+    config = make_config(tmp_path, {"api": component})
+    config_file = tmp_path / "glyph.yaml"
+    config_file.write_text(dump_config(config))
+    host, port = config.remediator.address
+    scrape = tmp_path / "prometheus.yml"
+    scrape.write_text(
+        yaml.safe_dump(
+            {
+                "global": {"scrape_interval": "1s", "scrape_timeout": "1s"},
+                "scrape_configs": [
+                    {
+                        "job_name": "glyph-remediator",
+                        "static_configs": [{"targets": [f"{host}:{port}"]}],
+                    }
+                ],
+            }
+        )
+    )
+    ctl = ["--config", str(config_file)]
+    with Remediator(config) as rem, running_prometheus(scrape, tmp_path) as prometheus:
+        wait_for(lambda: prometheus.query("glyph_remediator_restarts_total"), 20, interval=0.2)
+        began = time.time()
+        assert main(["restart", "api", "--wait", *ctl]) == 0
+        assert main(["pause", "api", "--reason", "annotation test", *ctl]) == 0
+        wait_for(lambda: prometheus.query("glyph_remediator_pause_info"), 20, interval=0.2)
+        assert main(["resume", "api", *ctl]) == 0
+        wait_for(lambda: rem.status("api")["paused"] is False, 10)
+        marks = {
+            name: query_range(prometheus.url, render(expr, "api"), began, time.time())
+            for name, expr in annotations(load_dashboard())
+        }
+    shown = [(s["metric"]["component"], s["metric"]["outcome"]) for s in marks["Restarts"]]
+    assert shown == [("api", "succeeded")], marks
+    assert [s["metric"]["reason"] for s in marks["Remediation paused"]] == ["annotation test"]
+    assert marks["Failed restarts"] == marks["Remediation gave up"] == [], marks
 
 
 def test_provisioning_points_at_prometheus_and_the_dashboards() -> None:
