@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator, Awaitable
 from contextlib import asynccontextmanager
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, TypeVar
 
 from fastapi import FastAPI, HTTPException, Query, Request, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
@@ -13,21 +13,29 @@ from glyph_guard.remediator import __version__
 from glyph_guard.remediator.auth import Credentials, RequireAuth
 from glyph_guard.remediator.bodylimit import BodyLimit
 from glyph_guard.remediator.guard import RequestGuard
+from glyph_guard.remediator.intake import Pause
 from glyph_guard.remediator.lane import Conflict, Lane
 from glyph_guard.remediator.models import (
     Accepted,
     ActionRecord,
-    ComponentStatus,
+    ComponentReport,
     DecisionRecord,
+    Explanation,
+    Incident,
     OperatorRestart,
     WebhookPayload,
 )
 from glyph_guard.remediator.orchestrator import Orchestrator
+from glyph_guard.remediator.pauses import PauseCollector, PauseTimer
+from glyph_guard.remediator.report import stamp
 from glyph_guard.remediator.store import queries
 from glyph_guard.remediator.store.database import StoreFault
+from glyph_guard.remediator.views import explanation, history, reports
 
+T = TypeVar("T")
 OPEN_PATHS = frozenset({"/healthz", "/metrics", "/openapi.json", "/docs", "/redoc"})
 Limit = Annotated[int, Query(ge=1, le=1000, description="how many, newest first")]
+Probe = Annotated[bool, Query(description="also probe each component's health now")]
 NOT_FOUND: dict[int | str, dict[str, Any]] = {404: {"description": "no such component"}}
 RECORD: dict[int | str, dict[str, Any]] = {
     **NOT_FOUND,
@@ -38,12 +46,19 @@ RECORD: dict[int | str, dict[str, Any]] = {
 def create_app(orchestrator: Orchestrator, credentials: Credentials) -> FastAPI:
     """Build the app; nothing runs until the server starts its lifespan."""
 
+    pauses = PauseTimer(orchestrator)
+    orchestrator.metrics.registry.register(
+        PauseCollector(lambda: {name: w.state for name, w in orchestrator.lanes.items()})
+    )
+
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
         await orchestrator.start()
+        pauses.start()
         try:
             yield
         finally:
+            await pauses.stop()
             await orchestrator.stop()
 
     app = FastAPI(title="glyph-remediator", version=__version__, lifespan=lifespan)
@@ -66,11 +81,15 @@ def create_app(orchestrator: Orchestrator, credentials: Credentials) -> FastAPI:
     def component_filter(name: str | None) -> str | None:
         return None if name is None else lane_named(name).component.name
 
-    async def from_store(query: Awaitable[list[dict[str, Any]]]) -> list[dict[str, Any]]:
+    async def from_store(query: Awaitable[T]) -> T:
         try:
             return await query
         except StoreFault as exc:
             raise HTTPException(503, f"{exc}; the remediator still acts") from None
+
+    async def report_of(lane: Lane) -> ComponentReport:
+        [found] = await reports(orchestrator, [lane], probe=False)
+        return found
 
     @app.post("/alerts", status_code=202, response_model=Accepted)
     async def alerts(payload: WebhookPayload, request: Request) -> Accepted:
@@ -91,13 +110,28 @@ def create_app(orchestrator: Orchestrator, credentials: Credentials) -> FastAPI:
             orchestrator.store.read(queries.decisions(component_filter(component), limit))
         )
 
-    @app.get("/components", response_model=list[ComponentStatus])
-    async def components() -> list[ComponentStatus]:
-        return [orchestrator.status(lane) for lane in orchestrator.lanes.values()]
+    @app.get("/components", response_model=list[ComponentReport])
+    async def components(probe: Probe = False) -> list[ComponentReport]:
+        """Each component's remediation state, what waits and until when, its last action."""
+        return await reports(orchestrator, list(orchestrator.lanes.values()), probe)
 
-    @app.get("/components/{name}", response_model=ComponentStatus, responses=NOT_FOUND)
-    async def component(name: str) -> ComponentStatus:
-        return orchestrator.status(lane_named(name))
+    @app.get("/components/{name}", response_model=ComponentReport, responses=NOT_FOUND)
+    async def component(name: str, probe: Probe = False) -> ComponentReport:
+        [found] = await reports(orchestrator, [lane_named(name)], probe)
+        return found
+
+    @app.get("/components/{name}/explain", response_model=Explanation, responses=RECORD)
+    async def explain(name: str) -> Explanation:
+        """Why the last alert on the component did or did not act, and when one would act next."""
+        return await from_store(explanation(orchestrator, lane_named(name)))
+
+    @app.get("/history", response_model=list[Incident], responses=RECORD)
+    async def incidents(
+        component: str | None = None,
+        since_seconds: Annotated[float | None, Query(gt=0, description="this far back")] = None,
+    ) -> list[Incident]:
+        """The record as incidents (alert, decisions, actions and their outcome), oldest first."""
+        return await from_store(history(orchestrator, component_filter(component), since_seconds))
 
     @app.post(
         "/components/{name}/restart",
@@ -113,15 +147,33 @@ def create_app(orchestrator: Orchestrator, credentials: Credentials) -> FastAPI:
         except Conflict as exc:
             raise HTTPException(409, str(exc)) from None
         return OperatorRestart(
-            component=lane.name, verdict=verdict, reason=reason, action_id=action_id
+            component=lane.component.name, verdict=verdict, reason=reason, action_id=action_id
         )
 
-    @app.post("/components/{name}/{switch}", response_model=ComponentStatus, responses=NOT_FOUND)
-    async def switch(name: str, switch: Literal["pause", "resume", "reset"]) -> ComponentStatus:
-        """Pause or resume remediation (maintenance), or reset a give-up and the spent budget."""
+    @app.post("/components/{name}/pause", response_model=ComponentReport, responses=NOT_FOUND)
+    async def pause_component(
+        name: str,
+        seconds: Annotated[
+            float | None, Query(gt=0, le=366 * 86400, description="resume by itself after")
+        ] = None,
+        reason: Annotated[str | None, Query(max_length=200, description="shown to others")] = None,
+    ) -> ComponentReport:
+        """Pause remediation (maintenance), for good or for a while; it survives restarts."""
+        lane = lane_named(name)
+        until = None if seconds is None else orchestrator.clock.wall() + seconds
+        ending = None if until is None else f"until {stamp(until)}"
+        note = "; ".join(part for part in (reason, ending) if part) or None
+        await orchestrator.operate(lane, "pause", pause=Pause(until, reason), note=note)
+        pauses.changed()
+        return await report_of(lane)
+
+    @app.post("/components/{name}/{switch}", response_model=ComponentReport, responses=NOT_FOUND)
+    async def switch(name: str, switch: Literal["resume", "reset"]) -> ComponentReport:
+        """Resume remediation, or reset a give-up and the spent budget."""
         lane = lane_named(name)
         await orchestrator.operate(lane, switch)
-        return orchestrator.status(lane)
+        pauses.changed()
+        return await report_of(lane)
 
     @app.get("/healthz")
     async def healthz() -> dict[str, str]:

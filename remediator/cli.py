@@ -1,4 +1,4 @@
-"""The glyph-remediator command: validate the config, refuse unsafe binds, serve the webhook."""
+"""The glyph-remediator command: serve the webhook safely, or operate a running one (ctl)."""
 
 from __future__ import annotations
 
@@ -23,6 +23,7 @@ from glyph_guard.common.config import (
 )
 from glyph_guard.common.logflood import limit_log_floods
 from glyph_guard.common.sdnotify import notify, watchdog_interval
+from glyph_guard.remediator import ctl
 from glyph_guard.remediator.actions.gpu import GpuHolders
 from glyph_guard.remediator.app import create_app
 from glyph_guard.remediator.auth import Credentials, load_credentials
@@ -114,12 +115,15 @@ def _parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command")
     check = commands.add_parser("check-config", help="validate a config and print it in full")
     check.add_argument("file", type=Path)
+    ctl.add_commands(commands)
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = _parser()
     args = parser.parse_args(argv)
+    if args.command in ctl.RUN:
+        return ctl.run(args, args.config)
     logging.basicConfig(
         level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )

@@ -111,13 +111,31 @@ def judge(
 SWITCHES = {"pause": policy.pause, "resume": policy.resume, "reset": policy.reset}
 
 
-def judge_operator(view: ComponentView, ctx: Context, command: str) -> Judgement:
+@dataclass(frozen=True)
+class Pause:
+    """An operator's pause: until a wall-clock time (None: until resumed), and why."""
+
+    until: float | None = None
+    reason: str | None = None
+
+
+def judge_operator(
+    view: ComponentView,
+    ctx: Context,
+    command: str,
+    *,
+    pause: Pause | None = None,
+    note: str | None = None,
+) -> Judgement:
     """Judge an operator's switch (pause, resume, reset) or action on a component."""
     name = view.component.name
+    if command == "pause" and pause is not None:
+        state = policy.pause(view.state, pause.until, pause.reason)
+        return Judgement("acted", Reason.OPERATOR, False, note, name, command, state=state)
     switch = SWITCHES.get(command)
     if switch is not None:
         state = switch(view.state)
-        return Judgement("acted", Reason.OPERATOR, False, None, name, command, state=state)
+        return Judgement("acted", Reason.OPERATOR, False, note, name, command, state=state)
     if command not in view.component.remediation.actions:
         detail = f"component {name} does not allow the {command} action"
         return Judgement("skipped", Reason.ACTION_NOT_ALLOWED, False, detail, name, refused=True)

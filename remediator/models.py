@@ -111,3 +111,55 @@ class DecisionRecord(BaseModel):
     reason: str
     detail: str | None
     action_id: int | None
+
+
+# -- operator views (glyph-remediator status, explain, history); times are wall-clock seconds --
+
+Health = Literal["healthy", "unhealthy"]
+
+
+class WaitingAction(BaseModel):
+    """An action waiting for its turn, and when that comes."""
+
+    action: str
+    origin: str
+    reason: str  # what holds it: cooldown, backoff, busy, paused, gave_up, ready
+    until: float | None  # when it may start (None: when what holds it ends)
+
+
+class ComponentReport(ComponentStatus):
+    """A component's status with what an operator asks next: why waiting, until when, health."""
+
+    paused_until: float | None = None
+    pause_reason: str | None = None
+    failed_restarts: int = 0
+    backoff_seconds: float = 0.0  # what the next restart waits after the last one
+    next_restart_at: float | None = None  # the earliest an alert's restart may start
+    waiting_for: list[WaitingAction] = Field(default_factory=list)
+    health: Health | None = None  # probed on request (?probe=true): process present, probes pass
+    last_action: ActionRecord | None = None
+
+
+class Explanation(BaseModel):
+    """Why the last alert on a component did or did not act, and when one would act next."""
+
+    component: str
+    last_alert: list[DecisionRecord]  # the last alert's decisions, oldest first (empty: none)
+    action: ActionRecord | None  # the action that alert started or joined
+    why: str
+    next: str
+    next_at: float | None  # when an alert arriving now would act (None: now, or never)
+
+
+class Incident(BaseModel):
+    """One alert (or operator request) and everything it led to, oldest first."""
+
+    component: str | None
+    origin: str
+    alertname: str | None
+    fingerprint: str | None
+    starts_at: str | None
+    first_at: float
+    last_at: float
+    decisions: list[DecisionRecord]
+    actions: list[ActionRecord]

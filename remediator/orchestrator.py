@@ -19,6 +19,7 @@ from glyph_guard.remediator.intake import (
     Context,
     Judgement,
     Key,
+    Pause,
     judge,
     judge_operator,
     judge_turn,
@@ -170,9 +171,11 @@ class Orchestrator:
         await asyncio.shield(persisted)
         return verdicts
 
-    async def operate(self, lane: Lane, command: str) -> tuple[Verdict, str, int | None]:
+    async def operate(
+        self, lane: Lane, command: str, *, pause: Pause | None = None, note: str | None = None
+    ) -> tuple[Verdict, str, int | None]:
         """An operator's switch or action: judged like an alert; free of back-off and budget."""
-        got = judge_operator(lane.view(), self._context(), command)
+        got = judge_operator(lane.view(), self._context(), command, pause=pause, note=note)
         if got.refused:
             raise Conflict(got.detail)
         row = decision_row(got, "operator")

@@ -33,6 +33,8 @@ class ComponentState:
     failures: int = 0  # consecutive restarts without a lasting recovery (give-up, back-off)
     last_restart_at: float | None = None  # when the last restart finished
     healthy_since: float | None = None  # when the last restart was verified healthy
+    paused_until: float | None = None  # wall clock: when an operator's pause ends by itself
+    pause_reason: str | None = None  # what the operator said when pausing
 
 
 @dataclass(frozen=True)
@@ -162,12 +164,15 @@ def after_restart(
     )
 
 
-def pause(state: ComponentState) -> ComponentState:
-    return replace(state, paused=True)
+def pause(
+    state: ComponentState, until: float | None = None, reason: str | None = None
+) -> ComponentState:
+    """An operator's pause, for good (until None) or until a wall-clock time."""
+    return replace(state, paused=True, paused_until=until, pause_reason=reason)
 
 
 def resume(state: ComponentState) -> ComponentState:
-    return replace(state, paused=False)
+    return replace(state, paused=False, paused_until=None, pause_reason=None)
 
 
 def reset(state: ComponentState) -> ComponentState:

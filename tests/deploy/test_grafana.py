@@ -20,10 +20,12 @@ import psutil
 import pytest
 import yaml
 
-from glyph_guard.common.config import load_config, parse_config
+from glyph_guard.common.config import dump_config, load_config, parse_config
 from glyph_guard.exporter.nvml import NvmlReader
+from glyph_guard.remediator.cli import main
 from glyph_guard_demo.stack.configs import Ports, write_stack_files
 from glyph_guard_demo.stack.services import stop_group
+from glyph_guard_demo.testkit.doubles.harness import Remediator, command_component, make_config
 from glyph_guard_demo.testkit.exporter_fixtures import FAST, running_exporter
 from glyph_guard_demo.testkit.fake_nvml import GIB, FakeDevice, FakeNvml
 from glyph_guard_demo.testkit.standin_fixtures import start
@@ -37,6 +39,7 @@ HOST_QUERY = 'label_values(up{job="glyph-exporter"}, host)'
 # What Grafana puts in place of its built-in variables (the datasource's timeInterval is 5 s).
 BUILTINS = {"$__rate_interval": "1m", "$__interval": "15s", "$__range": "1h"}
 MIB = 1024**2
+STANDIN = r"-m\s+glyph_guard_demo\.standin"  # how the stand-in's processes are started
 API_GPU = 512 * MIB  # the api process's own CUDA context
 ENGINE_GPU = 60 * GIB  # its engine child holds the weights and KV cache
 FOREIGN_GPU = 2 * GIB  # a process outside every component: orphaned memory
@@ -89,6 +92,16 @@ def targets(dashboard: dict[str, Any]) -> list[tuple[str, str, str]]:
         for panel in all_panels(dashboard)
         for target in panel.get("targets", ())
     ]
+
+
+def annotations(dashboard: dict[str, Any]) -> list[tuple[str, str]]:
+    """(name, expr) of the dashboard's Prometheus annotations (Grafana's built-in one has none)."""
+    return [(a["name"], a["expr"]) for a in dashboard["annotations"]["list"] if "expr" in a]
+
+
+def every_query(dashboard: dict[str, Any]) -> list[tuple[str, str, str]]:
+    """The panels' queries and the annotations' (refId "annotation")."""
+    return targets(dashboard) + [(n, "annotation", e) for n, e in annotations(dashboard)]
 
 
 def render(expr: str, component: str) -> str:
@@ -154,7 +167,7 @@ def test_dashboard_panels_do_not_overlap() -> None:
 
 
 def test_dashboard_shows_everything_an_operator_needs() -> None:
-    exprs = " ".join(expr for _, _, expr in targets(load_dashboard()))
+    exprs = " ".join(expr for _, _, expr in every_query(load_dashboard()))
     missing = [name for name in OPERATOR_METRICS if not re.search(rf"{re.escape(name)}\b", exprs)]
     assert not missing, f"no panel shows {missing}"
 
@@ -165,7 +178,7 @@ def test_component_filter_is_applied_to_component_series() -> None:
         r"glyph_(component_|probe_|cache_|leak_|remediator_(restarts|restart_budget|gave_up"
         r"|paused|last_action|alerts_acted))\w*"
     )
-    for title, ref, expr in targets(load_dashboard()):
+    for title, ref, expr in every_query(load_dashboard()):
         for match in per_component.finditer(expr):
             selector = expr[match.end() : match.end() + 40]
             assert selector.startswith('{component=~"$component"'), (title, ref, match.group())
@@ -174,9 +187,84 @@ def test_component_filter_is_applied_to_component_series() -> None:
 def test_every_series_is_filtered_by_host() -> None:
     """In a fleet each host's series carry its `host` label; the host variable picks hosts."""
     selector = re.compile(r"\b(glyph_[a-z_]+|vllm:[a-z_:]+|up|ALERTS)\b(\{[^}]*\})?(?!\s*\()")
-    for title, ref, expr in targets(load_dashboard()):
+    for title, ref, expr in every_query(load_dashboard()):
         for match in selector.finditer(expr):
             assert 'host=~"$host"' in (match.group(2) or ""), (title, ref, match.group())
+
+
+def test_annotations_mark_restarts_pauses_and_give_ups_on_every_panel() -> None:
+    """Drawn from the remediator's own series on every time series (no panel filter)."""
+    dashboard = load_dashboard()
+    uid = provisioned_datasource()["uid"]
+    marks = {a["name"]: a for a in dashboard["annotations"]["list"] if "expr" in a}
+    assert set(marks) == {
+        "Restarts",
+        "Failed restarts",
+        "Remediation paused",
+        "Remediation gave up",
+    }
+    for name, mark in marks.items():
+        assert mark["datasource"] == {"type": "prometheus", "uid": uid}, name
+        assert mark["enable"] and not mark["hide"], name
+        assert "filter" not in mark, f"{name}: shown on every panel"
+        assert "{{component}}" in mark["titleFormat"], name
+    assert "glyph_remediator_restarts_total" in marks["Restarts"]["expr"]
+    assert "outcome" in marks["Failed restarts"]["tagKeys"]
+    assert "{{reason}}" in marks["Remediation paused"]["textFormat"]
+    assert "glyph_remediator_gave_up" in marks["Remediation gave up"]["expr"]
+
+
+def query_range(url: str, expr: str, start: float, end: float) -> list[dict[str, Any]]:
+    """A range query as Grafana sends an annotation's, one point a second."""
+    form = {"query": expr, "start": f"{start:.3f}", "end": f"{end:.3f}", "step": "1"}
+    response = httpx.post(f"{url}/api/v1/query_range", data=form, timeout=10, trust_env=False)
+    body = response.json()
+    assert body.get("status") == "success", f"{expr}: {body}"
+    return list(body["data"]["result"])
+
+
+@pytest.mark.e2e
+def test_annotation_queries_mark_a_real_remediators_restarts_and_pauses(tmp_path: Path) -> None:
+    """The annotations alone: a real remediator scraped by a real Prometheus, one restart by
+    an operator, one pause with a reason (the whole stack's test checks them too)."""
+    flag = tmp_path / "restarted"
+    start = [sys.executable, "-c", f"open({str(flag)!r}, 'w').close()", "glyph-annotation-test"]
+    component = command_component(free_port(), "glyph-annotation-test", start=start, probes=False)
+    config = make_config(tmp_path, {"api": component})
+    config_file = tmp_path / "glyph.yaml"
+    config_file.write_text(dump_config(config))
+    host, port = config.remediator.address
+    scrape = tmp_path / "prometheus.yml"
+    scrape.write_text(
+        yaml.safe_dump(
+            {
+                "global": {"scrape_interval": "1s", "scrape_timeout": "1s"},
+                "scrape_configs": [
+                    {
+                        "job_name": "glyph-remediator",
+                        "static_configs": [{"targets": [f"{host}:{port}"]}],
+                    }
+                ],
+            }
+        )
+    )
+    ctl = ["--config", str(config_file)]
+    with Remediator(config) as rem, running_prometheus(scrape, tmp_path) as prometheus:
+        wait_for(lambda: prometheus.query("glyph_remediator_restarts_total"), 20, interval=0.2)
+        began = time.time()
+        assert main(["restart", "api", "--wait", *ctl]) == 0
+        assert main(["pause", "api", "--reason", "annotation test", *ctl]) == 0
+        wait_for(lambda: prometheus.query("glyph_remediator_pause_info"), 20, interval=0.2)
+        assert main(["resume", "api", *ctl]) == 0
+        wait_for(lambda: rem.status("api")["paused"] is False, 10)
+        marks = {
+            name: query_range(prometheus.url, render(expr, "api"), began, time.time())
+            for name, expr in annotations(load_dashboard())
+        }
+    shown = [(s["metric"]["component"], s["metric"]["outcome"]) for s in marks["Restarts"]]
+    assert shown == [("api", "succeeded")], marks
+    assert [s["metric"]["reason"] for s in marks["Remediation paused"]] == ["annotation test"]
+    assert marks["Failed restarts"] == marks["Remediation gave up"] == [], marks
 
 
 def test_provisioning_points_at_prometheus_and_the_dashboards() -> None:
@@ -210,7 +298,7 @@ def deployment_data(tmp: Path, api_port: int, ui_port: int) -> dict[str, Any]:
     return {
         "components": {
             "api": {
-                "match": {"cmdline": rf"-m\s+standin\s+api\s+--port\s+{api_port}(\s|$)"},
+                "match": {"cmdline": rf"{STANDIN}\s+api\s+--port\s+{api_port}(\s|$)"},
                 "port": api_port,
                 "probes": [
                     {"name": "health", "path": "/health"},
@@ -226,7 +314,7 @@ def deployment_data(tmp: Path, api_port: int, ui_port: int) -> dict[str, Any]:
                 },
             },
             "ui": {
-                "match": {"cmdline": rf"-m\s+standin\s+ui\s+--port\s+{ui_port}(\s|$)"},
+                "match": {"cmdline": rf"{STANDIN}\s+ui\s+--port\s+{ui_port}(\s|$)"},
                 "port": ui_port,
                 "probes": [{"name": "config", "path": "/config"}],
                 "caches": [f"{cache}/**"],
@@ -334,6 +422,7 @@ def test_every_panel_query_returns_series_in_a_fresh_stack(tmp_path: Path) -> No
         # Prometheus sees the counters at 0 first, then one restart through the operator
         # endpoint, so that remediation history exists (and increase() can count it).
         wait_for(lambda: prometheus.query("glyph_remediator_restarts_total"), 20, interval=0.2)
+        began = time.time()
         response = http.post("/components/api/restart", timeout=10)
         assert response.status_code == 202, response.text
         action_id = response.json()["action_id"]
@@ -399,6 +488,22 @@ def test_every_panel_query_returns_series_in_a_fresh_stack(tmp_path: Path) -> No
                     + f"\ncomponents up: {results[('Component up', 'A', '(api|ui)')]}"
                 )
             time.sleep(0.5)
+
+        # The annotations over the test's span, as Grafana draws them on every time series:
+        # the restart, then an operator's pause with its reason (resumed at once).
+        ctl = ["--config", str(files.deployment)]
+        assert main(["pause", "api", *ctl, "--reason", "panel test"]) == 0
+        pause_info = 'glyph_remediator_pause_info{component="api"}'
+        wait_for(lambda: prometheus.query(pause_info), 20, interval=0.2)
+        assert main(["resume", "api", *ctl]) == 0
+        marks = {
+            name: query_range(prometheus.url, render(expr, "(api|ui)"), began, time.time())
+            for name, expr in annotations(load_dashboard())
+        }
+        shown = [(s["metric"]["component"], s["metric"]["outcome"]) for s in marks["Restarts"]]
+        assert shown == [("api", "succeeded")], marks
+        assert [s["metric"]["reason"] for s in marks["Remediation paused"]] == ["panel test"]
+        assert marks["Failed restarts"] == marks["Remediation gave up"] == [], marks
 
     # A few values an operator reads, from the All view.
     def at(title: str, ref: str = "A") -> list[dict[str, Any]]:
