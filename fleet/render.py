@@ -12,7 +12,13 @@ from typing import Any
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from glyph_guard.common.config import HOST_PATTERN, ConfigError, parse_listen, validate_file_data
+from glyph_guard.common.config import (
+    HOST_PATTERN,
+    NAME_PATTERN,
+    ConfigError,
+    parse_listen,
+    validate_file_data,
+)
 
 REMEDIATOR_RECEIVER = "remediator"  # the receiver of the single-host config that the hosts replace
 UNROUTED_RECEIVER = "remediator-unrouted"  # an alert whose host is not in the inventory
@@ -33,6 +39,12 @@ class FleetHost(_Frozen):
     exporter_port: int = Field(default=9842, ge=1, le=65535)
     remediator_port: int = Field(default=9843, ge=1, le=65535)
     vllm_port: int | None = Field(default=5002, ge=1, le=65535, description="null: not scraped")
+    vllm_component: str | None = Field(
+        default=None,
+        pattern=NAME_PATTERN,
+        description="the name of the host's component whose engine serves vLLM's metrics: the "
+        "`component` label of vLLM's series (null: none; the rules do not need it)",
+    )
     token_file: Path | None = Field(
         default=None, description="on the Alertmanager machines; default: token_dir/NAME"
     )
@@ -172,17 +184,22 @@ def render_targets(inventory: Inventory) -> dict[str, list[dict[str, Any]]]:
     """file_sd target groups per job; each host's targets carry its `host` label."""
     hosts = sorted(inventory.hosts, key=lambda h: h.name)
 
-    def groups(port_of: str, **labels: str) -> list[dict[str, Any]]:
-        return [
-            {"targets": [h.target(port)], "labels": {HOST_LABEL: h.name, **labels}}
-            for h in hosts
-            if (port := getattr(h, port_of)) is not None
-        ]
+    def groups(port_of: str) -> list[dict[str, Any]]:
+        found = []
+        for host in hosts:
+            port = getattr(host, port_of)
+            if port is None:
+                continue
+            labels = {HOST_LABEL: host.name}
+            if port_of == "vllm_port" and host.vllm_component is not None:
+                labels["component"] = host.vllm_component
+            found.append({"targets": [host.target(port)], "labels": labels})
+        return found
 
     return {
         "glyph-exporter": groups("exporter_port"),
         "glyph-remediator": groups("remediator_port"),
-        "vllm": groups("vllm_port", component="api"),
+        "vllm": groups("vllm_port"),
         "alertmanagers": [{"targets": list(inventory.alertmanagers), "labels": {}}],
     }
 
