@@ -7,17 +7,20 @@ import ipaddress
 import json
 import re
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import Field, field_validator, model_validator
 
 from glyph_guard.common.config import (
     HOST_PATTERN,
     NAME_PATTERN,
     ConfigError,
-    parse_listen,
-    validate_file_data,
+    Frozen,
+    Listen,
+    NamedList,
+    load_file,
+    validate_data,
 )
 
 REMEDIATOR_RECEIVER = "remediator"  # the receiver of the single-host config that the hosts replace
@@ -27,11 +30,7 @@ _ADDRESS = re.compile(r"^[A-Za-z0-9]([A-Za-z0-9.-]{0,252})$")
 HEADER = "# Rendered by `glyph-fleet render` from {inventory}: edit that file, not this one.\n"
 
 
-class _Frozen(BaseModel):
-    model_config = ConfigDict(frozen=True, extra="forbid")
-
-
-class FleetHost(_Frozen):
+class FleetHost(Frozen):
     """One GPU host: where its agent listens, and the token its remediator expects."""
 
     name: str = Field(pattern=HOST_PATTERN)
@@ -71,7 +70,7 @@ class FleetHost(_Frozen):
         return f"{host}:{port}"
 
 
-class Inventory(_Frozen):
+class Inventory(Frozen):
     """Every host of the fleet and every Alertmanager its Prometheus servers send to."""
 
     alertmanager_base: Path = Field(
@@ -79,23 +78,9 @@ class Inventory(_Frozen):
         description="the single-host Alertmanager config whose routes, timings and operators' "
         "receivers the fleet keeps (relative to the inventory file)",
     )
-    alertmanagers: tuple[str, ...] = Field(min_length=1, description="HOST:PORT of each one")
+    alertmanagers: tuple[Listen, ...] = Field(min_length=1, description="HOST:PORT of each one")
     token_dir: Path = Path("/etc/alertmanager/glyph-guard")
-    hosts: tuple[FleetHost, ...] = Field(min_length=1)
-
-    @field_validator("alertmanagers")
-    @classmethod
-    def _listen(cls, value: tuple[str, ...]) -> tuple[str, ...]:
-        for entry in value:
-            parse_listen(entry)
-        return value
-
-    @field_validator("hosts", mode="before")
-    @classmethod
-    def _named_mapping(cls, value: Any) -> Any:
-        if isinstance(value, dict):
-            return [{"name": k, **v} if isinstance(v, dict) else v for k, v in value.items()]
-        return value
+    hosts: Annotated[tuple[FleetHost, ...], NamedList] = Field(min_length=1)
 
     @model_validator(mode="after")
     def _unique(self) -> Inventory:
@@ -120,28 +105,11 @@ class Inventory(_Frozen):
 
 def parse_inventory(data: Any, source: str = "inventory") -> Inventory:
     """Validate loaded YAML into an Inventory; a ConfigError names each bad field."""
-    return validate_file_data(Inventory, data, source, _where)
-
-
-def _where(loc: tuple[int | str, ...], data: dict[str, Any]) -> str:
-    parts = [str(item) for item in loc]
-    hosts = data.get("hosts")
-    if len(loc) > 1 and loc[0] == "hosts" and isinstance(loc[1], int):
-        if isinstance(hosts, dict) and loc[1] < len(hosts):
-            parts[1] = str(list(hosts)[loc[1]])
-        elif isinstance(hosts, list) and loc[1] < len(hosts) and isinstance(hosts[loc[1]], dict):
-            parts[1] = str(hosts[loc[1]].get("name", loc[1]))
-    return ".".join(parts) or "(top level)"
+    return validate_data(Inventory, data, source)
 
 
 def load_inventory(path: Path) -> Inventory:
-    try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except OSError as exc:
-        raise ConfigError(f"{path}: cannot read: {exc.strerror or exc}") from None
-    except yaml.YAMLError as exc:
-        raise ConfigError(f"{path}: not valid YAML: {exc}") from None
-    return parse_inventory(data, str(path))
+    return load_file(Inventory, path)
 
 
 def render_alertmanager(inventory: Inventory, base: dict[str, Any]) -> dict[str, Any]:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import shutil
 import subprocess
 import sys
@@ -179,13 +180,13 @@ def test_rendering_is_idempotent_and_follows_inventory_changes(tmp_path: Path) -
             "host names must be unique",
         ),
         ({"alertmanagers": []}, "alertmanagers: Tuple should have at least 1 item"),
-        ({"alertmanagers": ["am-1"]}, "alertmanagers: expected HOST:PORT"),
+        ({"alertmanagers": ["am-1"]}, "alertmanagers[0]: expected HOST:PORT"),
         ({"hosts": {}}, "hosts: Tuple should have at least 1 item"),
     ],
 )
 def test_inventory_errors_name_the_field(change: dict[str, Any], message: str) -> None:
     data = {"alertmanagers": ["127.0.0.1:9093"], "hosts": {"gpu-01": {"address": "10.0.0.1"}}}
-    with pytest.raises(ConfigError, match=message.replace(".", r"\.")):
+    with pytest.raises(ConfigError, match=re.escape(message)):
         parse_inventory({**data, **change}, "inv.yml")
 
 
