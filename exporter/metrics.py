@@ -28,7 +28,7 @@ from glyph_guard.exporter.snapshot import (
     PortReading,
     ProbeKind,
     ProbeStats,
-    Snapshot,
+    Readings,
 )
 
 PREFIX = "glyph"
@@ -331,7 +331,7 @@ def self_families(runs: Iterable[CollectorRun], gpu: GpuSnapshot) -> Iterator[Me
     yield from (build, nvml, duration, errors, last)
 
 
-def families(snapshot: Snapshot) -> Iterator[Metric]:
+def families(snapshot: Readings) -> Iterator[Metric]:
     """Every family of one snapshot."""
     yield from liveness_families(snapshot.liveness, snapshot.ports)
     yield from gpu_families(snapshot.gpu, snapshot.gpu_memory, snapshot.gpu_orphans)
@@ -347,7 +347,7 @@ def families(snapshot: Snapshot) -> Iterator[Metric]:
 class SnapshotCollector(Collector):
     """A registry collector that serialises whatever snapshot its source returns."""
 
-    def __init__(self, source: Callable[[], Snapshot]) -> None:
+    def __init__(self, source: Callable[[], Readings]) -> None:
         self._source = source
 
     def collect(self) -> Iterator[Metric]:

@@ -33,7 +33,7 @@ from glyph_guard.exporter.snapshot import (
     PortReading,
     ProbeKind,
     ProbeStats,
-    Snapshot,
+    Readings,
 )
 
 log = logging.getLogger(__name__)
@@ -83,9 +83,9 @@ class Sampler:
         self._probe_kinds = tuple(ProbeKind(c.name, p.name, p.kind) for c, p in probes)
         self._limits = tuple(_limits(c) for c in self._components if c.probes or c.engine)
 
-    def snapshot(self) -> Snapshot:
+    def snapshot(self) -> Readings:
         """The latest readings of every sampler."""
-        return Snapshot(
+        return Readings(
             liveness=self._liveness,
             ports=self._ports,
             gpu=self._gpu,

@@ -136,7 +136,7 @@ class CollectorRun:
 
 
 @dataclass(frozen=True)
-class Snapshot:
+class Readings:
     """Everything a scrape serialises."""
 
     liveness: tuple[ComponentLiveness, ...] = ()

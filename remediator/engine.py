@@ -20,13 +20,13 @@ from glyph_guard.remediator.actions.dispatch import perform
 from glyph_guard.remediator.actions.gpu import GpuHolders, NvmlHolders
 from glyph_guard.remediator.actions.verify import healthy_now
 from glyph_guard.remediator.clock import Clock, SystemClock, from_wall, to_wall
-from glyph_guard.remediator.intake import Context, Key, judge, key_of
+from glyph_guard.remediator.intake import Context, Key, key_of, triage
 from glyph_guard.remediator.metrics import ComponentGauges, Metrics
 from glyph_guard.remediator.models import (
     Alert,
     AlertVerdict,
     ComponentStatus,
-    Verdict,
+    Disposition,
     WebhookPayload,
 )
 from glyph_guard.remediator.policy import ComponentState
@@ -271,7 +271,7 @@ class Engine:
         failed_at = from_wall(self.clock, alert.startsAt.timestamp())
         context = Context(self.budget, self.dry_run, self.config.host, now)
         seen = (key in self._seen or key in stored) and key not in self._reopened
-        got = judge(
+        got = triage(
             alert, worker.view() if worker else None, context, seen=seen, failed_at=failed_at
         )
         row = DecisionRow(
@@ -546,7 +546,7 @@ class Engine:
         worker.wake.set()
         return self.status(worker)
 
-    async def operator_restart(self, worker: Worker) -> tuple[Verdict, str, int | None]:
+    async def operator_restart(self, worker: Worker) -> tuple[Disposition, str, int | None]:
         """A manual restart: single-flight and recorded, but free of back-off and budget."""
         name = worker.name
         if "restart" not in worker.component.remediation.actions:

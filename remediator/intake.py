@@ -64,7 +64,7 @@ def key_of(alert: Alert) -> Key:
     return alert.fingerprint, alert.startsAt.isoformat()
 
 
-def judge(
+def triage(
     alert: Alert,
     view: ComponentView | None,
     ctx: Context,

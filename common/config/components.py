@@ -152,7 +152,7 @@ class SystemdRestart(Frozen):
 
 
 class DockerRestart(Frozen):
-    """Restart a container through the Docker Engine API on its unix socket."""
+    """Restart a container through the Docker API on its unix socket."""
 
     backend: Literal["docker"]
     container: Annotated[str, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")]

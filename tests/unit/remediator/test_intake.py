@@ -15,7 +15,7 @@ import pytest
 
 from glyph_guard.common.config import Budget, Component, Deployment, Retention, parse_config
 from glyph_guard.remediator.engine import Engine
-from glyph_guard.remediator.intake import ComponentView, Context, judge, key_of
+from glyph_guard.remediator.intake import ComponentView, Context, key_of, triage
 from glyph_guard.remediator.metrics import Metrics
 from glyph_guard.remediator.models import Alert, WebhookPayload
 from glyph_guard.remediator.policy import ComponentState
@@ -209,24 +209,26 @@ def test_intake(
     dry_run: bool,
     expected: tuple[Any, ...],
 ) -> None:
-    got = judge(item, seen_view, Context(B, dry_run, host, NOW), seen=seen)
+    got = triage(item, seen_view, Context(B, dry_run, host, NOW), seen=seen)
     assert (got.verdict, got.reason, got.seen, got.launch, got.enqueue) == expected
 
 
 def test_intake_details() -> None:
-    other = judge(labelled(host="gpu-7"), view(), Context(B, False, "gpu-3", NOW), seen=False)
+    other = triage(labelled(host="gpu-7"), view(), Context(B, False, "gpu-3", NOW), seen=False)
     assert other.detail is not None and "'gpu-7'" in other.detail and "'gpu-3'" in other.detail
-    joined = judge(
+    joined = triage(
         FIRING, view(busy="restart", busy_action_id=7), Context(B, False, None, NOW), seen=False
     )
     assert joined.action_id == 7
     waiting = view(waiting={"restart": KEY, "clean_cache": ("x", "y")})
     resolved = Alert.model_validate(alert(status="resolved"))
-    assert judge(resolved, waiting, Context(B, False, None, NOW), seen=False).cancel == ("restart",)
-    cooling = judge(FIRING, view(state=JUST), Context(B, False, None, NOW), seen=False)
+    assert triage(resolved, waiting, Context(B, False, None, NOW), seen=False).cancel == (
+        "restart",
+    )
+    cooling = triage(FIRING, view(state=JUST), Context(B, False, None, NOW), seen=False)
     assert cooling.recheck is True
     long = labelled(component="x" * 300)
-    unknown = judge(long, None, Context(B, False, None, NOW), seen=False)
+    unknown = triage(long, None, Context(B, False, None, NOW), seen=False)
     assert unknown.detail is not None and len(unknown.detail) < 200
 
 
