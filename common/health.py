@@ -91,7 +91,9 @@ class ServedModels:
     def __init__(self) -> None:
         self._models: dict[str, str] = {}
 
-    async def model(self, client: httpx.AsyncClient, component: Component, probe: Probe) -> Probe:
+    async def canary_for(
+        self, client: httpx.AsyncClient, component: Component, probe: Probe
+    ) -> Probe:
         """The canary, asking for the configured, remembered or discovered model."""
         model = probe.model or self._models.get(component.name)
         if model is None:
@@ -119,7 +121,7 @@ async def canary_strikes(
     A failure while the engine sleeps (asleep() is asked after it) is no observation: the
     round ends without it."""
     for _ in range(CANARY_STRIKES):
-        asked = await models.model(client, component, probe)
+        asked = await models.canary_for(client, component, probe)
         result = await run_probe(client, component, asked)
         models.remember(result, asked)
         if not result.success and await asleep():
