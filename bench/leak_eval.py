@@ -43,8 +43,8 @@ from glyph_guard_demo.testkit.leak_series import (
     Outcome,
     Series,
     generate,
-    judge,
     load_traces,
+    score_flags,
 )
 
 HOUR = 3600.0
@@ -103,7 +103,7 @@ def run_promql(series: Series) -> tuple[list[bool], list[bool]]:
 def evaluate(series: Series) -> tuple[dict[str, Outcome], list[float]]:
     flags, costs = run_detector(series)
     deriv, predict = run_promql(series)
-    judged = (judge(series, f) for f in (flags, deriv, predict))
+    judged = (score_flags(series, f) for f in (flags, deriv, predict))
     return dict(zip(METHODS, judged, strict=True)), costs
 
 

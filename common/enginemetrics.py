@@ -1,4 +1,4 @@
-"""Reading a vLLM engine's own /metrics: queue, step count and sleep state, engines folded."""
+"""Parsing a vLLM engine's own /metrics: queue, steps, tokens and sleep state, engines folded."""
 
 from __future__ import annotations
 
@@ -10,7 +10,8 @@ WAITING = "vllm:num_requests_waiting"
 RUNNING = "vllm:num_requests_running"
 STEPS = "vllm:iteration_tokens_total"  # a histogram: its _count advances once per engine step
 SLEEP = "vllm:engine_sleep_state"
-FAMILIES = (WAITING, RUNNING, STEPS, SLEEP)
+GENERATED = "vllm:generation_tokens_total"  # a counter: tokens generated since the start
+FAMILIES = (WAITING, RUNNING, STEPS, SLEEP, GENERATED)
 
 
 @dataclass(frozen=True)
@@ -21,6 +22,7 @@ class EngineReading:
     running: float = 0.0
     steps: float | None = None  # None when the engine does not publish the step histogram
     asleep: bool = False
+    generation_tokens: float | None = None  # None when the engine does not publish the counter
 
     @property
     def has_work(self) -> bool:
@@ -38,6 +40,7 @@ def parse_engine_metrics(text: str) -> EngineReading:
     wanted = "\n".join(line for line in text.splitlines() if _wanted(line)) + "\n"
     sums = {WAITING: 0.0, RUNNING: 0.0}
     steps: float | None = None
+    tokens: float | None = None
     awake: list[float] = []
     for family in text_string_to_metric_families(wanted):
         for sample in family.samples:
@@ -45,7 +48,10 @@ def parse_engine_metrics(text: str) -> EngineReading:
                 sums[sample.name] += sample.value
             elif sample.name == f"{STEPS}_count":
                 steps = (steps or 0.0) + sample.value
+            elif sample.name == GENERATED:
+                tokens = (tokens or 0.0) + sample.value
             elif sample.name == SLEEP and sample.labels.get("sleep_state") == "awake":
                 awake.append(sample.value)
     # Asleep when every engine says it is not awake (vLLM sleeps all engines together).
-    return EngineReading(sums[WAITING], sums[RUNNING], steps, bool(awake) and not any(awake))
+    asleep = bool(awake) and not any(awake)
+    return EngineReading(sums[WAITING], sums[RUNNING], steps, asleep, tokens)

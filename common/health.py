@@ -1,20 +1,31 @@
 """What "healthy" means, once: every enabled probe of the kinds that count passes its own
-expect_status within its timeout; a canary does not count while the engine sleeps on purpose."""
+expect_status within its timeout; a canary is struck out only after CANARY_STRIKES failures in
+a row, and does not count while the engine sleeps on purpose."""
 
 from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from dataclasses import dataclass
 
 import httpx
 
 from glyph_guard.common.config import Component, Probe
-from glyph_guard.common.enginemetrics import parse_engine_metrics
-from glyph_guard.common.probes import AnswerRefused, ProbeResult, read_capped, run_probe
+from glyph_guard.common.probes import (
+    AnswerRefused,
+    ProbeResult,
+    fetch_capped,
+    read_engine,
+    run_probe,
+)
 
 MODELS_PATH = "/v1/models"
+# A canary that fails is asked again at once, up to this many times in all: one slow answer (a
+# busy host, a GC pause) never restarts anything, and a hang is still reported one canary
+# timeout later rather than one canary interval later. The exporter publishes it
+# (glyph_canary_strikes) and the hang rule compares against that gauge.
+CANARY_STRIKES = 2
 
 
 @dataclass(frozen=True)
@@ -32,7 +43,7 @@ def counted_probes(component: Component, *, asleep: bool = False) -> tuple[Probe
     return tuple(p for p in component.probes if p.enabled and not (asleep and p.kind == "canary"))
 
 
-def judge(component: Component, passed: Mapping[str, bool], *, asleep: bool = False) -> Health:
+def health_of(component: Component, passed: Mapping[str, bool], *, asleep: bool = False) -> Health:
     """Healthy when every counted probe passed; a probe without a result has not passed."""
     failing = tuple(
         p.name for p in counted_probes(component, asleep=asleep) if not passed.get(p.name)
@@ -50,14 +61,6 @@ def served_model(body: bytes) -> str | None:
     return model if isinstance(model, str) and model else None
 
 
-def engine_asleep(body: bytes) -> bool:
-    """Whether the engine's metrics say it sleeps; an unreadable exposition says it does not."""
-    try:
-        return parse_engine_metrics(body.decode("utf-8", "replace")).asleep
-    except ValueError:
-        return False
-
-
 def with_model(probe: Probe, model: str | None) -> Probe:
     """The canary asking for the served model when the config names none."""
     if probe.kind != "canary" or probe.model is not None or model is None:
@@ -65,50 +68,100 @@ def with_model(probe: Probe, model: str | None) -> Probe:
     return probe.model_copy(update={"model": model})
 
 
-async def _get(client: httpx.AsyncClient, url: str, timeout: float) -> bytes | None:
-    """A 200 answer's body, read as a probe reads one (capped, one deadline); None otherwise."""
-
-    async def fetch() -> bytes | None:
-        headers = {"Accept-Encoding": "identity"}
-        async with client.stream("GET", url, headers=headers, timeout=timeout) as response:
-            return await read_capped(response) if response.status_code == 200 else None
-
-    try:
-        return await asyncio.wait_for(fetch(), timeout)
-    except (TimeoutError, asyncio.TimeoutError, httpx.HTTPError, AnswerRefused):
-        return None
-
-
-def _timeout(component: Component) -> float:
-    return component.engine.timeout_seconds if component.engine else 2.0
-
-
-def _needs_model(component: Component) -> bool:
-    return any(p.kind == "canary" and p.model is None for p in counted_probes(component))
-
-
 async def discover_model(client: httpx.AsyncClient, component: Component) -> str | None:
     """The model the component serves, from its /v1/models (None when it does not say)."""
-    body = await _get(client, component.base_url() + MODELS_PATH, _timeout(component))
-    return served_model(body) if body is not None else None
+    timeout = component.engine.timeout_seconds if component.engine else 2.0
+    try:
+        body = await fetch_capped(client, component.base_url() + MODELS_PATH, timeout)
+    except (TimeoutError, asyncio.TimeoutError, httpx.HTTPError, AnswerRefused):
+        return None
+    return served_model(body)
 
 
-async def _asleep(client: httpx.AsyncClient, component: Component) -> bool:
-    if component.engine is None:
-        return False
-    body = await _get(client, component.base_url() + component.engine.path, _timeout(component))
-    return body is not None and engine_asleep(body)
+async def engine_asleep(client: httpx.AsyncClient, component: Component) -> bool:
+    """Whether the component's engine sleeps on purpose; an unreadable engine does not."""
+    reading = await read_engine(client, component)
+    return reading is not None and reading.asleep
+
+
+class ServedModels:
+    """The model each component served to its last successful canary, so that a canary does
+    not ask /v1/models every time; forgotten on a failure (a restart may serve another)."""
+
+    def __init__(self) -> None:
+        self._models: dict[str, str] = {}
+
+    async def canary_for(
+        self, client: httpx.AsyncClient, component: Component, probe: Probe
+    ) -> Probe:
+        """The canary, asking for the configured, remembered or discovered model."""
+        model = probe.model or self._models.get(component.name)
+        if model is None:
+            model = await discover_model(client, component)
+        return with_model(probe, model)
+
+    def remember(self, result: ProbeResult, probe: Probe) -> None:
+        if result.success and probe.model is not None:
+            self._models[result.component] = probe.model
+        else:
+            self._models.pop(result.component, None)
+
+
+Asleep = Callable[[], Awaitable[bool]]
+
+
+async def canary_strikes(
+    client: httpx.AsyncClient,
+    component: Component,
+    probe: Probe,
+    models: ServedModels,
+    asleep: Asleep,
+) -> AsyncIterator[ProbeResult]:
+    """Each attempt of one canary round: up to CANARY_STRIKES, stopping at the first success.
+    A failure while the engine sleeps (asleep() is asked after it) is no observation: the
+    round ends without it."""
+    for _ in range(CANARY_STRIKES):
+        asked = await models.canary_for(client, component, probe)
+        result = await run_probe(client, component, asked)
+        models.remember(result, asked)
+        if not result.success and await asleep():
+            return
+        yield result
+        if result.success:
+            return
+
+
+async def _last_strike(
+    client: httpx.AsyncClient, component: Component, probe: Probe, models: ServedModels
+) -> ProbeResult | None:
+    async def asleep() -> bool:
+        return await engine_asleep(client, component)
+
+    last = None
+    async for result in canary_strikes(client, component, probe, models, asleep):
+        last = result
+    return last
 
 
 async def check(
-    client: httpx.AsyncClient, component: Component
+    client: httpx.AsyncClient, component: Component, models: ServedModels | None = None
 ) -> tuple[Health, list[ProbeResult]]:
-    """Probe the component now (async) and judge it."""
-    asleep = await _asleep(client, component)
-    model = await discover_model(client, component) if _needs_model(component) else None
-    probes = [with_model(p, model) for p in counted_probes(component, asleep=asleep)]
-    results = list(await asyncio.gather(*(run_probe(client, component, p) for p in probes)))
-    return judge(component, {r.probe: r.success for r in results}, asleep=asleep), results
+    """Probe the component now (async) and judge it; a canary gets its strikes."""
+    models = models or ServedModels()
+    asleep = await engine_asleep(client, component)
+    probes = counted_probes(component, asleep=asleep)
+    asked = await asyncio.gather(
+        *(
+            _last_strike(client, component, p, models)
+            if p.kind == "canary"
+            else run_probe(client, component, p)
+            for p in probes
+        )
+    )
+    results = [r for r in asked if r is not None]
+    # A canary round that ended without a result: the engine was put to sleep meanwhile.
+    asleep = asleep or any(r is None for r in asked)
+    return health_of(component, {r.probe: r.success for r in results}, asleep=asleep), results
 
 
 def check_blocking(component: Component) -> tuple[Health, list[ProbeResult]]:

@@ -1,10 +1,12 @@
-"""Running a component's HTTP probes and canary completions (the httpx adapter)."""
+"""The httpx adapter: a component's HTTP probes, canary completions and engine metrics, every
+answer read through one capped, decompression-guarded reader."""
 
 from __future__ import annotations
 
 import asyncio
 import importlib.util
 import json
+import logging
 import sys
 import time
 import zlib
@@ -14,8 +16,10 @@ from typing import Any
 import httpx
 
 from glyph_guard.common.config import Component, Probe
+from glyph_guard.common.enginemetrics import EngineReading, parse_engine_metrics
 
 CANARY_PROMPT = "ping"
+log = logging.getLogger(__name__)
 
 if importlib.util.find_spec("sniffio") is None:
     # httpcore looks for sniffio on every lock it creates, so each probe (a fresh connection)
@@ -49,6 +53,8 @@ def canary_body(probe: Probe) -> dict[str, Any]:
 
 MAX_BODY_BYTES = 1024 * 1024  # a probe judges at most this much of an answer, on the wire and
 # decompressed alike; a larger answer fails the probe
+ENGINE_METRICS_MAX_BYTES = 8 * 1024 * 1024  # a vLLM exposition is some 100 KiB; more is not
+# metrics (the exporter's progress and the remediator's sleep check read it alike)
 
 
 class AnswerRefused(Exception):
@@ -57,7 +63,7 @@ class AnswerRefused(Exception):
     status: int | None = None
 
 
-def _judge(probe: Probe, status: int, body: bytes) -> tuple[bool, str | None]:
+def _check_answer(probe: Probe, status: int, body: bytes) -> tuple[bool, str | None]:
     if status not in probe.expect_status:
         return False, f"unexpected answer (HTTP {status})"
     if probe.kind == "canary":
@@ -88,28 +94,60 @@ def _decoder(encoding: str) -> Any:
     raise AnswerRefused(f"the answer is compressed with {encoding!r}, which a probe does not read")
 
 
-async def read_capped(response: httpx.Response) -> bytes:
+async def read_capped(response: httpx.Response, limit: int = MAX_BODY_BYTES) -> bytes:
     """The body, decompressed here (httpx would inflate it unbounded), capped both ways."""
     length = response.headers.get("content-length", "")
-    if length.isdigit() and int(length) > MAX_BODY_BYTES:
-        raise AnswerRefused(f"the answer is larger than {MAX_BODY_BYTES} bytes ({length})")
+    if length.isdigit() and int(length) > limit:
+        raise AnswerRefused(f"the answer is larger than {limit} bytes ({length})")
     decoder = _decoder(response.headers.get("content-encoding", ""))
     wire = 0
     body = bytearray()
     async for chunk in response.aiter_raw():
         wire += len(chunk)
-        if wire > MAX_BODY_BYTES:
-            raise AnswerRefused(f"the answer is larger than {MAX_BODY_BYTES} bytes")
+        if wire > limit:
+            raise AnswerRefused(f"the answer is larger than {limit} bytes")
         if decoder is None:
             body += chunk
             continue
         try:
-            body += decoder.decompress(chunk, MAX_BODY_BYTES + 1 - len(body))
+            body += decoder.decompress(chunk, limit + 1 - len(body))
         except zlib.error as exc:
             raise AnswerRefused(f"the answer's compressed body is broken: {exc}") from None
-        if len(body) > MAX_BODY_BYTES or decoder.unconsumed_tail:
-            raise AnswerRefused(f"the answer inflates to more than {MAX_BODY_BYTES} bytes")
+        if len(body) > limit or decoder.unconsumed_tail:
+            raise AnswerRefused(f"the answer inflates to more than {limit} bytes")
     return bytes(body)
+
+
+async def fetch_capped(
+    client: httpx.AsyncClient, url: str, timeout: float, limit: int = MAX_BODY_BYTES
+) -> bytes:
+    """A 200 answer's body, read capped within one deadline (connect, headers and body);
+    AnswerRefused for any other status, an httpx error or TimeoutError when it fails."""
+
+    async def exchange() -> bytes:
+        headers = {"Accept-Encoding": "identity"}
+        async with client.stream("GET", url, headers=headers, timeout=timeout) as response:
+            if response.status_code != 200:
+                raise AnswerRefused(f"answered HTTP {response.status_code}")
+            return await read_capped(response, limit)
+
+    return await asyncio.wait_for(exchange(), timeout)
+
+
+async def read_engine(client: httpx.AsyncClient, component: Component) -> EngineReading | None:
+    """One read of the component's engine metrics; None when it has no engine endpoint or
+    the endpoint cannot be read (refused, timed out, not 200, too large, malformed)."""
+    if component.engine is None:
+        return None
+    url = component.base_url() + component.engine.path
+    try:
+        body = await fetch_capped(
+            client, url, component.engine.timeout_seconds, ENGINE_METRICS_MAX_BYTES
+        )
+        return parse_engine_metrics(body.decode("utf-8", "replace"))
+    except (TimeoutError, asyncio.TimeoutError, httpx.HTTPError, AnswerRefused, ValueError) as exc:
+        log.debug("%s: engine metrics unreadable: %s", component.name, exc or type(exc).__name__)
+        return None
 
 
 async def _exchange(
@@ -139,7 +177,7 @@ async def run_probe(client: httpx.AsyncClient, component: Component, probe: Prob
             _exchange(client, component, probe), probe.timeout_seconds
         )
         status = code
-        success, error = _judge(probe, code, content)
+        success, error = _check_answer(probe, code, content)
     except AnswerRefused as exc:
         status, success, error = exc.status, False, str(exc)
     except (TimeoutError, asyncio.TimeoutError, httpx.HTTPError) as exc:

@@ -18,7 +18,7 @@ from glyph_guard.common.config import (
     default_config,
     dump_config,
     load_config,
-    parse_listen,
+    with_override,
 )
 from glyph_guard.common.logflood import limit_log_floods
 from glyph_guard.common.nvml import load_pynvml
@@ -73,12 +73,7 @@ def _run(argv: list[str]) -> int:
     limit_log_floods()
     config = _load(args.config)
     if args.listen:
-        try:
-            parse_listen(args.listen)
-        except ValueError as exc:
-            raise ConfigError(f"--listen: {exc}") from None
-        settings = config.exporter.model_copy(update={"listen": args.listen})
-        config = config.model_copy(update={"exporter": settings})
+        config = with_override(config, "exporter.listen", args.listen, "--listen")
     use_nvml = config.exporter.nvml and not args.no_nvml
     nvml = NvmlReader(load_pynvml()) if use_nvml else None
     try:

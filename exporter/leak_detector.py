@@ -151,7 +151,7 @@ class LeakDetector:
         for span in self._windows:
             if settled < span + s.min_history_seconds:
                 break
-            evidence = self._judge(now, span, noise, period)
+            evidence = self._window_evidence(now, span, noise, period)
             if evidence is not None:
                 judged.append(evidence)
         rising = [e for e in judged if e.verdict == RISING]
@@ -203,7 +203,7 @@ class LeakDetector:
                 out.append(((end + 1) * self.settings.bin_seconds, floor))
         return out
 
-    def _judge(
+    def _window_evidence(
         self, now: float, span: float, bin_noise: float, period: float | None
     ) -> LeakEvidence | None:
         s = self.settings

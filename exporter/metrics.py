@@ -28,7 +28,7 @@ from glyph_guard.exporter.snapshot import (
     PortReading,
     ProbeKind,
     ProbeStats,
-    Snapshot,
+    Readings,
 )
 
 PREFIX = "glyph"
@@ -198,6 +198,12 @@ def engine_families(engines: Iterable[EngineProgress]) -> Iterator[Metric]:
         "Engine steps (vllm:iteration_tokens_total's count, which advances once per step).",
         labels=labels,
     )
+    tokens = CounterMetricFamily(
+        f"{PREFIX}_engine_generation_tokens",
+        "Tokens the engine generated (vllm:generation_tokens_total), under the component's "
+        "name from the deployment config, so that rules need no label on vLLM's own scrape.",
+        labels=labels,
+    )
     stalled = _gauge(
         "engine_stalled_seconds",
         "How long the engine has had requests waiting or running without making a step; 0 "
@@ -215,12 +221,13 @@ def engine_families(engines: Iterable[EngineProgress]) -> Iterator[Metric]:
             (waiting, e.waiting),
             (running, e.running),
             (steps, e.steps),
+            (tokens, e.generation_tokens),
             (stalled, e.stalled_seconds),
             (asleep, None if e.asleep is None else float(e.asleep)),
         ):
             if value is not None:
                 family.add_metric(name, value)
-    yield from (readable, errors, waiting, running, steps, stalled, asleep)
+    yield from (readable, errors, waiting, running, steps, tokens, stalled, asleep)
 
 
 def limit_families(limits: Iterable[ComponentLimits]) -> Iterator[Metric]:
@@ -235,12 +242,21 @@ def limit_families(limits: Iterable[ComponentLimits]) -> Iterator[Metric]:
         "(components.*.remediation.startup_timeout_seconds).",
         ["component"],
     )
+    strikes = _gauge(
+        "canary_strike_limit",
+        "Failed canary attempts in a row that say the engine is hung: a failed canary is asked "
+        "again at once, up to this many times (glyph_guard.common.health.CANARY_STRIKES).",
+        ["component"],
+    )
     for limit in limits:
-        if limit.stall_seconds is not None:
-            stall.add_metric([limit.component], limit.stall_seconds)
-        if limit.startup_allowance_seconds is not None:
-            startup.add_metric([limit.component], limit.startup_allowance_seconds)
-    yield from (stall, startup)
+        for family, value in (
+            (stall, limit.stall_seconds),
+            (startup, limit.startup_allowance_seconds),
+            (strikes, limit.canary_strikes),
+        ):
+            if value is not None:
+                family.add_metric([limit.component], value)
+    yield from (stall, startup, strikes)
 
 
 def cache_families(usages: Iterable[CacheUsage]) -> Iterator[Metric]:
@@ -315,7 +331,7 @@ def self_families(runs: Iterable[CollectorRun], gpu: GpuSnapshot) -> Iterator[Me
     yield from (build, nvml, duration, errors, last)
 
 
-def families(snapshot: Snapshot) -> Iterator[Metric]:
+def families(snapshot: Readings) -> Iterator[Metric]:
     """Every family of one snapshot."""
     yield from liveness_families(snapshot.liveness, snapshot.ports)
     yield from gpu_families(snapshot.gpu, snapshot.gpu_memory, snapshot.gpu_orphans)
@@ -331,7 +347,7 @@ def families(snapshot: Snapshot) -> Iterator[Metric]:
 class SnapshotCollector(Collector):
     """A registry collector that serialises whatever snapshot its source returns."""
 
-    def __init__(self, source: Callable[[], Snapshot]) -> None:
+    def __init__(self, source: Callable[[], Readings]) -> None:
         self._source = source
 
     def collect(self) -> Iterator[Metric]:

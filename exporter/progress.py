@@ -2,18 +2,14 @@
 
 from __future__ import annotations
 
-import logging
 import threading
-import time
 
 import httpx
 
 from glyph_guard.common.config import Component
-from glyph_guard.common.enginemetrics import EngineReading, parse_engine_metrics
+from glyph_guard.common.enginemetrics import EngineReading
+from glyph_guard.common.probes import read_engine
 from glyph_guard.exporter.snapshot import EngineProgress
-
-log = logging.getLogger(__name__)
-MAX_BODY_BYTES = 8 * 1024 * 1024  # a vLLM exposition is some 100 KiB; more is not metrics
 
 
 class StallClock:
@@ -45,51 +41,35 @@ class EngineWatch:
 
     def __init__(self, component: Component) -> None:
         assert component.engine is not None
+        self._component = component
         self.component = component.name
-        self._url = component.base_url() + component.engine.path
-        self._timeout = component.engine.timeout_seconds
         self._clock = StallClock()
         self._errors = 0
+        self._observed = float("-inf")
         self._lock = threading.Lock()  # the engine loop and a failed canary both read
         self.latest = EngineProgress(component.name)
 
-    def read(self, client: httpx.Client, now: float) -> EngineProgress:
+    async def read(self, client: httpx.AsyncClient, now: float) -> EngineProgress:
+        """Read the engine's metrics (glyph_guard.common.probes.read_engine) and time them."""
+        reading = await read_engine(client, self._component)
         with self._lock:
-            return self._read(client, now)
+            if now >= self._observed:  # a read that started earlier but ended later is stale
+                self._observed = now
+                self.latest = self._observe(reading, now)
+            return self.latest
 
-    def _read(self, client: httpx.Client, now: float) -> EngineProgress:
-        reading = self._fetch(client)
+    def _observe(self, reading: EngineReading | None, now: float) -> EngineProgress:
         if reading is None:
             self._errors += 1
-            self.latest = EngineProgress(self.component, readable=False, read_errors=self._errors)
-        else:
-            self.latest = EngineProgress(
-                self.component,
-                readable=True,
-                read_errors=self._errors,
-                waiting=reading.waiting,
-                running=reading.running,
-                steps=reading.steps,
-                stalled_seconds=self._clock.observe(reading, now),
-                asleep=reading.asleep,
-            )
-        return self.latest
-
-    def _fetch(self, client: httpx.Client) -> EngineReading | None:
-        deadline = time.monotonic() + self._timeout
-        try:
-            with client.stream("GET", self._url, timeout=self._timeout) as response:
-                if response.status_code != 200:
-                    log.debug(
-                        "%s: engine metrics answered %d", self.component, response.status_code
-                    )
-                    return None
-                body = bytearray()
-                for chunk in response.iter_bytes():
-                    body += chunk
-                    if len(body) > MAX_BODY_BYTES or time.monotonic() > deadline:
-                        return None
-            return parse_engine_metrics(body.decode("utf-8", "replace"))
-        except (httpx.HTTPError, ValueError) as exc:
-            log.debug("%s: engine metrics unreadable: %s", self.component, exc)
-            return None
+            return EngineProgress(self.component, readable=False, read_errors=self._errors)
+        return EngineProgress(
+            self.component,
+            readable=True,
+            read_errors=self._errors,
+            waiting=reading.waiting,
+            running=reading.running,
+            steps=reading.steps,
+            generation_tokens=reading.generation_tokens,
+            stalled_seconds=self._clock.observe(reading, now),
+            asleep=reading.asleep,
+        )

@@ -7,12 +7,11 @@ import logging
 import threading
 import time
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
 
 import httpx
 
 from glyph_guard.common.config import Component, Deployment, Probe
-from glyph_guard.common.health import discover_model, with_model
+from glyph_guard.common.health import CANARY_STRIKES, ServedModels, canary_strikes
 from glyph_guard.common.probes import ProbeResult, run_probe
 from glyph_guard.common.processes import ProcessTable
 from glyph_guard.exporter.cacheusage import measure_caches
@@ -34,15 +33,11 @@ from glyph_guard.exporter.snapshot import (
     PortReading,
     ProbeKind,
     ProbeStats,
-    Snapshot,
+    Readings,
 )
 
 log = logging.getLogger(__name__)
 SETTLED_PORTS_FACTOR = 6
-# A canary that fails is asked again at once: the hang rule wants two failures in a row, so
-# one slow answer (a busy host, a GC pause) never restarts anything, and a hang is still
-# reported one canary timeout later rather than one canary interval later.
-CANARY_STRIKES = 2
 
 
 class Sampler:
@@ -64,11 +59,9 @@ class Sampler:
         self._http_probes = [(c, p) for c, p in probes if p.kind != "canary"]
         self._canaries = [(c, p) for c, p in probes if p.kind == "canary"]
         self._accumulators = {(c.name, p.name): ProbeAccumulator(c.name, p.name) for c, p in probes}
-        # The engine loop reads every engine endpoint at once, blocking, on a small pool.
-        self._client = httpx.Client(
-            limits=httpx.Limits(max_connections=8, max_keepalive_connections=0), trust_env=False
-        )
-        self._pool = ThreadPoolExecutor(max_workers=4, thread_name_prefix="engine")
+        # The engine loop reads every engine endpoint at once, on its own event loop.
+        self._engine_loop = asyncio.new_event_loop()
+        self._engine_client: httpx.AsyncClient | None = None
         self._stopping = threading.Event()
         self._ports_checked = float("-inf")
         self._threads: list[threading.Thread] = []
@@ -86,13 +79,13 @@ class Sampler:
         self._watches = {c.name: EngineWatch(c) for c in self._components if c.engine is not None}
         self._engines: tuple[EngineProgress, ...] = tuple(w.latest for w in self._watches.values())
         self._engines_lock = threading.Lock()  # the engine loop and failed canaries publish
-        self._models: dict[str, str] = {}  # the served model, per component, for canaries
+        self._models = ServedModels()
         self._probe_kinds = tuple(ProbeKind(c.name, p.name, p.kind) for c, p in probes)
         self._limits = tuple(_limits(c) for c in self._components if c.probes or c.engine)
 
-    def snapshot(self) -> Snapshot:
+    def snapshot(self) -> Readings:
         """The latest readings of every sampler."""
-        return Snapshot(
+        return Readings(
             liveness=self._liveness,
             ports=self._ports,
             gpu=self._gpu,
@@ -137,8 +130,10 @@ class Sampler:
         deadline = time.monotonic() + timeout
         for thread in self._threads:
             thread.join(max(0.0, deadline - time.monotonic()))
-        self._pool.shutdown(wait=False, cancel_futures=True)
-        self._client.close()
+        if not any(t.is_alive() for t in self._threads):  # else the engine loop still runs
+            if self._engine_client is not None:
+                self._engine_loop.run_until_complete(self._engine_client.aclose())
+            self._engine_loop.close()
         if self._nvml is not None:
             self._nvml.close()
 
@@ -238,49 +233,37 @@ class Sampler:
     async def _probe(
         self, client: httpx.AsyncClient, collector: str, component: Component, probe: Probe
     ) -> None:
-        """One probe; a failed canary is asked again at once, up to CANARY_STRIKES times."""
-        strikes = CANARY_STRIKES if probe.kind == "canary" else 1
-        for _ in range(strikes):
-            if probe.kind == "canary":
-                result = await self._ask_canary(client, component, probe)
-            else:
-                result = await run_probe(client, component, probe)
-            if result is None:
-                return
-            self._publish(collector, result)
-            if result.success or self._stopping.is_set():
-                return
-
-    async def _ask_canary(
-        self, client: httpx.AsyncClient, component: Component, probe: Probe
-    ) -> ProbeResult | None:
-        """A canary asks for the model served when the config names none. None: no
-        observation, as a canary is not asked (or not counted) while the engine sleeps."""
+        """One probe; a canary round is published attempt by attempt, up to its strikes."""
+        if probe.kind != "canary":
+            self._publish(collector, await run_probe(client, component, probe))
+            return
         watch = self._watches.get(component.name)
         if watch is not None and watch.latest.asleep:
-            return None
-        model = probe.model or self._models.get(component.name)
-        if model is None:
-            model = await discover_model(client, component)
-        result = await run_probe(client, component, with_model(probe, model))
-        if result.success and model is not None:
-            self._models[component.name] = model
-        else:  # a restart may serve another name: ask again next time
-            self._models.pop(component.name, None)
-        if not result.success and watch is not None:
-            # Refused because the engine was just put to sleep? Then it says nothing of a hang.
-            progress = await asyncio.to_thread(watch.read, self._client, self._clock())
+            return  # a canary is not asked while the engine sleeps on purpose
+
+        async def asleep() -> bool:
+            """Refused because the engine was just put to sleep? Then it says nothing of a hang."""
+            if watch is None:
+                return False
+            progress = await watch.read(client, self._clock())
             self._publish_engines()
-            if progress.asleep:
-                return None
-        return result
+            return bool(progress.asleep)
+
+        async for result in canary_strikes(client, component, probe, self._models, asleep):
+            self._publish(collector, result)
+            if self._stopping.is_set():
+                return
 
     def _sample_engines(self) -> None:
-        now = self._clock()
-        futures = [self._pool.submit(w.read, self._client, now) for w in self._watches.values()]
-        for future in futures:
-            future.result()
+        self._engine_loop.run_until_complete(self._read_engines(self._clock()))
         self._publish_engines()
+
+    async def _read_engines(self, now: float) -> None:
+        if self._engine_client is None:  # made on the engine loop, which it is bound to
+            limits = httpx.Limits(max_connections=8, max_keepalive_connections=0)
+            self._engine_client = httpx.AsyncClient(limits=limits, trust_env=False)
+        client = self._engine_client
+        await asyncio.gather(*(w.read(client, now) for w in self._watches.values()))
 
     def _publish_engines(self) -> None:
         with self._engines_lock:
@@ -300,4 +283,5 @@ def _limits(component: Component) -> ComponentLimits:
         component.name,
         component.engine.stall_seconds if component.engine else None,
         component.remediation.startup_timeout_seconds if component.probes else None,
+        CANARY_STRIKES if any(p.kind == "canary" and p.enabled for p in component.probes) else None,
     )

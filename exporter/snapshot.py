@@ -136,7 +136,7 @@ class CollectorRun:
 
 
 @dataclass(frozen=True)
-class Snapshot:
+class Readings:
     """Everything a scrape serialises."""
 
     liveness: tuple[ComponentLiveness, ...] = ()
@@ -164,6 +164,7 @@ class EngineProgress:
     waiting: float | None = None
     running: float | None = None
     steps: float | None = None
+    generation_tokens: float | None = None
     stalled_seconds: float | None = None
     asleep: bool | None = None
 
@@ -184,3 +185,4 @@ class ComponentLimits:
     component: str
     stall_seconds: float | None
     startup_allowance_seconds: float | None
+    canary_strikes: int | None = None

@@ -7,12 +7,21 @@ import ipaddress
 import json
 import re
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import Field, field_validator, model_validator
 
-from glyph_guard.common.config import HOST_PATTERN, ConfigError, parse_listen, validate_file_data
+from glyph_guard.common.config import (
+    HOST_PATTERN,
+    NAME_PATTERN,
+    ConfigError,
+    Frozen,
+    Listen,
+    NamedList,
+    load_file,
+    validate_data,
+)
 
 REMEDIATOR_RECEIVER = "remediator"  # the receiver of the single-host config that the hosts replace
 UNROUTED_RECEIVER = "remediator-unrouted"  # an alert whose host is not in the inventory
@@ -21,11 +30,7 @@ _ADDRESS = re.compile(r"^[A-Za-z0-9]([A-Za-z0-9.-]{0,252})$")
 HEADER = "# Rendered by `glyph-fleet render` from {inventory}: edit that file, not this one.\n"
 
 
-class _Frozen(BaseModel):
-    model_config = ConfigDict(frozen=True, extra="forbid")
-
-
-class FleetHost(_Frozen):
+class FleetHost(Frozen):
     """One GPU host: where its agent listens, and the token its remediator expects."""
 
     name: str = Field(pattern=HOST_PATTERN)
@@ -33,6 +38,12 @@ class FleetHost(_Frozen):
     exporter_port: int = Field(default=9842, ge=1, le=65535)
     remediator_port: int = Field(default=9843, ge=1, le=65535)
     vllm_port: int | None = Field(default=5002, ge=1, le=65535, description="null: not scraped")
+    vllm_component: str | None = Field(
+        default=None,
+        pattern=NAME_PATTERN,
+        description="the name of the host's component whose engine serves vLLM's metrics: the "
+        "`component` label of vLLM's series (null: none; the rules do not need it)",
+    )
     token_file: Path | None = Field(
         default=None, description="on the Alertmanager machines; default: token_dir/NAME"
     )
@@ -59,7 +70,7 @@ class FleetHost(_Frozen):
         return f"{host}:{port}"
 
 
-class Inventory(_Frozen):
+class Inventory(Frozen):
     """Every host of the fleet and every Alertmanager its Prometheus servers send to."""
 
     alertmanager_base: Path = Field(
@@ -67,23 +78,9 @@ class Inventory(_Frozen):
         description="the single-host Alertmanager config whose routes, timings and operators' "
         "receivers the fleet keeps (relative to the inventory file)",
     )
-    alertmanagers: tuple[str, ...] = Field(min_length=1, description="HOST:PORT of each one")
+    alertmanagers: tuple[Listen, ...] = Field(min_length=1, description="HOST:PORT of each one")
     token_dir: Path = Path("/etc/alertmanager/glyph-guard")
-    hosts: tuple[FleetHost, ...] = Field(min_length=1)
-
-    @field_validator("alertmanagers")
-    @classmethod
-    def _listen(cls, value: tuple[str, ...]) -> tuple[str, ...]:
-        for entry in value:
-            parse_listen(entry)
-        return value
-
-    @field_validator("hosts", mode="before")
-    @classmethod
-    def _named_mapping(cls, value: Any) -> Any:
-        if isinstance(value, dict):
-            return [{"name": k, **v} if isinstance(v, dict) else v for k, v in value.items()]
-        return value
+    hosts: Annotated[tuple[FleetHost, ...], NamedList] = Field(min_length=1)
 
     @model_validator(mode="after")
     def _unique(self) -> Inventory:
@@ -108,28 +105,11 @@ class Inventory(_Frozen):
 
 def parse_inventory(data: Any, source: str = "inventory") -> Inventory:
     """Validate loaded YAML into an Inventory; a ConfigError names each bad field."""
-    return validate_file_data(Inventory, data, source, _where)
-
-
-def _where(loc: tuple[int | str, ...], data: dict[str, Any]) -> str:
-    parts = [str(item) for item in loc]
-    hosts = data.get("hosts")
-    if len(loc) > 1 and loc[0] == "hosts" and isinstance(loc[1], int):
-        if isinstance(hosts, dict) and loc[1] < len(hosts):
-            parts[1] = str(list(hosts)[loc[1]])
-        elif isinstance(hosts, list) and loc[1] < len(hosts) and isinstance(hosts[loc[1]], dict):
-            parts[1] = str(hosts[loc[1]].get("name", loc[1]))
-    return ".".join(parts) or "(top level)"
+    return validate_data(Inventory, data, source)
 
 
 def load_inventory(path: Path) -> Inventory:
-    try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except OSError as exc:
-        raise ConfigError(f"{path}: cannot read: {exc.strerror or exc}") from None
-    except yaml.YAMLError as exc:
-        raise ConfigError(f"{path}: not valid YAML: {exc}") from None
-    return parse_inventory(data, str(path))
+    return load_file(Inventory, path)
 
 
 def render_alertmanager(inventory: Inventory, base: dict[str, Any]) -> dict[str, Any]:
@@ -172,17 +152,22 @@ def render_targets(inventory: Inventory) -> dict[str, list[dict[str, Any]]]:
     """file_sd target groups per job; each host's targets carry its `host` label."""
     hosts = sorted(inventory.hosts, key=lambda h: h.name)
 
-    def groups(port_of: str, **labels: str) -> list[dict[str, Any]]:
-        return [
-            {"targets": [h.target(port)], "labels": {HOST_LABEL: h.name, **labels}}
-            for h in hosts
-            if (port := getattr(h, port_of)) is not None
-        ]
+    def groups(port_of: str) -> list[dict[str, Any]]:
+        found = []
+        for host in hosts:
+            port = getattr(host, port_of)
+            if port is None:
+                continue
+            labels = {HOST_LABEL: host.name}
+            if port_of == "vllm_port" and host.vllm_component is not None:
+                labels["component"] = host.vllm_component
+            found.append({"targets": [host.target(port)], "labels": labels})
+        return found
 
     return {
         "glyph-exporter": groups("exporter_port"),
         "glyph-remediator": groups("remediator_port"),
-        "vllm": groups("vllm_port", component="api"),
+        "vllm": groups("vllm_port"),
         "alertmanagers": [{"targets": list(inventory.alertmanagers), "labels": {}}],
     }
 

@@ -11,7 +11,6 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import uvicorn
-from pydantic import ValidationError
 
 from glyph_guard.common.config import (
     ConfigError,
@@ -20,6 +19,7 @@ from glyph_guard.common.config import (
     dump_config,
     is_loopback,
     load_config,
+    with_override,
 )
 from glyph_guard.common.logflood import limit_log_floods
 from glyph_guard.common.sdnotify import notify, watchdog_interval
@@ -37,13 +37,7 @@ def with_listen(config: Deployment, listen: str | None) -> Deployment:
     """The config with --listen applied (validated like the config field)."""
     if listen is None:
         return config
-    try:
-        settings = RemediatorSettings.model_validate(
-            {**config.remediator.model_dump(), "listen": listen}
-        )
-    except ValidationError:
-        raise ConfigError(f"--listen: expected HOST:PORT, got {listen!r}") from None
-    return config.model_copy(update={"remediator": settings})
+    return with_override(config, "remediator.listen", listen, "--listen")
 
 
 def checked_credentials(settings: RemediatorSettings) -> Credentials:

@@ -66,7 +66,7 @@ def key_of(alert: Alert) -> Key:
     return alert.fingerprint, alert.startsAt.isoformat()
 
 
-def judge(
+def judge_alert(
     alert: Alert,
     view: ComponentView | None,
     ctx: Context,

@@ -42,14 +42,14 @@ class WebhookPayload(_Incoming):
     alerts: list[Alert]
 
 
-Verdict = Literal["acted", "deferred", "skipped"]
+Disposition = Literal["acted", "deferred", "skipped"]
 
 
 class AlertVerdict(BaseModel):
     """What became of one alert of a delivery."""
 
     fingerprint: str
-    verdict: Verdict
+    verdict: Disposition
     reason: str
 
 
@@ -75,7 +75,7 @@ class OperatorRestart(BaseModel):
     """The answer to a manual restart."""
 
     component: str
-    verdict: Verdict
+    verdict: Disposition
     reason: str
     action_id: int | None
 

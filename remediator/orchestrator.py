@@ -20,14 +20,19 @@ from glyph_guard.remediator.intake import (
     Judgement,
     Key,
     Pause,
-    judge,
+    judge_alert,
     judge_operator,
     judge_turn,
     key_of,
 )
 from glyph_guard.remediator.lane import Conflict, Lane, Running, Trigger
 from glyph_guard.remediator.metrics import ComponentGauges, Metrics
-from glyph_guard.remediator.models import AlertVerdict, ComponentStatus, Verdict, WebhookPayload
+from glyph_guard.remediator.models import (
+    AlertVerdict,
+    ComponentStatus,
+    Disposition,
+    WebhookPayload,
+)
 from glyph_guard.remediator.policy import Origin
 from glyph_guard.remediator.reasons import Reason
 from glyph_guard.remediator.seen import SeenAlerts
@@ -142,7 +147,7 @@ class Orchestrator:
                 failed_at = from_wall(self.clock, alert.startsAt.timestamp())
                 seen = self._seen.seen(key, stored)
                 view = lane.view() if lane else None
-                got = judge(alert, view, self._context(), seen=seen, failed_at=failed_at)
+                got = judge_alert(alert, view, self._context(), seen=seen, failed_at=failed_at)
                 if got.seen:
                     self._seen.remember(key)
                     ops.append(records.mark_seen(key, wall))
@@ -173,7 +178,7 @@ class Orchestrator:
 
     async def operate(
         self, lane: Lane, command: str, *, pause: Pause | None = None, note: str | None = None
-    ) -> tuple[Verdict, str, int | None]:
+    ) -> tuple[Disposition, str, int | None]:
         """An operator's switch or action: judged like an alert; free of back-off and budget."""
         got = judge_operator(lane.view(), self._context(), command, pause=pause, note=note)
         if got.refused:

@@ -20,7 +20,7 @@ from glyph_guard.common.config import Budget
 from glyph_guard.remediator.reasons import Reason
 
 Origin = Literal["alert", "retry", "operator"]
-Verdict = Literal["act", "wait", "skip"]
+DecisionKind = Literal["act", "wait", "skip"]
 Ending = Literal["healthy", "failed", "interrupted"]
 
 
@@ -41,7 +41,7 @@ class ComponentState:
 class Decision:
     """What to do with a request to act, and the state that follows from deciding."""
 
-    verdict: Verdict
+    verdict: DecisionKind
     reason: Reason
     state: ComponentState
     not_before: float | None = None  # for "wait": when to decide again

@@ -16,7 +16,7 @@ from glyph_guard.remediator.reasons import Reason
 class Turn:
     """What a request to act would get now: act, wait (until when) or be skipped (why)."""
 
-    verdict: policy.Verdict
+    verdict: policy.DecisionKind
     reason: Reason
     at: float | None  # monotonic; for "wait": when it may act
 

@@ -1,4 +1,4 @@
-"""The `docker` restart: the Engine API over its unix socket, container health, then the probes."""
+"""The `docker` restart: the Docker API over its unix socket, container health, then the probes."""
 
 from __future__ import annotations
 
@@ -17,15 +17,15 @@ from glyph_guard.remediator.actions.verify import verify
 POLL_SECONDS = 0.25
 
 
-def _engine(method: DockerRestart, timeout: float) -> httpx.Client:
+def _docker_api(method: DockerRestart, timeout: float) -> httpx.Client:
     transport = httpx.HTTPTransport(uds=str(method.socket))
     return httpx.Client(transport=transport, base_url="http://docker", timeout=timeout)
 
 
 def _unreachable(path: Path) -> str | None:
-    """Why the engine's socket takes no connection (None: it does).
+    """Why the Docker daemon's socket takes no connection (None: it does).
 
-    Connecting once here first also keeps a dead engine's socket from leaking a file
+    Connecting once here first also keeps a dead daemon's socket from leaking a file
     descriptor per attempt: httpx's unix transport does not close a socket whose connect failed.
     """
     if not path.is_socket():
@@ -60,13 +60,13 @@ def _restart(
     if unreachable is not None:
         return "failed_to_start", f"cannot reach Docker at {method.socket}: {unreachable}", details
     try:
-        with _engine(method, grace + 30.0) as engine:
-            response = engine.post(f"{path}/restart", params={"t": int(grace)})
+        with _docker_api(method, grace + 30.0) as docker:
+            response = docker.post(f"{path}/restart", params={"t": int(grace)})
             if response.status_code != 204:
                 return "failed_to_start", f"docker restart: {_api_error(response)}", details
             deadline = time.monotonic() + startup
             while True:
-                response = engine.get(f"{path}/json")
+                response = docker.get(f"{path}/json")
                 if response.status_code != 200:
                     return "failed_to_start", f"docker inspect: {_api_error(response)}", details
                 state = response.json().get("State") or {}
@@ -99,8 +99,8 @@ def _restart(
 def _exit_code(method: DockerRestart) -> int | None:
     """The container's exit code once it stopped running; None while it runs (or unknown)."""
     try:
-        with _engine(method, 10.0) as engine:
-            response = engine.get(f"/containers/{method.container}/json")
+        with _docker_api(method, 10.0) as docker:
+            response = docker.get(f"/containers/{method.container}/json")
             state = (response.json().get("State") or {}) if response.status_code == 200 else {}
     except (httpx.HTTPError, ValueError):
         return None

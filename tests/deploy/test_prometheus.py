@@ -17,9 +17,14 @@ import httpx
 import pytest
 import yaml
 
-from glyph_guard.common.config import ExporterSettings, RemediatorSettings, load_config
+from glyph_guard.common.config import (
+    ExporterSettings,
+    RemediatorSettings,
+    load_config,
+    parse_config,
+)
 from glyph_guard_demo.stack.cli import EXAMPLE
-from glyph_guard_demo.stack.configs import Ports, write_stack_files
+from glyph_guard_demo.stack.configs import Ports, prometheus_config, write_stack_files
 from glyph_guard_demo.stack.services import find_binary
 from glyph_guard_demo.testkit.support import REPO, free_port, spawned, wait_for
 
@@ -119,6 +124,36 @@ def test_rendered_local_stack_configs_pass_promtool_and_amtool(tmp_path: Path) -
         "action=restart",
     )
     assert "remediator" in receivers(routes)
+
+
+def test_the_vllm_target_carries_the_name_of_the_component_serving_its_engine() -> None:
+    components = {
+        "llm": {"match": {"cmdline": "x"}, "port": 5002, "engine": {"path": "/vllm-metrics"}},
+        "ui": {"match": {"cmdline": "y"}, "port": 7860},
+    }
+    rendered = prometheus_config(parse_config({"components": components}), Ports())
+    jobs = {job["job_name"]: job["static_configs"] for job in rendered["scrape_configs"]}
+    assert jobs["vllm"] == [
+        {
+            "targets": ["127.0.0.1:5002"],
+            "labels": {"component": "llm", "__metrics_path__": "/vllm-metrics"},
+        }
+    ]
+    without = {"ui": components["ui"]}
+    rendered = prometheus_config(parse_config({"components": without}), Ports())
+    assert "vllm" not in [job["job_name"] for job in rendered["scrape_configs"]]
+
+
+def test_no_rule_or_scrape_config_names_a_component() -> None:
+    """Components are named by the deployment config: the rules join on whatever name the
+    exporter publishes (rules_test.yml has a vLLM component named llm), and a scrape target
+    gets its component label from a renderer that reads the config."""
+    for rule in alert_rules():
+        assert not re.search(r"component\s*=", rule["expr"]), rule["alert"]
+    jobs = yaml.safe_load((PROMETHEUS / "prometheus.yml").read_text())["scrape_configs"]
+    for job in jobs:
+        for group in job.get("static_configs", ()):
+            assert "component" not in group.get("labels", {}), job["job_name"]
 
 
 # --------------------------------------------------------------------------- the rules

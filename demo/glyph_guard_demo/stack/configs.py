@@ -54,19 +54,24 @@ def prometheus_config(config: Deployment, ports: Ports) -> dict[str, Any]:
     data["rule_files"] = ["rules.yml"]  # beside the rendered prometheus.yml
     alerting = data["alerting"]["alertmanagers"][0]["static_configs"][0]
     alerting["targets"] = [f"127.0.0.1:{ports.alertmanager}"]
-    api = config.component("api")
+    engines = [
+        {
+            "targets": [f"{c.host}:{c.port}"],
+            "labels": {"component": c.name, "__metrics_path__": c.engine.path},
+        }
+        for c in config.components
+        if c.engine is not None and c.port
+    ]
     targets = {
-        "glyph-exporter": f"127.0.0.1:{ports.exporter}",
-        "glyph-remediator": f"127.0.0.1:{ports.remediator}",
-        "vllm": f"{api.host}:{api.port}" if api is not None and api.port else None,
+        "glyph-exporter": [{"targets": [f"127.0.0.1:{ports.exporter}"]}],
+        "glyph-remediator": [{"targets": [f"127.0.0.1:{ports.remediator}"]}],
+        "vllm": engines,  # each component whose engine serves vLLM's metrics, by its name
     }
     jobs = []
     for job in data["scrape_configs"]:
-        target = targets.get(job["job_name"])
-        if target is None:
-            continue  # no api component with a port: no vLLM metrics to scrape
-        job["static_configs"][0]["targets"] = [target]
-        jobs.append(job)
+        job["static_configs"] = targets.get(job["job_name"])
+        if job["static_configs"]:  # no engine component with a port: no vLLM job
+            jobs.append(job)
     data["scrape_configs"] = jobs
     return data
 

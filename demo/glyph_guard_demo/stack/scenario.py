@@ -15,7 +15,7 @@ import httpx
 from prometheus_client.parser import text_string_to_metric_families
 
 from glyph_guard.common.config import Component
-from glyph_guard.common.health import judge
+from glyph_guard.common.health import health_of
 from glyph_guard.common.processes import ProcessTable
 from glyph_guard_demo.stack.runner import LocalStack
 from glyph_guard_demo.stack.services import StackError
@@ -121,7 +121,7 @@ class StackReader:
         config = self._component(component)
         passed = {p.name: value("glyph_probe_success", probe=p.name) == 1 for p in config.probes}
         asleep = value("glyph_engine_asleep") == 1
-        return value("glyph_component_up") == 1 and judge(config, passed, asleep=asleep).healthy
+        return value("glyph_component_up") == 1 and health_of(config, passed, asleep=asleep).healthy
 
     def _component(self, name: str) -> Component:
         component = self.stack.config.component(name)

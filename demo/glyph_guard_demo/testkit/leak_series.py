@@ -63,7 +63,7 @@ def last_start(series: Series, t: float) -> float:
     return max((s for s in (series.samples[0][0], *series.restarts) if s <= t), default=0.0)
 
 
-def judge(series: Series, flags: Sequence[bool]) -> Outcome:
+def score_flags(series: Series, flags: Sequence[bool]) -> Outcome:
     """The judging rule of ../shared/traces/README.md."""
     onset = series.onset
     if series.healthy or onset is None:

@@ -11,7 +11,7 @@ import httpx
 import pytest
 
 from glyph_guard.common.config import Component, parse_config
-from glyph_guard.common.health import Health, check, check_blocking, judge, served_model
+from glyph_guard.common.health import Health, check, check_blocking, health_of, served_model
 from glyph_guard.remediator.actions.verify import healthy_now, verify
 from glyph_guard_demo.testkit.standin_fixtures import admin, api
 
@@ -40,8 +40,8 @@ OFF = {"name": "off", "path": "/nope", "enabled": False}
         ({"smoke": True}, False, Health(False, ("health",))),  # no result has not passed
     ],
 )
-def test_judge(passed: dict[str, bool], asleep: bool, verdict: Health) -> None:
-    assert judge(component(1, HEALTH, CANARY, OFF), passed, asleep=asleep) == verdict
+def test_health_of(passed: dict[str, bool], asleep: bool, verdict: Health) -> None:
+    assert health_of(component(1, HEALTH, CANARY, OFF), passed, asleep=asleep) == verdict
 
 
 def test_served_model_reads_the_first_id_and_nothing_else() -> None:

@@ -8,11 +8,19 @@ import resource
 import socket
 import time
 import zlib
+from collections.abc import Callable
 
 import httpx
 
 from glyph_guard.common.config import parse_config
-from glyph_guard.common.probes import MAX_BODY_BYTES, ProbeResult, run_probe
+from glyph_guard.common.health import engine_asleep
+from glyph_guard.common.probes import (
+    ENGINE_METRICS_MAX_BYTES,
+    MAX_BODY_BYTES,
+    ProbeResult,
+    run_probe,
+)
+from glyph_guard.exporter.progress import EngineWatch
 from glyph_guard_demo.testkit.exporter_fixtures import deployment, running_exporter, scrape
 from glyph_guard_demo.testkit.support import raw_server, sample, wait_for
 
@@ -129,3 +137,48 @@ def test_one_slow_target_does_not_delay_the_others_results() -> None:
                 wait_for(
                     lambda: sample(scrape(exporter), failures, component="slow", probe="p"), 10
                 )
+
+
+def asleep_exposition(size: int) -> bytes:
+    """An exposition of about size bytes whose engine sleeps (padded with comment lines)."""
+    state = (
+        b'# TYPE vllm:engine_sleep_state gauge\nvllm:engine_sleep_state{sleep_state="awake"} 0\n'
+    )
+    filler = b"# " + b"x" * 1021 + b"\n"
+    return state + filler * max(0, (size - len(state)) // len(filler))
+
+
+def metrics_answer(body: bytes) -> Callable[[socket.socket], None]:
+    def answer(conn: socket.socket) -> None:
+        conn.sendall(_headers(f"Content-Length: {len(body)}\r\nConnection: close\r\n") + body)
+
+    return answer
+
+
+def both_readers(port: int) -> tuple[bool, bool | None]:
+    """The remediator's sleep check and the exporter's engine watch, on the same endpoint."""
+    component = parse_config(
+        {
+            "components": {
+                "api": {"match": {"cmdline": "no-such-process-xyz"}, "port": port, "engine": {}}
+            }
+        }
+    ).components[0]
+
+    async def run() -> tuple[bool, bool | None]:
+        async with httpx.AsyncClient(trust_env=False) as client:
+            asleep = await engine_asleep(client, component)
+            return asleep, (await EngineWatch(component).read(client, 0.0)).asleep
+
+    return asyncio.run(run())
+
+
+def test_the_exporter_and_the_remediator_read_engine_metrics_alike() -> None:
+    # Between the probes' cap and the engine metrics' cap: both read it, both see the sleep.
+    with raw_server(metrics_answer(asleep_exposition(2 * MAX_BODY_BYTES))) as port:
+        assert both_readers(port) == (True, True)
+    # Over the cap, or a compression bomb: neither reads it (not asleep, nothing claimed).
+    with raw_server(metrics_answer(asleep_exposition(ENGINE_METRICS_MAX_BYTES + 4096))) as port:
+        assert both_readers(port) == (False, None)
+    with raw_server(bomb) as port:
+        assert both_readers(port) == (False, None)

@@ -23,7 +23,7 @@ from glyph_guard.exporter.snapshot import (
     GpuSnapshot,
     GpuUnclaimed,
     GpuUsage,
-    Snapshot,
+    Readings,
 )
 from glyph_guard_demo.testkit.exporter_fixtures import deployment, running_exporter, scrape
 from glyph_guard_demo.testkit.support import python_argv, sample, spawned, wait_for
@@ -176,7 +176,7 @@ def test_gpu_memory_is_attributed_once_for_the_metrics_and_the_leak_trend() -> N
     tracker.observe_gpu(unknown, usage, (api, ui), 200.0)  # ui's figure is unknown: skipped
     assert [(t.component, t.resource) for t in tracker.readings()] == [("api", "gpu_memory")]
     registry = CollectorRegistry(auto_describe=False)
-    snapshot = Snapshot(gpu=unknown, gpu_memory=usage, gpu_orphans=orphans)
+    snapshot = Readings(gpu=unknown, gpu_memory=usage, gpu_orphans=orphans)
     registry.register(SnapshotCollector(lambda: snapshot))
     series = "glyph_component_gpu_memory_bytes"
     assert registry.get_sample_value(series, {"component": "api", "gpu": "0"}) == 3 * GB

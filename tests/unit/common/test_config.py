@@ -15,6 +15,7 @@ from glyph_guard.common.config import (
     dump_config,
     load_config,
     parse_config,
+    with_override,
 )
 from glyph_guard_demo.testkit.support import REPO
 
@@ -145,7 +146,19 @@ def test_missing_file_and_bad_listen_exit_2(tmp_path: Path) -> None:
     assert "cannot read" in missing.stderr and "Traceback" not in missing.stderr
     bad_listen = run_cli("--listen", "localhost")
     assert bad_listen.returncode == 2
-    assert "--listen: expected HOST:PORT" in bad_listen.stderr
+    assert "--listen: exporter.listen: expected HOST:PORT" in bad_listen.stderr
+
+
+def test_an_override_is_validated_as_the_file_is() -> None:
+    config = default_config()
+    assert with_override(config, "exporter.listen", "127.0.0.1:1", "--listen").exporter.address == (
+        "127.0.0.1",
+        1,
+    )
+    with pytest.raises(ConfigError, match=r"^--x: exporter\.intervals\.engine: Input should be"):
+        with_override(config, "exporter.intervals.engine", 0, "--x")
+    with pytest.raises(ConfigError, match=r"^--listen: remediator\.listen: expected HOST:PORT"):
+        with_override(config, "remediator.listen", "nowhere", "--listen")
 
 
 def test_components_as_list_name_errors_by_name(tmp_path: Path) -> None:

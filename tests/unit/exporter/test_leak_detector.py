@@ -21,8 +21,8 @@ from glyph_guard_demo.testkit.leak_series import (
     MB,
     Series,
     generate,
-    judge,
     load_traces,
+    score_flags,
 )
 from glyph_guard_demo.testkit.support import REPO
 
@@ -46,7 +46,7 @@ def test_healthy_series_raise_no_alarm(family: str) -> None:
     for seed in SEEDS:
         series = generate(seed, family)
         flags = _flags(series)
-        assert judge(series, flags).false_samples == 0, _where(series, flags)
+        assert score_flags(series, flags).false_samples == 0, _where(series, flags)
 
 
 @pytest.mark.parametrize("family", sorted(LEAKS))
@@ -54,7 +54,7 @@ def test_leaks_are_caught_in_time(family: str) -> None:
     for seed in SEEDS:
         series = generate(seed, family)
         flags = _flags(series)
-        outcome = judge(series, flags)
+        outcome = score_flags(series, flags)
         assert outcome.false_samples == 0, _where(series, flags)
         assert outcome.delay_seconds is not None, f"{series.name}: never flagged"
         assert outcome.in_time, f"{series.name}: {outcome.delay_seconds / 60:.0f} min late"
@@ -69,7 +69,7 @@ def _recorded() -> list[Series]:
 def test_recorded_traces_are_judged_right() -> None:
     for trace in _recorded():
         flags = _flags(trace)
-        outcome = judge(trace, flags)
+        outcome = score_flags(trace, flags)
         assert outcome.false_samples == 0, _where(trace, flags)
         assert trace.healthy or outcome.in_time, f"{trace.name}: {outcome}"
 

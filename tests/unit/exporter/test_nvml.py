@@ -8,7 +8,7 @@ from prometheus_client import CollectorRegistry
 from glyph_guard.exporter.gpu_memory import attribute_gpu_memory
 from glyph_guard.exporter.metrics import SnapshotCollector
 from glyph_guard.exporter.nvml import NvmlReader
-from glyph_guard.exporter.snapshot import ComponentLiveness, GpuSnapshot, Snapshot
+from glyph_guard.exporter.snapshot import ComponentLiveness, GpuSnapshot, Readings
 from glyph_guard.remediator.actions.gpu import NvmlHolders
 from glyph_guard_demo.testkit.fake_nvml import GIB, FakeDevice, FakeNvml
 
@@ -16,7 +16,7 @@ from glyph_guard_demo.testkit.fake_nvml import GIB, FakeDevice, FakeNvml
 def registry_for(gpu: GpuSnapshot, *liveness: ComponentLiveness) -> CollectorRegistry:
     registry = CollectorRegistry(auto_describe=False)
     usage, orphans = attribute_gpu_memory(gpu, liveness)
-    snapshot = Snapshot(liveness=liveness, gpu=gpu, gpu_memory=usage, gpu_orphans=orphans)
+    snapshot = Readings(liveness=liveness, gpu=gpu, gpu_memory=usage, gpu_orphans=orphans)
     registry.register(SnapshotCollector(lambda: snapshot))
     return registry
 

@@ -3,6 +3,7 @@ stand-in's real /metrics, an unreadable endpoint as a state, and promtool on the
 
 from __future__ import annotations
 
+import asyncio
 from pathlib import Path
 
 import httpx
@@ -10,7 +11,9 @@ import pytest
 
 from glyph_guard.common.config import ConfigError, parse_config
 from glyph_guard.common.enginemetrics import EngineReading, parse_engine_metrics
+from glyph_guard.common.health import CANARY_STRIKES
 from glyph_guard.exporter.progress import EngineWatch, StallClock
+from glyph_guard.exporter.snapshot import EngineProgress
 from glyph_guard_demo.testkit.exporter_fixtures import (
     assert_promtool_accepts,
     deployment,
@@ -20,6 +23,16 @@ from glyph_guard_demo.testkit.standin_fixtures import admin, api, chat
 from glyph_guard_demo.testkit.support import free_port, parse_metrics, sample, wait_for
 
 IDLE = EngineReading(0, 0, 10)
+
+
+def read(watch: EngineWatch, now: float) -> EngineProgress:
+    """One read of the engine's metrics, on a client of its own."""
+
+    async def once() -> EngineProgress:
+        async with httpx.AsyncClient(trust_env=False) as client:
+            return await watch.read(client, now)
+
+    return asyncio.run(once())
 
 
 @pytest.mark.parametrize(
@@ -59,17 +72,20 @@ def test_parse_only_the_needed_families_and_fold_engines() -> None:
             'vllm:iteration_tokens_total_bucket{engine="0",le="+Inf",model_name="m"} 4',
             'vllm:iteration_tokens_total_count{engine="0",model_name="m"} 4',
             'vllm:iteration_tokens_total_count{engine="1",model_name="m"} 6',
+            "# TYPE vllm:generation_tokens_total counter",
+            'vllm:generation_tokens_total{engine="0",model_name="m"} 7',
+            'vllm:generation_tokens_total{engine="1",model_name="m"} 5',
             "# TYPE something_else gauge",
             "something_else{ this is not parsed",
         ]
     )
-    assert parse_engine_metrics(text) == EngineReading(1, 5, 10, asleep=False)
+    assert parse_engine_metrics(text) == EngineReading(1, 5, 10, asleep=False, generation_tokens=12)
     with pytest.raises(ValueError):
         parse_engine_metrics("vllm:num_requests_running{oops 1\n")
 
 
 def test_reads_the_standin_engine_and_sees_steps_sleep_and_a_hang(tmp_path: Path) -> None:
-    with api(tmp_path) as running, httpx.Client(trust_env=False) as client:
+    with api(tmp_path) as running:
         component = parse_config(
             {
                 "components": {
@@ -82,10 +98,10 @@ def test_reads_the_standin_engine_and_sees_steps_sleep_and_a_hang(tmp_path: Path
             }
         ).components[0]
         watch = EngineWatch(component)
-        before = watch.read(client, 0.0)
+        before = read(watch, 0.0)
         assert before.readable and before.steps is not None and before.stalled_seconds == 0
         assert chat(running.url, "count my steps", max_tokens=5).status_code == 200
-        after = watch.read(client, 1.0)
+        after = read(watch, 1.0)
         assert after.steps is not None and after.steps >= before.steps + 6  # prefill + 5 tokens
         assert admin(running.url, fault="hang").status_code == 202
         with httpx.Client(trust_env=False) as user, pytest.raises(httpx.TimeoutException):
@@ -94,10 +110,10 @@ def test_reads_the_standin_engine_and_sees_steps_sleep_and_a_hang(tmp_path: Path
                 json={"model": "glyph", "messages": [{"role": "user", "content": "x"}]},
                 timeout=0.5,
             )
-        hung = [watch.read(client, t) for t in (2.0, 5.0)]
+        hung = [read(watch, t) for t in (2.0, 5.0)]
         assert hung[-1].waiting == 1 and hung[-1].stalled_seconds == 3.0
         assert httpx.post(f"{running.url}/sleep", timeout=5).status_code == 200
-        assert watch.read(client, 6.0).asleep is True
+        assert read(watch, 6.0).asleep is True
         assert admin(running.url, fault="clear").status_code == 202
 
 
@@ -114,8 +130,7 @@ def test_an_unreadable_endpoint_is_a_state_with_an_error_count() -> None:
         }
     ).components[0]
     watch = EngineWatch(component)
-    with httpx.Client(trust_env=False) as client:
-        readings = [watch.read(client, float(t)) for t in range(3)]
+    readings = [read(watch, float(t)) for t in range(3)]
     assert [r.readable for r in readings] == [False] * 3
     assert [r.read_errors for r in readings] == [1, 2, 3]
     assert readings[-1].stalled_seconds is None and readings[-1].waiting is None
@@ -166,6 +181,8 @@ def test_engine_series_pass_promtool_and_name_the_canary_by_kind(tmp_path: Path)
     assert sample(samples, "glyph_engine_asleep", component="api") == 0
     assert sample(samples, "glyph_engine_stall_limit_seconds", component="api") == 10
     assert sample(samples, "glyph_component_startup_allowance_seconds", component="api") == 600
+    assert sample(samples, "glyph_canary_strike_limit", component="api") == CANARY_STRIKES
+    assert (sample(samples, "glyph_engine_generation_tokens_total", component="api") or 0) >= 1
     assert all("model_name" not in dict(labels) for _, labels in samples)
     assert_promtool_accepts(text)
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import shutil
 import subprocess
 import sys
@@ -90,7 +91,11 @@ def test_shipped_fleet_configs_are_rendered_from_the_shipped_inventory() -> None
 def test_routes_reach_only_the_alerts_own_host(tmp_path: Path) -> None:
     path = inventory(
         tmp_path,
-        {"gpu-01": {"address": "10.0.0.1"}, "gpu-02": {"address": "10.0.0.2", "vllm_port": None}},
+        {
+            "gpu-01": {"address": "10.0.0.1", "vllm_component": "llm"},
+            "gpu-02": {"address": "10.0.0.2", "vllm_port": None},
+            "gpu-03": {"address": "10.0.0.3"},
+        },
     )
     assert glyph_fleet("render", str(path)).returncode == 0
     config = tmp_path / "alertmanager.yml"
@@ -116,8 +121,9 @@ def test_routes_reach_only_the_alerts_own_host(tmp_path: Path) -> None:
     }
     assert "remediator" not in hooks
     vllm = yaml.safe_load((tmp_path / "targets" / "vllm.json").read_text())
-    assert vllm == [
-        {"targets": ["10.0.0.1:5002"], "labels": {"host": "gpu-01", "component": "api"}}
+    assert vllm == [  # labelled with the host's own name for its vLLM component, if any
+        {"targets": ["10.0.0.1:5002"], "labels": {"host": "gpu-01", "component": "llm"}},
+        {"targets": ["10.0.0.3:5002"], "labels": {"host": "gpu-03"}},
     ]
 
 
@@ -174,13 +180,13 @@ def test_rendering_is_idempotent_and_follows_inventory_changes(tmp_path: Path) -
             "host names must be unique",
         ),
         ({"alertmanagers": []}, "alertmanagers: Tuple should have at least 1 item"),
-        ({"alertmanagers": ["am-1"]}, "alertmanagers: expected HOST:PORT"),
+        ({"alertmanagers": ["am-1"]}, "alertmanagers[0]: expected HOST:PORT"),
         ({"hosts": {}}, "hosts: Tuple should have at least 1 item"),
     ],
 )
 def test_inventory_errors_name_the_field(change: dict[str, Any], message: str) -> None:
     data = {"alertmanagers": ["127.0.0.1:9093"], "hosts": {"gpu-01": {"address": "10.0.0.1"}}}
-    with pytest.raises(ConfigError, match=message.replace(".", r"\.")):
+    with pytest.raises(ConfigError, match=re.escape(message)):
         parse_inventory({**data, **change}, "inv.yml")
 
 

@@ -12,7 +12,7 @@ from glyph_guard.common.config import Budget, Component, parse_config
 from glyph_guard.remediator.intake import (
     ComponentView,
     Context,
-    judge,
+    judge_alert,
     judge_operator,
     judge_turn,
     key_of,
@@ -201,26 +201,28 @@ def test_intake(
     dry_run: bool,
     expected: tuple[Any, ...],
 ) -> None:
-    got = judge(item, seen_view, Context(B, dry_run, host, NOW), seen=seen, failed_at=BEGAN)
+    got = judge_alert(item, seen_view, Context(B, dry_run, host, NOW), seen=seen, failed_at=BEGAN)
     assert (got.verdict, got.reason, got.seen, got.launch, got.enqueue) == expected
 
 
 def test_intake_details() -> None:
-    other = judge(labelled(host="gpu-7"), view(), Context(B, False, "gpu-3", NOW), seen=False)
+    other = judge_alert(labelled(host="gpu-7"), view(), Context(B, False, "gpu-3", NOW), seen=False)
     assert other.detail is not None and "'gpu-7'" in other.detail and "'gpu-3'" in other.detail
-    joined = judge(
+    joined = judge_alert(
         FIRING, view(busy="restart", busy_action_id=7), Context(B, False, None, NOW), seen=False
     )
     assert joined.action_id == 7
     waiting = view(waiting={"restart": KEY, "clean_cache": ("x", "y")})
     resolved = Alert.model_validate(alert(status="resolved"))
-    assert judge(resolved, waiting, Context(B, False, None, NOW), seen=False).cancel == ("restart",)
-    cooling = judge(
+    assert judge_alert(resolved, waiting, Context(B, False, None, NOW), seen=False).cancel == (
+        "restart",
+    )
+    cooling = judge_alert(
         FIRING, view(state=JUST), Context(B, False, None, NOW), seen=False, failed_at=BEGAN
     )
     assert cooling.recheck is True
     long = labelled(component="x" * 300)
-    unknown = judge(long, None, Context(B, False, None, NOW), seen=False)
+    unknown = judge_alert(long, None, Context(B, False, None, NOW), seen=False)
     assert unknown.detail is not None and len(unknown.detail) < 200
 
 

@@ -1,0 +1,77 @@
+"""The deployment config: one YAML file describing components, exporter and remediator."""
+
+from glyph_guard.common.config.base import (
+    HOST_PATTERN,
+    NAME_PATTERN,
+    ConfigError,
+    Frozen,
+    Listen,
+    NamedList,
+    is_loopback,
+    load_file,
+    parse_listen,
+    validate_data,
+    with_override,
+)
+from glyph_guard.common.config.components import (
+    Cache,
+    CommandRestart,
+    Component,
+    DockerRestart,
+    EngineEndpoint,
+    Matcher,
+    Probe,
+    Remediation,
+    RestartMethod,
+    SystemdRestart,
+)
+from glyph_guard.common.config.deployment import (
+    Deployment,
+    default_config,
+    dump_config,
+    load_config,
+    parse_config,
+)
+from glyph_guard.common.config.exporter import ExporterSettings, Intervals, LeakSettings
+from glyph_guard.common.config.remediator import (
+    BasicAuth,
+    Budget,
+    RemediatorSettings,
+    Retention,
+)
+
+__all__ = [
+    "HOST_PATTERN",
+    "NAME_PATTERN",
+    "BasicAuth",
+    "Budget",
+    "Cache",
+    "CommandRestart",
+    "Component",
+    "ConfigError",
+    "Deployment",
+    "DockerRestart",
+    "EngineEndpoint",
+    "ExporterSettings",
+    "Frozen",
+    "Intervals",
+    "LeakSettings",
+    "Listen",
+    "Matcher",
+    "NamedList",
+    "Probe",
+    "Remediation",
+    "RemediatorSettings",
+    "RestartMethod",
+    "Retention",
+    "SystemdRestart",
+    "default_config",
+    "dump_config",
+    "is_loopback",
+    "load_config",
+    "load_file",
+    "parse_config",
+    "parse_listen",
+    "validate_data",
+    "with_override",
+]
