@@ -10,6 +10,11 @@ from itertools import combinations, pairwise
 from statistics import median
 
 from glyph_guard.common.config import LeakSettings
+from glyph_guard.exporter.leak_forecast import (
+    NO_FORECAST,
+    ExhaustionForecast,
+    forecast_exhaustion,
+)
 
 __all__ = ["LeakDetector", "LeakEvidence", "LeakReading", "LeakSettings"]
 
@@ -20,6 +25,7 @@ class LeakEvidence:
 
     window_seconds: float
     slope_bytes_per_second: float  # Theil-Sen slope of the block floors
+    slope_stderr_bytes_per_second: float  # its standard error
     floor_rise_bytes: float  # last block's floor less the first's
     sigmas: float  # the slope over its standard error
     above_history_bytes: float | None  # last floor less the high floor of the older history
@@ -33,8 +39,8 @@ class LeakReading:
 
     slope_bytes_per_second: float | None
     suspected: bool
-    seconds_until_exhausted: float | None
     segment_age_seconds: float
+    forecast: ExhaustionForecast = NO_FORECAST  # from the recent high level at this slope
     evidence: LeakEvidence | None = None  # the longest window that tipped it, or judged
 
 
@@ -82,10 +88,11 @@ class LeakDetector:
         self._open_v: list[float] = []
         self._recent: deque[tuple[float, float]] = deque(maxlen=64)
         self._slope: float | None = None
+        self._level = 0.0  # the highest one-minute median of the last LEVEL_SECONDS
         self._suspected = False
         self._verdicts: deque[bool] = deque(maxlen=self.settings.confirm_bins)
         self._evidence: LeakEvidence | None = None
-        self._reading = LeakReading(None, False, None, 0.0)
+        self._reading = LeakReading(None, False, 0.0)
 
     def update(
         self, timestamp_seconds: float, value_bytes: float, limit_bytes: float | None
@@ -110,12 +117,18 @@ class LeakDetector:
         self._open_v.append(v)
         assert self._segment_start is not None
         age = t - self._segment_start
-        until = None
-        slope = self._slope
-        if slope is not None and slope > 0 and limit_bytes is not None and limit_bytes > 0:
-            until = max(0.0, (limit_bytes - v) / slope)
         suspected = self._suspected and age >= s.grace_seconds
-        self._reading = LeakReading(slope, suspected, until, age, self._evidence)
+        evidence = self._evidence
+        forecast = forecast_exhaustion(
+            level_bytes=max(v, self._level),
+            limit_bytes=limit_bytes,
+            slope_bytes_per_second=self._slope,
+            slope_stderr_bytes_per_second=evidence.slope_stderr_bytes_per_second
+            if evidence
+            else 0.0,
+            suspected=suspected,
+        )
+        self._reading = LeakReading(self._slope, suspected, age, forecast, evidence)
         return self._reading
 
     def _restarted(self, t: float, v: float) -> bool:
@@ -133,6 +146,8 @@ class LeakDetector:
         assert self._open_index is not None
         self._bins.append(self._open_index)
         self._open_t, self._open_v = [], []
+        recent = bisect_right(self._bins, self._bins[-1] - LEVEL_SECONDS / self.settings.bin_seconds)
+        self._level = max(self._ys[recent:])
         if len(self._ts) > self._max_bins + 32:
             cut = len(self._ts) - self._max_bins
             for seq in (self._ts, self._ys, self._lows, self._bins):
@@ -233,14 +248,15 @@ class LeakDetector:
         resid = [y - slope * (t - mean) for t, y in floors]
         centre = median(resid)
         scatter = 1.4826 * median(abs(r - centre) for r in resid)
-        sigmas = slope * spread / max(scatter, noise, 1e-9)
+        stderr = max(scatter, noise, 1e-9) / spread
+        sigmas = slope / stderr
         rises = sorted((x for x in steps if x > 0), reverse=True)
         top = sum(rises[:2]) / sum(rises) if rises and sum(rises) > 0 else 1.0
         high = _quantile([y for _, y in older], s.history_quantile) if older else None
         above = None if high is None else values[-1] - high
 
         def verdict(reason: str) -> LeakEvidence:
-            return LeakEvidence(span, slope, rise, sigmas, above, top, reason)
+            return LeakEvidence(span, slope, stderr, rise, sigmas, above, top, reason)
 
         if slope < s.min_rate_bytes_per_second or slope * span < s.min_rise_bytes:
             return verdict("below the rate floor")
@@ -263,6 +279,7 @@ class LeakDetector:
 
 
 RISING = "rising floor"
+LEVEL_SECONDS = 1800.0  # the level a forecast starts from: the recent high, as bursts reach it
 
 
 def _theil_sen(points: list[tuple[float, float]]) -> float:
