@@ -82,7 +82,7 @@ class LeakDetector:
         self._ys: list[float] = []
         self._lows: list[float] = []
         self._bins: list[int] = []  # the index of each closed bin
-        self._floor_cache: dict[tuple[int, int], float | None] = {}
+        self._floor_cache: dict[tuple[int, int, float], float | None] = {}
         self._open_index: int | None = None
         self._open_t: list[float] = []
         self._open_v: list[float] = []
@@ -196,24 +196,24 @@ class LeakDetector:
         regular = gaps[3 * len(gaps) // 4] - gaps[len(gaps) // 4] <= typical
         return sigma, typical if regular else None
 
-    def _floor(self, end: int, reach: int) -> float | None:
+    def _floor(self, end: int, reach: int, quantile: float) -> float | None:
         """A low quantile of the bin minima in the `reach` bins up to bin `end`; None with
         under half of them there. Closed bins never change, so floors are kept."""
-        key = (end, reach)
+        key = (end, reach, quantile)
         if key not in self._floor_cache:
             lo, hi = bisect_right(self._bins, end - reach), bisect_right(self._bins, end)
             floor = None
             if 2 * (hi - lo) >= reach and hi - lo >= 2:
                 block = sorted(self._lows[lo:hi])
-                floor = block[int(self.settings.floor_quantile * (len(block) - 1))]
+                floor = block[int(quantile * (len(block) - 1))]
             self._floor_cache[key] = floor
         return self._floor_cache[key]
 
-    def _floors(self, ends: range, reach: int) -> list[tuple[float, float]]:
+    def _floors(self, ends: range, reach: int, quantile: float) -> list[tuple[float, float]]:
         """(time, floor) at each of the block ends (bin indices) that has one."""
         out = []
         for end in ends:
-            floor = self._floor(end, reach)
+            floor = self._floor(end, reach, quantile)
             if floor is not None:
                 out.append(((end + 1) * self.settings.bin_seconds, floor))
         return out
@@ -225,11 +225,14 @@ class LeakDetector:
         assert self._segment_start is not None
         width = max(1, round(span / s.blocks / s.bin_seconds))  # in bins
         reach = max(width, round(s.min_reach_seconds / s.bin_seconds))
+        quantile = s.floor_quantile
         if period:  # a floor must reach back to a sawtooth's trough, within the window
             reach = max(reach, min(math.ceil(1.5 * period / s.bin_seconds), 2 * width))
+            # and be the troughs' level: about one bin a tooth is that low, not a fifth
+            quantile = min(quantile, 0.5 / max(1, round(period / s.bin_seconds)))
         last = self._bins[-1]
         start = last - s.blocks * width
-        floors = self._floors(range(start + width, last + 1, width), reach)
+        floors = self._floors(range(start + width, last + 1, width), reach, quantile)
         if len(floors) < s.blocks - 1:
             return None
         slope = _theil_sen(floors)
@@ -237,7 +240,7 @@ class LeakDetector:
         rise = values[-1] - values[0]
         begin = max(self._segment_start, now - s.history_seconds)
         first = start - width * math.floor((start - begin / s.bin_seconds - reach) / width)
-        older = self._floors(range(first, start + 1, width), reach)
+        older = self._floors(range(first, start + 1, width), reach, quantile)
         steps = [b - a for a, b in pairwise(values)]
         noise = max(
             _step_noise([b - a for a, b in pairwise(y for _, y in older + floors)]),

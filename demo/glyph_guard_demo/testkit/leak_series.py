@@ -443,15 +443,16 @@ def big_chunks(d: _Draft) -> None:
 
 
 def under_bursts(d: _Draft) -> None:
-    """A slow leak (200-500 MB/h) under heavy request bursts: 2-8 an hour, each up by 10-60 %
-    of the level (at most 8 GB) for 1-20 min."""
+    """A slow leak (200-500 MB/h) under heavy request bursts: 2-6 an hour, each up by 10-50 %
+    of the level (at most 8 GB) for 1-10 min; the service is back at its floor for about half
+    of the time or more."""
     rng = d.rng
-    per_hour = rng.uniform(2, 8)
+    per_hour = rng.uniform(2, 6)
     events = []
     t = rng.expovariate(per_hour / HOUR)
     while t < d.hours * HOUR:
-        height = min(rng.uniform(0.1, 0.6) * d.base, 8 * GB)
-        events.append((t, t + rng.uniform(1, 20) * 60, height))
+        height = min(rng.uniform(0.1, 0.5) * d.base, 8 * GB)
+        events.append((t, t + rng.uniform(1, 10) * 60, height))
         t += rng.expovariate(per_hour / HOUR)
     d.add(lambda t: sum(h for a, b, h in events if a <= t < b))
     rate = rng.uniform(200, 500) * MB
