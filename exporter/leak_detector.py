@@ -170,6 +170,9 @@ class LeakDetector:
             if evidence is not None:
                 judged.append(evidence)
         rising = [e for e in judged if e.verdict == RISING]
+        if settled >= s.min_history_seconds:
+            stair = self._stair(noise, period)
+            rising += [stair] if stair else []
         self._verdicts.append(bool(rising))
         # a majority of the latest verdicts must agree: one odd bin does not tip it
         self._suspected = bool(rising) and 2 * sum(self._verdicts) > self.settings.confirm_bins
@@ -217,6 +220,66 @@ class LeakDetector:
             if floor is not None:
                 out.append(((end + 1) * self.settings.bin_seconds, floor))
         return out
+
+    def _stair(self, bin_noise: float, period: float | None) -> LeakEvidence | None:
+        """Three or more big chunks since the grace period, flat between them, of like size and
+        pace, the latest no longer ago than the widest pace: a leak too coarse for a window's
+        blocks to see as steady (one chunk an hour, cached images)."""
+        s = self.settings
+        assert self._segment_start is not None
+        reach = round(s.min_reach_seconds / s.bin_seconds)
+        quantile = s.floor_quantile
+        if period:
+            reach = max(reach, math.ceil(1.5 * period / s.bin_seconds))
+            quantile = min(quantile, 0.5 / max(1, round(period / s.bin_seconds)))
+        last = self._bins[-1]
+        begin = math.ceil((self._segment_start + s.grace_seconds) / s.bin_seconds) + reach
+        first = last - reach * ((last - begin) // reach)
+        floors = self._floors(range(first, last + 1, reach), reach, quantile)
+        steps = [(t, b - a) for (_, a), (t, b) in pairwise(y for y in floors)]
+        if len(steps) < 4:
+            return None
+        noise = max(
+            _step_noise([x for _, x in steps]), 1.43 * bin_noise / math.sqrt(max(reach, 1))
+        )
+        least = max(s.min_sigmas * noise, s.min_rise_bytes / 3)
+        chunks: list[tuple[float, float]] = []  # (time, size) of runs of big rises
+        run = 0
+        for t, x in steps:
+            if x >= least / 2 and run and run < 2:
+                chunks[-1] = (t, chunks[-1][1] + x)  # a chunk split over two floors
+                run += 1
+            elif x >= least:
+                chunks.append((t, x))
+                run = 1
+            elif x < -least / 2:
+                return None  # it came back down: a burst or a cycle, not a stair
+            else:
+                run = 0
+        chunks = [c for c in chunks if c[1] >= least]
+        if len(chunks) < 3:
+            return None
+        sizes = [x for _, x in chunks]
+        paces = [b[0] - a[0] for a, b in pairwise(chunks)]
+        if max(sizes) > 4 * min(sizes) or max(paces) > 3 * min(paces):
+            return None
+        now = (last + 1) * s.bin_seconds
+        if now - chunks[-1][0] > 1.5 * max(paces):
+            return None  # it has stopped
+        rate = sum(sizes[1:]) / (chunks[-1][0] - chunks[0][0])
+        if rate < s.min_rate_bytes_per_second:
+            return None
+        rise = sum(sizes)
+        return LeakEvidence(
+            chunks[-1][0] - chunks[0][0] + max(paces),
+            rate,
+            rate / len(chunks),
+            rise,
+            min(sizes) / noise,
+            rise,
+            2 / len(chunks),
+            STAIR,
+        )
 
     def _judge(
         self, now: float, span: float, bin_noise: float, period: float | None
@@ -282,6 +345,7 @@ class LeakDetector:
 
 
 RISING = "rising floor"
+STAIR = "stair of chunks"
 LEVEL_SECONDS = 1800.0  # the level a forecast starts from: the recent high, as bursts reach it
 
 
