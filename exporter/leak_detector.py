@@ -146,7 +146,8 @@ class LeakDetector:
         assert self._open_index is not None
         self._bins.append(self._open_index)
         self._open_t, self._open_v = [], []
-        recent = bisect_right(self._bins, self._bins[-1] - LEVEL_SECONDS / self.settings.bin_seconds)
+        level_bins = LEVEL_SECONDS / self.settings.bin_seconds
+        recent = bisect_right(self._bins, self._bins[-1] - level_bins)
         self._level = max(self._ys[recent:])
         if len(self._ts) > self._max_bins + 32:
             cut = len(self._ts) - self._max_bins
@@ -239,9 +240,7 @@ class LeakDetector:
         steps = [(t, b - a) for (_, a), (t, b) in pairwise(y for y in floors)]
         if len(steps) < 4:
             return None
-        noise = max(
-            _step_noise([x for _, x in steps]), 1.43 * bin_noise / math.sqrt(max(reach, 1))
-        )
+        noise = max(_step_noise([x for _, x in steps]), 1.43 * bin_noise / math.sqrt(max(reach, 1)))
         least = max(s.min_sigmas * noise, s.min_rise_bytes / 3)
         chunks: list[tuple[float, float]] = []  # (time, size) of runs of big rises
         run = 0

@@ -1,4 +1,4 @@
-"""Table of time-to-exhaustion forecasts: headroom, slope and its error in, a frozen forecast out."""
+"""Time-to-exhaustion forecasts as a table: headroom, slope and its error in, a forecast out."""
 
 from __future__ import annotations
 
