@@ -473,13 +473,14 @@ def sparse_gaps(d: _Draft) -> None:
 
 def deep_sawtooth(d: _Draft) -> None:
     """A leak of 200 MB/h to 1.5 GB/h under a deep sawtooth (15-50 % of the level, periods of
-    5-30 min). A tooth rises by at most half of what the leak adds before the deadline between
-    two samples, so that its trough is seen to within that."""
+    5-30 min, four teeth or more before the deadline). A tooth rises by at most a quarter of
+    what the leak adds before the deadline between two samples, so that its trough is seen to
+    within that."""
     rng = d.rng
     rate = _log_uniform(rng, 200 * MB, 1.5 * GB)
     deadline = 0.75 * HOUR if rate >= GB else 2 * HOUR
-    period = rng.uniform(5, 30) * 60
-    finest = 0.5 * rate * deadline / HOUR * period / (1.15 * d.interval)
+    period = rng.uniform(5 * 60, min(30 * 60, deadline / 4))
+    finest = 0.25 * rate * deadline / HOUR * period / (1.15 * d.interval)
     amplitude = min(rng.uniform(0.15, 0.5) * d.base, finest)
     d.add(_sawtooth(rng, amplitude, period, d.hours))
     onset = _leak(d, rate)
