@@ -274,7 +274,7 @@ class LeakDetector:
             rate,
             rate / len(chunks),
             rise,
-            min(sizes) / noise,
+            min(sizes) / max(noise, 1e-9),
             rise,
             2 / len(chunks),
             STAIR,
