@@ -235,7 +235,7 @@ class LeakDetector:
             quantile = min(quantile, 0.5 / max(1, round(period / s.bin_seconds)))
         last = self._bins[-1]
         begin = math.ceil((self._segment_start + s.grace_seconds) / s.bin_seconds) + reach
-        first = last - reach * ((last - begin) // reach)
+        first = reach * math.ceil(begin / reach)  # on a fixed grid: each floor is taken once
         floors = self._floors(range(first, last + 1, reach), reach, quantile)
         steps = [(t, b - a) for (_, a), (t, b) in pairwise(y for y in floors)]
         if len(steps) < 4:

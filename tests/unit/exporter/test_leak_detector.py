@@ -233,8 +233,8 @@ def test_memory_stays_bounded() -> None:
     limit = LeakSettings().history_seconds / LeakSettings().bin_seconds + 40
     assert len(detector._ts) <= limit
     assert len(detector._recent) <= 64
-    windows = LeakSettings().windows
-    assert len(detector._floor_cache) <= windows * (limit + LeakSettings().blocks)
+    grids = LeakSettings().windows + 1  # each window's floors, and the stair's
+    assert len(detector._floor_cache) <= grids * (limit + LeakSettings().blocks)
 
 
 @pytest.mark.parametrize(
