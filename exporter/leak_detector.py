@@ -222,25 +222,32 @@ class LeakDetector:
                 out.append(((end + 1) * self.settings.bin_seconds, floor))
         return out
 
+    def _quantile(self, period: float | None) -> float:
+        """The quantile of bin minima that is a floor; under a sawtooth, the troughs' level
+        (about one bin a tooth is that low, not a fifth of them)."""
+        s = self.settings
+        if not period:
+            return s.floor_quantile
+        return min(s.floor_quantile, 0.5 / max(1, round(period / s.bin_seconds)))
+
     def _stair(self, bin_noise: float, period: float | None) -> LeakEvidence | None:
         """Three or more big chunks since the grace period, flat between them, of like size and
-        pace, the latest no longer ago than the widest pace: a leak too coarse for a window's
+        pace, the latest no longer ago than 1.5 widest paces: a leak too coarse for a window's
         blocks to see as steady (one chunk an hour, cached images)."""
         s = self.settings
         assert self._segment_start is not None
-        reach = round(s.min_reach_seconds / s.bin_seconds)
-        quantile = s.floor_quantile
+        reach = max(1, round(s.min_reach_seconds / s.bin_seconds))
         if period:
             reach = max(reach, math.ceil(1.5 * period / s.bin_seconds))
-            quantile = min(quantile, 0.5 / max(1, round(period / s.bin_seconds)))
+        quantile = self._quantile(period)
         last = self._bins[-1]
         begin = math.ceil((self._segment_start + s.grace_seconds) / s.bin_seconds) + reach
         first = reach * math.ceil(begin / reach)  # on a fixed grid: each floor is taken once
         floors = self._floors(range(first, last + 1, reach), reach, quantile)
-        steps = [(t, b - a) for (_, a), (t, b) in pairwise(y for y in floors)]
+        steps = [(t, b - a) for (_, a), (t, b) in pairwise(floors)]
         if len(steps) < 4:
             return None
-        noise = max(_step_noise([x for _, x in steps]), 1.43 * bin_noise / math.sqrt(max(reach, 1)))
+        noise = max(_step_noise([x for _, x in steps]), 1.43 * bin_noise / math.sqrt(reach))
         least = max(s.min_sigmas * noise, s.min_rise_bytes / 3)
         chunks: list[tuple[float, float]] = []  # (time, size) of runs of big rises
         run = 0
@@ -287,11 +294,9 @@ class LeakDetector:
         assert self._segment_start is not None
         width = max(1, round(span / s.blocks / s.bin_seconds))  # in bins
         reach = max(width, round(s.min_reach_seconds / s.bin_seconds))
-        quantile = s.floor_quantile
         if period:  # a floor must reach back to a sawtooth's trough, within the window
             reach = max(reach, min(math.ceil(1.5 * period / s.bin_seconds), 2 * width))
-            # and be the troughs' level: about one bin a tooth is that low, not a fifth
-            quantile = min(quantile, 0.5 / max(1, round(period / s.bin_seconds)))
+        quantile = self._quantile(period)
         last = self._bins[-1]
         start = last - s.blocks * width
         floors = self._floors(range(start + width, last + 1, width), reach, quantile)
