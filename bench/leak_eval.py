@@ -19,13 +19,17 @@ Two sections: the recorded traces, trace by trace, and a split of generated seri
 (tests/leak_series.py: families drawn at random per seed). Seeds 0.. are the train split
 the detector was tuned on; seeds 1 000 000.. the test split it never saw.
 
-Usage: python bench/leak_eval.py [--traces DIR] [--split train|test] [--count N]
+Each leak that does not stop is also taken to exhaust its memory at its peak (the limit is
+set there): the forecast 2 h and 30 min before is compared with the time really left.
+
+Usage: python bench/leak_eval.py [--traces DIR] [--split train|test] [--count N] [--jobs N]
 """
 
 from __future__ import annotations
 
 import argparse
 import math
+import multiprocessing
 import sys
 import time
 from bisect import bisect_right
@@ -35,6 +39,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from glyph_guard.exporter.leak_detector import LeakDetector
+from glyph_guard.exporter.leak_forecast import ExhaustionForecast
 from glyph_guard_demo.testkit.leak_series import (
     GB,
     HEALTHY,
@@ -52,23 +57,35 @@ DERIV_THRESHOLD = 200 * MB / HOUR  # bytes per second
 RANGE = HOUR  # the [1h] range of both rules
 HORIZON = 4 * HOUR  # predict_linear's look-ahead
 METHODS = ("detector", "deriv", "predict_linear")
+FORECAST_AT = (2 * HOUR, 0.5 * HOUR)  # before exhaustion
+UNFORECASTABLE = {"stopping"}  # its peak is where the leak stopped, not an exhaustion
 SPLITS = {"train": 0, "test": 1_000_000}
 
 
-def run_detector(series: Series, runs: int = 2) -> tuple[list[bool], list[float]]:
-    """Flags at each sample, and each update's cost: the least over `runs` identical runs,
-    so that a pause of the shared machine is not taken for the detector's own cost."""
+def exhaustion(series: Series) -> tuple[float, float]:
+    """The known exhaustion of a series: its limit is its peak, reached at the peak's time."""
+    t, peak = max(series.samples, key=lambda s: (s[1], -s[0]))
+    return t, peak
+
+
+def run_detector(
+    series: Series, limit: float, runs: int = 2
+) -> tuple[list[bool], list[ExhaustionForecast], list[float]]:
+    """Flags and forecasts at each sample, and each update's cost in CPU time of this thread
+    (a shared machine's other work is not counted), the least over `runs` identical runs."""
     flags: list[bool] = []
+    forecasts: list[ExhaustionForecast] = []
     costs = [math.inf] * len(series.samples)
     for _ in range(runs):
         detector = LeakDetector()
-        flags = []
+        flags, forecasts = [], []
         for k, (t, value) in enumerate(series.samples):
-            start = time.perf_counter()
-            reading = detector.update(t, value, series.limit)
-            costs[k] = min(costs[k], time.perf_counter() - start)
+            start = time.thread_time()
+            reading = detector.update(t, value, limit)
+            costs[k] = min(costs[k], time.thread_time() - start)
             flags.append(reading.suspected)
-    return flags, costs
+            forecasts.append(reading.forecast)
+    return flags, forecasts, costs
 
 
 def run_promql(series: Series) -> tuple[list[bool], list[bool]]:
@@ -100,11 +117,40 @@ def run_promql(series: Series) -> tuple[list[bool], list[bool]]:
     return deriv, predict
 
 
-def evaluate(series: Series) -> tuple[dict[str, Outcome], list[float]]:
-    flags, costs = run_detector(series)
+@dataclass(frozen=True)
+class ForecastCheck:
+    """The forecast some time before a known exhaustion against the time really left."""
+
+    before_seconds: float
+    forecast: ExhaustionForecast
+
+    @property
+    def error_seconds(self) -> float | None:
+        seconds = self.forecast.seconds
+        return None if seconds is None else seconds - self.before_seconds
+
+    @property
+    def covered(self) -> bool:
+        lower, upper = self.forecast.lower_seconds, self.forecast.upper_seconds
+        return lower is not None and lower <= self.before_seconds <= (upper or math.inf)
+
+
+def evaluate(series: Series) -> tuple[dict[str, Outcome], list[float], list[ForecastCheck]]:
+    """Judged flags of the three methods, the detector's costs, and on a leak that does not
+    stop, its forecasts FORECAST_AT before the series reaches its peak, taken as its limit."""
+    when, peak = exhaustion(series)
+    forecasted = not series.healthy and series.family not in UNFORECASTABLE
+    flags, forecasts, costs = run_detector(series, peak if forecasted else series.limit)
     deriv, predict = run_promql(series)
     judged = (score_flags(series, f) for f in (flags, deriv, predict))
-    return dict(zip(METHODS, judged, strict=True)), costs
+    checks = []
+    if forecasted:
+        times = [t for t, _ in series.samples]
+        for before in FORECAST_AT:
+            k = bisect_right(times, when - before) - 1
+            if k >= 0 and when - before >= series.samples[0][0]:
+                checks.append(ForecastCheck(when - times[k], forecasts[k]))
+    return dict(zip(METHODS, judged, strict=True)), costs, checks
 
 
 def _cell(series: Series, outcome: Outcome) -> str:
@@ -134,7 +180,7 @@ def recorded(traces: list[Series]) -> None:
     print(f"{'trace':34} {'label':18} " + " ".join(f"{m:16}" for m in METHODS))
     tallies = {m: Tally() for m in METHODS}
     for trace in traces:
-        outcomes, _ = evaluate(trace)
+        outcomes, _, _ = evaluate(trace)
         for m in METHODS:
             tallies[m].add(trace, outcomes[m])
         cells = " ".join(f"{_cell(trace, outcomes[m]):16}" for m in METHODS)
@@ -176,32 +222,87 @@ def _quantile(values: Sequence[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, int(q * len(ordered)))] if ordered else math.nan
 
 
-def generated(split: str, count: int) -> None:
+def generated(split: str, count: int, jobs: int) -> None:
     first = SPLITS[split]
     print(f"\n== generated series, {split} split: seeds {first}..{first + count - 1}")
     per_family: dict[str, dict[str, Tally]] = defaultdict(lambda: {m: Tally() for m in METHODS})
     by_rate: dict[str, dict[str, Tally]] = defaultdict(lambda: {m: Tally() for m in METHODS})
     costs: list[float] = []
-    for seed in range(first, first + count):
-        series = generate(seed)
-        outcomes, cost = evaluate(series)
-        costs.extend(cost)
-        groups = [
-            per_family[series.family],
-            per_family["ALL healthy" if series.healthy else "ALL leaks"],
-        ]
-        if not series.healthy:
-            band = ">= 1 GB/h" if (series.rate_per_hour or 0) >= GB else "200 MB/h - 1 GB/h"
-            groups.append(by_rate[band])
-        for group in groups:
-            for m in METHODS:
-                group[m].add(series, outcomes[m])
+    checks: dict[str, list[ForecastCheck]] = defaultdict(list)
+    with multiprocessing.Pool(jobs) as pool:
+        results = pool.imap(_evaluate_seed, range(first, first + count), chunksize=4)
+        for series, (outcomes, cost, forecast) in results:
+            costs.extend(cost)
+            checks[series.family].extend(forecast)
+            _add(series, outcomes, per_family, by_rate)
+    _table(per_family, by_rate)
+    _forecasts(checks)
+    ordered = sorted(costs)
+    print(
+        "detector CPU time per update (least of 2 runs):"
+        f" mean {1e6 * sum(costs) / len(costs):.0f} us,"
+        f" p99 {1e6 * _quantile(ordered, 0.99):.0f} us,"
+        f" p99.9 {1e6 * _quantile(ordered, 0.999):.0f} us,"
+        f" max {1e6 * ordered[-1]:.0f} us over {len(costs)} updates"
+    )
+
+
+def _evaluate_seed(
+    seed: int,
+) -> tuple[Series, tuple[dict[str, Outcome], list[float], list[ForecastCheck]]]:
+    series = generate(seed)
+    return series, evaluate(series)
+
+
+def _forecasts(checks: dict[str, list[ForecastCheck]]) -> None:
+    print(
+        "\ntime-to-exhaustion forecast on leaks that reach their limit (the series' peak):"
+        " error = forecast - time left, minutes (median, p90 of |error|);"
+        " in interval = the time left lies within [lower, upper]; none = no forecast yet"
+    )
+    header = "  ".join(f"{f'{b / 60:.0f} min before':>44}" for b in FORECAST_AT)
+    print(f"{'family':20} {header}")
+    everything = [c for group in checks.values() for c in group]
+    for name, group in [*sorted(checks.items()), ("ALL", everything)]:
+        cells = []
+        for before in FORECAST_AT:
+            at = [c for c in group if abs(c.before_seconds - before) < 120]
+            errors = [abs(e) / 60 for c in at if (e := c.error_seconds) is not None]
+            covered = sum(c.covered for c in at)
+            cells.append(
+                f"n {len(at):>3} |err| {_quantile(errors, 0.5):5.1f} {_quantile(errors, 0.9):6.1f}"
+                f" in {covered:>3} none {len(at) - len(errors):>3}"
+            )
+        print(f"{name:20} " + "  ".join(f"{c:>44}" for c in cells))
+
+
+def _add(
+    series: Series,
+    outcomes: dict[str, Outcome],
+    per_family: dict[str, dict[str, Tally]],
+    by_rate: dict[str, dict[str, Tally]],
+) -> None:
+    groups = [
+        per_family[series.family],
+        per_family["ALL healthy" if series.healthy else "ALL leaks"],
+    ]
+    if not series.healthy:
+        band = ">= 1 GB/h" if (series.rate_per_hour or 0) >= GB else "200 MB/h - 1 GB/h"
+        groups.append(by_rate[band])
+    for group in groups:
+        for m in METHODS:
+            group[m].add(series, outcomes[m])
+
+
+def _table(per_family: dict[str, dict[str, Tally]], by_rate: dict[str, dict[str, Tally]]) -> None:
     print(f"{'family':20} {'n':>5}  " + "  ".join(f"{m:>22}" for m in METHODS))
 
     def row(name: str, tallies: dict[str, Tally]) -> None:
         cells = []
         for m in METHODS:
             t = tallies[m]
+            if not t.healthy and not t.leaks:
+                return  # no series of this family in the split
             if t.healthy:
                 cells.append(f"{t.false_alarms:>4} FA ({100 * t.false_alarms / t.healthy:5.1f} %)")
             else:
@@ -225,13 +326,6 @@ def generated(split: str, count: int) -> None:
         delays = [d / 60 for d in per_family["ALL leaks"][m].delays]
         q = "  ".join(f"p{int(100 * p)} {_quantile(delays, p):5.1f}" for p in (0.5, 0.9, 0.99))
         print(f"  {m:15} {q}  max {max(delays, default=math.nan):5.1f}  (n={len(delays)})")
-    ordered = sorted(costs)
-    print(
-        f"detector cost per update (least of 2 runs): mean {1e6 * sum(costs) / len(costs):.0f} us,"
-        f" p99 {1e6 * _quantile(ordered, 0.99):.0f} us,"
-        f" p99.9 {1e6 * _quantile(ordered, 0.999):.0f} us,"
-        f" max {1e6 * ordered[-1]:.0f} us over {len(costs)} updates"
-    )
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -240,6 +334,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--traces", type=Path, default=default, help=f"(default: {default})")
     parser.add_argument("--split", choices=sorted(SPLITS), default="test")
     parser.add_argument("--count", type=int, default=1000, help="generated series (default 1000)")
+    parser.add_argument(
+        "--jobs", type=int, default=1, help="processes judging series side by side (default 1)"
+    )
     args = parser.parse_args(argv)
     began = time.perf_counter()
     print(
@@ -251,7 +348,7 @@ def main(argv: list[str] | None = None) -> int:
     else:
         print(f"(no manifest.json in {args.traces}: recorded traces skipped)")
     if args.count > 0:
-        generated(args.split, args.count)
+        generated(args.split, args.count, args.jobs)
     print(f"\n{time.perf_counter() - began:.0f} s")
     return 0
 

@@ -10,6 +10,11 @@ from itertools import combinations, pairwise
 from statistics import median
 
 from glyph_guard.common.config import LeakSettings
+from glyph_guard.exporter.leak_forecast import (
+    NO_FORECAST,
+    ExhaustionForecast,
+    forecast_exhaustion,
+)
 
 __all__ = ["LeakDetector", "LeakEvidence", "LeakReading", "LeakSettings"]
 
@@ -20,6 +25,7 @@ class LeakEvidence:
 
     window_seconds: float
     slope_bytes_per_second: float  # Theil-Sen slope of the block floors
+    slope_stderr_bytes_per_second: float  # its standard error
     floor_rise_bytes: float  # last block's floor less the first's
     sigmas: float  # the slope over its standard error
     above_history_bytes: float | None  # last floor less the high floor of the older history
@@ -33,8 +39,8 @@ class LeakReading:
 
     slope_bytes_per_second: float | None
     suspected: bool
-    seconds_until_exhausted: float | None
     segment_age_seconds: float
+    forecast: ExhaustionForecast = NO_FORECAST  # from the recent high level at this slope
     evidence: LeakEvidence | None = None  # the longest window that tipped it, or judged
 
 
@@ -76,16 +82,17 @@ class LeakDetector:
         self._ys: list[float] = []
         self._lows: list[float] = []
         self._bins: list[int] = []  # the index of each closed bin
-        self._floor_cache: dict[tuple[int, int], float | None] = {}
+        self._floor_cache: dict[tuple[int, int, float], float | None] = {}
         self._open_index: int | None = None
         self._open_t: list[float] = []
         self._open_v: list[float] = []
         self._recent: deque[tuple[float, float]] = deque(maxlen=64)
         self._slope: float | None = None
+        self._level = 0.0  # the highest one-minute median of the last LEVEL_SECONDS
         self._suspected = False
         self._verdicts: deque[bool] = deque(maxlen=self.settings.confirm_bins)
         self._evidence: LeakEvidence | None = None
-        self._reading = LeakReading(None, False, None, 0.0)
+        self._reading = LeakReading(None, False, 0.0)
 
     def update(
         self, timestamp_seconds: float, value_bytes: float, limit_bytes: float | None
@@ -110,12 +117,18 @@ class LeakDetector:
         self._open_v.append(v)
         assert self._segment_start is not None
         age = t - self._segment_start
-        until = None
-        slope = self._slope
-        if slope is not None and slope > 0 and limit_bytes is not None and limit_bytes > 0:
-            until = max(0.0, (limit_bytes - v) / slope)
         suspected = self._suspected and age >= s.grace_seconds
-        self._reading = LeakReading(slope, suspected, until, age, self._evidence)
+        evidence = self._evidence
+        forecast = forecast_exhaustion(
+            level_bytes=max(v, self._level),
+            limit_bytes=limit_bytes,
+            slope_bytes_per_second=self._slope,
+            slope_stderr_bytes_per_second=evidence.slope_stderr_bytes_per_second
+            if evidence
+            else 0.0,
+            suspected=suspected,
+        )
+        self._reading = LeakReading(self._slope, suspected, age, forecast, evidence)
         return self._reading
 
     def _restarted(self, t: float, v: float) -> bool:
@@ -133,6 +146,9 @@ class LeakDetector:
         assert self._open_index is not None
         self._bins.append(self._open_index)
         self._open_t, self._open_v = [], []
+        level_bins = LEVEL_SECONDS / self.settings.bin_seconds
+        recent = bisect_right(self._bins, self._bins[-1] - level_bins)
+        self._level = max(self._ys[recent:])
         if len(self._ts) > self._max_bins + 32:
             cut = len(self._ts) - self._max_bins
             for seq in (self._ts, self._ys, self._lows, self._bins):
@@ -155,6 +171,9 @@ class LeakDetector:
             if evidence is not None:
                 judged.append(evidence)
         rising = [e for e in judged if e.verdict == RISING]
+        if settled >= s.min_history_seconds:
+            stair = self._stair(noise, period)
+            rising += [stair] if stair else []
         self._verdicts.append(bool(rising))
         # a majority of the latest verdicts must agree: one odd bin does not tip it
         self._suspected = bool(rising) and 2 * sum(self._verdicts) > self.settings.confirm_bins
@@ -181,27 +200,92 @@ class LeakDetector:
         regular = gaps[3 * len(gaps) // 4] - gaps[len(gaps) // 4] <= typical
         return sigma, typical if regular else None
 
-    def _floor(self, end: int, reach: int) -> float | None:
+    def _floor(self, end: int, reach: int, quantile: float) -> float | None:
         """A low quantile of the bin minima in the `reach` bins up to bin `end`; None with
         under half of them there. Closed bins never change, so floors are kept."""
-        key = (end, reach)
+        key = (end, reach, quantile)
         if key not in self._floor_cache:
             lo, hi = bisect_right(self._bins, end - reach), bisect_right(self._bins, end)
             floor = None
             if 2 * (hi - lo) >= reach and hi - lo >= 2:
                 block = sorted(self._lows[lo:hi])
-                floor = block[int(self.settings.floor_quantile * (len(block) - 1))]
+                floor = block[int(quantile * (len(block) - 1))]
             self._floor_cache[key] = floor
         return self._floor_cache[key]
 
-    def _floors(self, ends: range, reach: int) -> list[tuple[float, float]]:
+    def _floors(self, ends: range, reach: int, quantile: float) -> list[tuple[float, float]]:
         """(time, floor) at each of the block ends (bin indices) that has one."""
         out = []
         for end in ends:
-            floor = self._floor(end, reach)
+            floor = self._floor(end, reach, quantile)
             if floor is not None:
                 out.append(((end + 1) * self.settings.bin_seconds, floor))
         return out
+
+    def _quantile(self, period: float | None) -> float:
+        """The quantile of bin minima that is a floor; under a sawtooth, the troughs' level
+        (about one bin a tooth is that low, not a fifth of them)."""
+        s = self.settings
+        if not period:
+            return s.floor_quantile
+        return min(s.floor_quantile, 0.5 / max(1, round(period / s.bin_seconds)))
+
+    def _stair(self, bin_noise: float, period: float | None) -> LeakEvidence | None:
+        """Three or more big chunks since the grace period, flat between them, of like size and
+        pace, the latest no longer ago than 1.5 widest paces: a leak too coarse for a window's
+        blocks to see as steady (one chunk an hour, cached images)."""
+        s = self.settings
+        assert self._segment_start is not None
+        reach = max(1, round(s.min_reach_seconds / s.bin_seconds))
+        if period:
+            reach = max(reach, math.ceil(1.5 * period / s.bin_seconds))
+        quantile = self._quantile(period)
+        last = self._bins[-1]
+        begin = math.ceil((self._segment_start + s.grace_seconds) / s.bin_seconds) + reach
+        first = reach * math.ceil(begin / reach)  # on a fixed grid: each floor is taken once
+        floors = self._floors(range(first, last + 1, reach), reach, quantile)
+        steps = [(t, b - a) for (_, a), (t, b) in pairwise(floors)]
+        if len(steps) < 4:
+            return None
+        noise = max(_step_noise([x for _, x in steps]), 1.43 * bin_noise / math.sqrt(reach))
+        least = max(s.min_sigmas * noise, s.min_rise_bytes / 3)
+        chunks: list[tuple[float, float]] = []  # (time, size) of runs of big rises
+        run = 0
+        for t, x in steps:
+            if x >= least / 2 and run and run < 2:
+                chunks[-1] = (t, chunks[-1][1] + x)  # a chunk split over two floors
+                run += 1
+            elif x >= least:
+                chunks.append((t, x))
+                run = 1
+            elif x < -least / 2:
+                return None  # it came back down: a burst or a cycle, not a stair
+            else:
+                run = 0
+        chunks = [c for c in chunks if c[1] >= least]
+        if len(chunks) < 3:
+            return None
+        sizes = [x for _, x in chunks]
+        paces = [b[0] - a[0] for a, b in pairwise(chunks)]
+        if max(sizes) > 4 * min(sizes) or max(paces) > 3 * min(paces):
+            return None
+        now = (last + 1) * s.bin_seconds
+        if now - chunks[-1][0] > 1.5 * max(paces):
+            return None  # it has stopped
+        rate = sum(sizes[1:]) / (chunks[-1][0] - chunks[0][0])
+        if rate < s.min_rate_bytes_per_second:
+            return None
+        rise = sum(sizes)
+        return LeakEvidence(
+            chunks[-1][0] - chunks[0][0] + max(paces),
+            rate,
+            rate / len(chunks),
+            rise,
+            min(sizes) / max(noise, 1e-9),
+            rise,
+            2 / len(chunks),
+            STAIR,
+        )
 
     def _window_evidence(
         self, now: float, span: float, bin_noise: float, period: float | None
@@ -212,9 +296,10 @@ class LeakDetector:
         reach = max(width, round(s.min_reach_seconds / s.bin_seconds))
         if period:  # a floor must reach back to a sawtooth's trough, within the window
             reach = max(reach, min(math.ceil(1.5 * period / s.bin_seconds), 2 * width))
+        quantile = self._quantile(period)
         last = self._bins[-1]
         start = last - s.blocks * width
-        floors = self._floors(range(start + width, last + 1, width), reach)
+        floors = self._floors(range(start + width, last + 1, width), reach, quantile)
         if len(floors) < s.blocks - 1:
             return None
         slope = _theil_sen(floors)
@@ -222,7 +307,7 @@ class LeakDetector:
         rise = values[-1] - values[0]
         begin = max(self._segment_start, now - s.history_seconds)
         first = start - width * math.floor((start - begin / s.bin_seconds - reach) / width)
-        older = self._floors(range(first, start + 1, width), reach)
+        older = self._floors(range(first, start + 1, width), reach, quantile)
         steps = [b - a for a, b in pairwise(values)]
         noise = max(
             _step_noise([b - a for a, b in pairwise(y for _, y in older + floors)]),
@@ -233,14 +318,15 @@ class LeakDetector:
         resid = [y - slope * (t - mean) for t, y in floors]
         centre = median(resid)
         scatter = 1.4826 * median(abs(r - centre) for r in resid)
-        sigmas = slope * spread / max(scatter, noise, 1e-9)
+        stderr = max(scatter, noise, 1e-9) / spread
+        sigmas = slope / stderr
         rises = sorted((x for x in steps if x > 0), reverse=True)
         top = sum(rises[:2]) / sum(rises) if rises and sum(rises) > 0 else 1.0
         high = _quantile([y for _, y in older], s.history_quantile) if older else None
         above = None if high is None else values[-1] - high
 
         def verdict(reason: str) -> LeakEvidence:
-            return LeakEvidence(span, slope, rise, sigmas, above, top, reason)
+            return LeakEvidence(span, slope, stderr, rise, sigmas, above, top, reason)
 
         if slope < s.min_rate_bytes_per_second or slope * span < s.min_rise_bytes:
             return verdict("below the rate floor")
@@ -263,6 +349,8 @@ class LeakDetector:
 
 
 RISING = "rising floor"
+STAIR = "stair of chunks"
+LEVEL_SECONDS = 1800.0  # the level a forecast starts from: the recent high, as bursts reach it
 
 
 def _theil_sen(points: list[tuple[float, float]]) -> float:

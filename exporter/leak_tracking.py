@@ -37,8 +37,8 @@ class LeakTracker:
                 resource,
                 reading.slope_bytes_per_second,
                 reading.suspected,
-                reading.seconds_until_exhausted,
                 reading.segment_age_seconds,
+                reading.forecast,
             )
             for (component, resource), reading in list(self._readings.items())
         )

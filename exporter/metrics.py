@@ -14,6 +14,7 @@ from prometheus_client.core import (
 from prometheus_client.registry import Collector
 
 from glyph_guard.exporter import __version__
+from glyph_guard.exporter.leak_forecast import IMMINENT_SECONDS
 from glyph_guard.exporter.probestats import PROBE_BUCKETS
 from glyph_guard.exporter.snapshot import (
     CacheUsage,
@@ -286,19 +287,48 @@ def leak_families(trends: Iterable[LeakTrend]) -> Iterator[Metric]:
     until = _gauge(
         "leak_seconds_until_exhausted",
         "Seconds until the limit (host memory, device memory or free disk) is reached at the "
-        f"current slope; absent when not growing. {LEAK_METHOD}",
+        "current slope, from the highest one-minute median of the last 30 min; absent when not "
+        f"growing. {LEAK_METHOD}",
         labels,
     )
     age = _gauge("leak_segment_age_seconds", f"Age of the current segment. {LEAK_METHOD}", labels)
+    lower = _gauge(
+        "leak_exhaustion_lower_bound_seconds",
+        "Earliest plausible seconds until the limit is reached: the headroom above the highest "
+        "one-minute median of the last 30 min over the slope plus two standard errors; absent "
+        f"when not growing. {LEAK_METHOD}",
+        labels,
+    )
+    upper = _gauge(
+        "leak_exhaustion_upper_bound_seconds",
+        "Latest plausible seconds until the limit is reached: the same headroom over the slope "
+        "less two standard errors; absent when not growing or when that slope is not above 0. "
+        f"{LEAK_METHOD}",
+        labels,
+    )
+    urgency = _gauge(
+        "leak_urgency",
+        "What a leak asks of the remediator: 0 none suspected; 1 planned (more than "
+        f"{IMMINENT_SECONDS:.0f} s left at the lower bound: restart when the engine is idle); 2 "
+        f"immediate (the lower bound is within {IMMINENT_SECONDS:.0f} s: restart now). "
+        f"{LEAK_METHOD}",
+        labels,
+    )
     for t in trends:
         values = [t.component, t.resource]
         if t.slope_bytes_per_second is not None:
             slope.add_metric(values, t.slope_bytes_per_second)
         suspected.add_metric(values, 1.0 if t.suspected else 0.0)
-        if t.seconds_until_exhausted is not None:
-            until.add_metric(values, t.seconds_until_exhausted)
+        forecast = t.forecast
+        if forecast.seconds is not None:
+            until.add_metric(values, forecast.seconds)
+        if forecast.lower_seconds is not None:
+            lower.add_metric(values, forecast.lower_seconds)
+        if forecast.upper_seconds is not None:
+            upper.add_metric(values, forecast.upper_seconds)
+        urgency.add_metric(values, float(forecast.urgency))
         age.add_metric(values, t.segment_age_seconds)
-    yield from (slope, suspected, until, age)
+    yield from (slope, suspected, until, age, lower, upper, urgency)
 
 
 def self_families(runs: Iterable[CollectorRun], gpu: GpuSnapshot) -> Iterator[Metric]:

@@ -34,7 +34,7 @@ def replay_main(argv: list[str]) -> int:
         "--limit-bytes",
         required=True,
         metavar="N",
-        help="the memory the process may use, for seconds_until_exhausted",
+        help="the memory the process may use, for the time-to-exhaustion forecast",
     )
     parser.add_argument(
         "--config",
@@ -63,7 +63,10 @@ def replay_main(argv: list[str]) -> int:
                 "t": t,
                 "slope_bytes_per_second": reading.slope_bytes_per_second,
                 "suspected": reading.suspected,
-                "seconds_until_exhausted": reading.seconds_until_exhausted,
+                "seconds_until_exhausted": reading.forecast.seconds,
+                "exhaustion_lower_bound_seconds": reading.forecast.lower_seconds,
+                "exhaustion_upper_bound_seconds": reading.forecast.upper_seconds,
+                "urgency": reading.forecast.urgency.name.lower(),
             }
             if reading.suspected and reading.evidence is not None:
                 line["evidence"] = asdict(reading.evidence)

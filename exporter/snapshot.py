@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from glyph_guard.exporter.leak_forecast import NO_FORECAST, ExhaustionForecast
+
 
 @dataclass(frozen=True)
 class ComponentLiveness:
@@ -121,8 +123,8 @@ class LeakTrend:
     resource: str
     slope_bytes_per_second: float | None
     suspected: bool
-    seconds_until_exhausted: float | None
     segment_age_seconds: float
+    forecast: ExhaustionForecast = NO_FORECAST
 
 
 @dataclass(frozen=True)

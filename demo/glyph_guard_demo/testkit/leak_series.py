@@ -318,6 +318,33 @@ def gaps(d: _Draft) -> None:
     d.gaps = tuple((s, s + rng.uniform(5, 45) * 60) for s in starts)
 
 
+def small_steps(d: _Draft) -> None:
+    """Many small allocation steps (an allocator or a cache warming up in small increments),
+    ever rarer, that stop after 2-5 h: 60-200 MB/h at the end of the first hour, then slowing
+    down within 0.4-1 h."""
+    rng = d.rng
+    stop = rng.uniform(2, 5) * HOUR
+    tau = rng.uniform(0.4, 1.0) * HOUR
+    late = rng.uniform(60, 200) * MB / HOUR  # the rate at t = 1 h
+    size = rng.uniform(2, 25) * MB
+    steps, t = [], rng.uniform(0, 60)
+    while t < stop:
+        steps.append(t)
+        rate = late * math.exp(-(t - HOUR) / tau)
+        t += rng.expovariate(rate / size)
+    d.add(lambda t: size * bisect_right(steps, t))
+
+
+def log_arena(d: _Draft) -> None:
+    """An arena that grows like a logarithm for 2-3 h, then flattens: 60-200 MB/h at the end
+    of the first hour, slowing down as 1 / (tau + t)."""
+    rng = d.rng
+    tau, stop = rng.uniform(5, 40) * 60, rng.uniform(2, 3) * HOUR
+    late = rng.uniform(60, 200) * MB / HOUR
+    growth = late * (tau + HOUR)  # growth * d/dt log1p(t / tau) at t = 1 h
+    d.add(lambda t: growth * math.log1p(min(t, stop) / tau))
+
+
 # ------------------------------------------------------------------------------------------
 # Leak families.
 
@@ -405,6 +432,61 @@ def stopping(d: _Draft) -> None:
     d.add(lambda t: max(0.0, min(t, end) - onset) * rate / HOUR)
 
 
+def big_chunks(d: _Draft) -> None:
+    """A staircase of rare big chunks: one step of 200-800 MB every 30-55 min (under 1 GB/h),
+    so three steps or more before the deadline, the third at least 10 min before it."""
+    rng = d.rng
+    every = rng.uniform(30, 55) * 60
+    size = rng.uniform(200 * MB, min(800 * MB, 0.95 * GB * every / HOUR))
+    onset = _leak(d, size * HOUR / every)
+    d.add(lambda t: (math.floor((t - onset) / every) + 1) * size if t >= onset else 0.0)
+
+
+def under_bursts(d: _Draft) -> None:
+    """A slow leak (200-500 MB/h) under heavy request bursts: 2-6 an hour, each up by 10-50 %
+    of the level (at most 8 GB) for 1-10 min; the service is back at its floor for about half
+    of the time or more."""
+    rng = d.rng
+    per_hour = rng.uniform(2, 6)
+    events = []
+    t = rng.expovariate(per_hour / HOUR)
+    while t < d.hours * HOUR:
+        height = min(rng.uniform(0.1, 0.5) * d.base, 8 * GB)
+        events.append((t, t + rng.uniform(1, 10) * 60, height))
+        t += rng.expovariate(per_hour / HOUR)
+    d.add(lambda t: sum(h for a, b, h in events if a <= t < b))
+    rate = rng.uniform(200, 500) * MB
+    onset = _leak(d, rate)
+    d.add(lambda t: max(0.0, t - onset) * rate / HOUR)
+
+
+def sparse_gaps(d: _Draft) -> None:
+    """A slow leak (200-600 MB/h) scraped every 60 s, with two to eight scrape gaps of 2-25 min."""
+    rng = d.rng
+    d.interval = rng.uniform(55, 65)
+    starts = sorted(rng.uniform(1, d.hours - 0.5) * HOUR for _ in range(rng.randint(2, 8)))
+    d.gaps = tuple((s, s + rng.uniform(2, 25) * 60) for s in starts)
+    rate = rng.uniform(200, 600) * MB
+    onset = _leak(d, rate)
+    d.add(lambda t: max(0.0, t - onset) * rate / HOUR)
+
+
+def deep_sawtooth(d: _Draft) -> None:
+    """A leak of 200 MB/h to 1.5 GB/h under a deep sawtooth (15-50 % of the level, periods of
+    5-30 min, four teeth or more before the deadline). A tooth rises by at most a quarter of
+    what the leak adds before the deadline between two samples, so that its trough is seen to
+    within that."""
+    rng = d.rng
+    rate = _log_uniform(rng, 200 * MB, 1.5 * GB)
+    deadline = 0.75 * HOUR if rate >= GB else 2 * HOUR
+    period = rng.uniform(5 * 60, min(30 * 60, deadline / 4))
+    finest = 0.25 * rate * deadline / HOUR * period / (1.15 * d.interval)
+    amplitude = min(rng.uniform(0.15, 0.5) * d.base, finest)
+    d.add(_sawtooth(rng, amplitude, period, d.hours))
+    onset = _leak(d, rate)
+    d.add(lambda t: max(0.0, t - onset) * rate / HOUR)
+
+
 HEALTHY: dict[str, Callable[[_Draft], None]] = {
     f.__name__: f
     for f in (
@@ -418,11 +500,26 @@ HEALTHY: dict[str, Callable[[_Draft], None]] = {
         gc_sawtooth,
         restarts,
         gaps,
+        small_steps,
+        log_arena,
     )
 }
 LEAKS: dict[str, Callable[[_Draft], None]] = {
     f.__name__: f
-    for f in (linear, staircase, under_sawtooth, accelerating, slow, small_base, early, stopping)
+    for f in (
+        linear,
+        staircase,
+        under_sawtooth,
+        accelerating,
+        slow,
+        small_base,
+        early,
+        stopping,
+        big_chunks,
+        under_bursts,
+        sparse_gaps,
+        deep_sawtooth,
+    )
 }
 FAMILIES = {**HEALTHY, **LEAKS}
 

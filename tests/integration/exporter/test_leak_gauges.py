@@ -8,6 +8,7 @@ import uuid
 from dataclasses import replace
 from pathlib import Path
 
+import httpx
 import psutil
 import pytest
 from prometheus_client import CollectorRegistry
@@ -25,7 +26,12 @@ from glyph_guard.exporter.snapshot import (
     GpuUsage,
     Readings,
 )
-from glyph_guard_demo.testkit.exporter_fixtures import deployment, running_exporter, scrape
+from glyph_guard_demo.testkit.exporter_fixtures import (
+    assert_promtool_accepts,
+    deployment,
+    running_exporter,
+    scrape,
+)
 from glyph_guard_demo.testkit.support import python_argv, sample, spawned, wait_for
 
 GROWER = """
@@ -72,12 +78,20 @@ def test_growing_rss_is_suspected_with_a_time_to_exhaustion() -> None:
         found = wait_for(
             lambda: (s := scrape(exporter)) and trend(s, "glyph_leak_suspected") == 1 and s, 40
         )
+        exposition = httpx.get(f"http://127.0.0.1:{exporter.server.port}/metrics").text
+    assert_promtool_accepts(exposition)
     slope = trend(found, "glyph_leak_slope_bytes_per_second")
     assert slope is not None and 20e6 < slope < 80e6  # about 40 MB/s
     until = trend(found, "glyph_leak_seconds_until_exhausted")
     rss = sample(found, "glyph_component_resident_memory_bytes", component="svc")
     assert until is not None and rss is not None
     assert until == pytest.approx((limit - rss) / slope, rel=0.3)
+    lower = trend(found, "glyph_leak_exhaustion_lower_bound_seconds")
+    upper = trend(found, "glyph_leak_exhaustion_upper_bound_seconds")
+    assert lower is not None and lower <= until
+    assert upper is None or upper >= until
+    # minutes left at 40 MB/s towards 8 GB: the remediator is asked to act at once
+    assert trend(found, "glyph_leak_urgency") == 2
     assert trend(found, "glyph_leak_segment_age_seconds") >= 6
 
 
