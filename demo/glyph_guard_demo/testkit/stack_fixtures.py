@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -14,7 +15,7 @@ from glyph_guard_demo.stack.cli import EXAMPLE
 from glyph_guard_demo.stack.configs import Ports
 from glyph_guard_demo.stack.runner import LocalStack
 from glyph_guard_demo.stack.scenario import StackReader
-from glyph_guard_demo.testkit.support import free_port
+from glyph_guard_demo.testkit.support import free_port, wait_for, webhooks_settled
 
 FAST_BUDGET = {
     "cooldown_seconds": 5,
@@ -84,6 +85,35 @@ def local_stack(tmp_path: Path, config: Deployment) -> Iterator[tuple[LocalStack
             probe.close()
     finally:
         stack.stop()
+
+
+def deliveries_judged(probe: StackReader) -> bool:
+    """Alertmanager has nothing in flight to the remediator: every delivery is judged."""
+    return webhooks_settled(probe.stack.urls["alertmanager"])
+
+
+def component_status(probe: StackReader, component: str) -> dict[str, Any]:
+    """The remediator's /components/<name>: gave_up, busy, the actions waiting their turn."""
+    url = f"{probe.stack.urls['remediator']}/components/{component}"
+    response = probe.client.get(url, headers=probe.auth)
+    response.raise_for_status()
+    status: dict[str, Any] = response.json()
+    return status
+
+
+def wait_cooldown_over(probe: StackReader, component: str, timeout: float = 120) -> None:
+    """Until the last recorded action on the component finished more than a cooldown ago: a new
+    alert then acts instead of being taken for the incarnation just replaced."""
+    cooldown = probe.stack.config.remediator.budget.cooldown_seconds
+
+    def over() -> bool:
+        actions = probe.actions(component)
+        if any(a["finished_at"] is None for a in actions):
+            return False
+        last = max((float(a["finished_at"]) for a in actions), default=0.0)
+        return time.time() > last + cooldown
+
+    wait_for(over, timeout, interval=0.2)
 
 
 def pinned_to_ports(config: Deployment) -> Deployment:

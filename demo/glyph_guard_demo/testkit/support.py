@@ -165,6 +165,28 @@ def sample(
     return samples.get((name, frozenset(labels.items())))
 
 
+def webhooks_settled(alertmanager_url: str) -> bool:
+    """Every webhook notification this Alertmanager began has ended: answered (the remediator
+    judges and records a delivery before it answers) or failed for good, none in flight."""
+    import httpx  # noqa: PLC0415
+
+    text = httpx.get(f"{alertmanager_url}/metrics", timeout=5, trust_env=False).text
+    samples = parse_metrics(text)
+
+    def total(name: str) -> float:
+        return sum(
+            value
+            for (sample_name, labels), value in samples.items()
+            if sample_name == name and ("integration", "webhook") in labels
+        )
+
+    begun = total("alertmanager_notifications_total")
+    answered = total("alertmanager_notification_requests_total") - total(
+        "alertmanager_notification_requests_failed_total"
+    )
+    return begun == answered + total("alertmanager_notifications_failed_total")
+
+
 class PrometheusServer:
     """A real Prometheus started by a test on loopback, with an instant-query helper."""
 
