@@ -7,13 +7,15 @@ import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pytest
 
 from glyph_guard_demo.testkit.doubles.harness import Remediator, make_config, payload
 from glyph_guard_demo.testkit.support import free_port, wait_for
-from tests.deploy.conftest import BASE_IMAGE, Engine
+
+if TYPE_CHECKING:
+    from tests.deploy.conftest import Engine
 
 pytestmark = [pytest.mark.docker, pytest.mark.timeout(900)]
 
@@ -28,7 +30,7 @@ def container(docker_engine: Engine) -> Iterator[Any]:
     def create(cmd: list[str], healthcheck: dict[str, Any] | None = None) -> str:
         name = f"glyph-test-{uuid.uuid4().hex[:8]}"
         body: dict[str, Any] = {
-            "Image": BASE_IMAGE,
+            "Image": docker_engine.base_image,
             "Cmd": cmd,
             "HostConfig": {"NetworkMode": "host", "Init": True},
         }

@@ -13,7 +13,7 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import httpx
 import psutil
@@ -21,7 +21,9 @@ import pytest
 import yaml
 
 from glyph_guard_demo.testkit.support import REPO, free_port, parse_metrics, sample
-from tests.deploy.conftest import BASE_IMAGE, Engine
+
+if TYPE_CHECKING:
+    from tests.deploy.conftest import Engine
 
 pytestmark = [pytest.mark.docker, pytest.mark.timeout(1500)]
 
@@ -153,7 +155,7 @@ def stack(
         **docker_engine.env,
         "DOCKER_GID": str(docker_engine.socket.stat().st_gid),
         "DOCKER_SOCKET": str(docker_engine.socket),
-        "GLYPH_TEST_BASE": BASE_IMAGE,
+        "GLYPH_TEST_BASE": docker_engine.base_image,
         "GLYPH_TEST_WHEELS": wheelhouse,
         "GLYPH_TEST_DIR": str(work),
         "GLYPH_TEST_CONTAINER": CONTAINER,
