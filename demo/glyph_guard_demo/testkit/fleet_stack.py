@@ -47,7 +47,7 @@ NAMESPACE = (
 # The stand-in api, started so that its command line matches no other test's pattern: other
 # runs on this machine (outside these namespaces) see these processes and must not take them
 # for theirs.
-API_CODE = "import sys; from standin.cli import main; sys.exit(main())"
+API_CODE = "import sys; from glyph_guard_demo.standin.cli import main; sys.exit(main())"
 API_MATCH = re.escape(API_CODE) + r"\s+api\s"
 PEER_TIMEOUT = "3s"  # how long the second Alertmanager waits for the first one's notification
 
