@@ -210,7 +210,7 @@ def deployment_data(tmp: Path, api_port: int, ui_port: int) -> dict[str, Any]:
     return {
         "components": {
             "api": {
-                "match": {"cmdline": rf"-m\s+standin\s+api\s+--port\s+{api_port}(\s|$)"},
+                "match": {"cmdline": rf"\.standin\s+api\s+--port\s+{api_port}(\s|$)"},
                 "port": api_port,
                 "probes": [
                     {"name": "health", "path": "/health"},
@@ -226,7 +226,7 @@ def deployment_data(tmp: Path, api_port: int, ui_port: int) -> dict[str, Any]:
                 },
             },
             "ui": {
-                "match": {"cmdline": rf"-m\s+standin\s+ui\s+--port\s+{ui_port}(\s|$)"},
+                "match": {"cmdline": rf"\.standin\s+ui\s+--port\s+{ui_port}(\s|$)"},
                 "port": ui_port,
                 "probes": [{"name": "config", "path": "/config"}],
                 "caches": [f"{cache}/**"],
