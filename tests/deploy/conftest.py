@@ -70,7 +70,12 @@ def ping(socket: Path) -> bool:
         return False
 
 
-def engine_client(socket: Path, timeout: float = 30) -> httpx.Client:
+# Creating or removing a container copies or deletes its whole file system with the vfs storage
+# driver: minutes, not seconds, on a loaded machine.
+ENGINE_TIMEOUT = 300.0
+
+
+def engine_client(socket: Path, timeout: float = ENGINE_TIMEOUT) -> httpx.Client:
     transport = httpx.HTTPTransport(uds=str(socket))
     return httpx.Client(transport=transport, base_url="http://docker", timeout=timeout)
 
@@ -87,7 +92,7 @@ class Engine:
     def env(self) -> dict[str, str]:
         return {**os.environ, "DOCKER_HOST": f"unix://{self.socket}"}
 
-    def client(self, timeout: float = 30) -> httpx.Client:
+    def client(self, timeout: float = ENGINE_TIMEOUT) -> httpx.Client:
         return engine_client(self.socket, timeout)
 
     def docker(self, *argv: str, timeout: float = 120, stdin: Any = None) -> str:
