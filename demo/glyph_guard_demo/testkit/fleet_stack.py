@@ -11,7 +11,6 @@ import secrets
 import signal
 import subprocess
 import sys
-import time
 from contextlib import suppress
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -26,7 +25,13 @@ from glyph_guard.fleet.render import load_inventory, render_files
 from glyph_guard_demo.stack.cli import EXAMPLE
 from glyph_guard_demo.stack.services import Service, child_environment, find_binary
 from glyph_guard_demo.testkit.fleet_host import SERVICES
-from glyph_guard_demo.testkit.support import REPO, free_port, wait_for, webhooks_settled
+from glyph_guard_demo.testkit.support import (
+    REPO,
+    free_port,
+    past_cooldown,
+    wait_for,
+    webhooks_settled,
+)
 
 FLEET = REPO / "deploy" / "fleet"
 RULES = REPO / "deploy" / "prometheus" / "rules.yml"
@@ -215,12 +220,7 @@ class SimHost:
         return list(self.get("/decisions", limit=1000))
 
     def out_of_cooldown(self) -> bool:
-        """No restart runs, and the last one finished more than a cooldown ago."""
-        restarts = self.restarts()
-        if any(a["finished_at"] is None for a in restarts):
-            return False
-        last = max((float(a["finished_at"]) for a in restarts), default=0.0)
-        return time.time() > last + float(BUDGET["cooldown_seconds"])
+        return past_cooldown(self.restarts(), float(BUDGET["cooldown_seconds"]))
 
     def healthy(self) -> bool:
         with suppress(httpx.HTTPError):

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -15,7 +14,12 @@ from glyph_guard_demo.stack.cli import EXAMPLE
 from glyph_guard_demo.stack.configs import Ports
 from glyph_guard_demo.stack.runner import LocalStack
 from glyph_guard_demo.stack.scenario import StackReader
-from glyph_guard_demo.testkit.support import free_port, wait_for, webhooks_settled
+from glyph_guard_demo.testkit.support import (
+    free_port,
+    past_cooldown,
+    wait_for,
+    webhooks_settled,
+)
 
 FAST_BUDGET = {
     "cooldown_seconds": 5,
@@ -102,18 +106,10 @@ def component_status(probe: StackReader, component: str) -> dict[str, Any]:
 
 
 def wait_cooldown_over(probe: StackReader, component: str, timeout: float = 120) -> None:
-    """Until the last recorded action on the component finished more than a cooldown ago: a new
-    alert then acts instead of being taken for the incarnation just replaced."""
+    """Until an alert about the component acts again instead of being taken for the
+    incarnation just replaced."""
     cooldown = probe.stack.config.remediator.budget.cooldown_seconds
-
-    def over() -> bool:
-        actions = probe.actions(component)
-        if any(a["finished_at"] is None for a in actions):
-            return False
-        last = max((float(a["finished_at"]) for a in actions), default=0.0)
-        return time.time() > last + cooldown
-
-    wait_for(over, timeout, interval=0.2)
+    wait_for(lambda: past_cooldown(probe.actions(component), cooldown), timeout, interval=0.2)
 
 
 def pinned_to_ports(config: Deployment) -> Deployment:
