@@ -70,7 +70,12 @@ def ping(socket: Path) -> bool:
         return False
 
 
-def engine_client(socket: Path, timeout: float = 30) -> httpx.Client:
+# Creating or removing a container copies or deletes its whole file system with the vfs storage
+# driver: minutes, not seconds, on a loaded machine.
+ENGINE_TIMEOUT = 300.0
+
+
+def engine_client(socket: Path, timeout: float = ENGINE_TIMEOUT) -> httpx.Client:
     transport = httpx.HTTPTransport(uds=str(socket))
     return httpx.Client(transport=transport, base_url="http://docker", timeout=timeout)
 
@@ -81,12 +86,13 @@ class Engine:
 
     socket: Path
     process: subprocess.Popen[bytes] | None = None
+    base_image: str = BASE_IMAGE  # what build_base_image built: the images' base
 
     @property
     def env(self) -> dict[str, str]:
         return {**os.environ, "DOCKER_HOST": f"unix://{self.socket}"}
 
-    def client(self, timeout: float = 30) -> httpx.Client:
+    def client(self, timeout: float = ENGINE_TIMEOUT) -> httpx.Client:
         return engine_client(self.socket, timeout)
 
     def docker(self, *argv: str, timeout: float = 120, stdin: Any = None) -> str:
@@ -156,8 +162,8 @@ def remove_runtime(runtime: Path) -> None:
 
 
 def build_base_image(engine: Engine, state: Path) -> None:
-    """debootstrap --variant=minbase bookworm, imported as BASE_IMAGE (once per data root)."""
-    if engine.has_image(BASE_IMAGE):
+    """debootstrap --variant=minbase bookworm, imported as the base image (once per data root)."""
+    if engine.has_image(engine.base_image):
         return
     with tempfile.TemporaryDirectory(dir=state) as scratch:
         root = Path(scratch) / "rootfs"
@@ -165,14 +171,13 @@ def build_base_image(engine: Engine, state: Path) -> None:
         done = run([*argv, "bookworm", str(root), MIRROR], timeout=900)
         assert done.returncode == 0, f"debootstrap failed:\n{done.stderr[-2000:]}"
         with subprocess.Popen(["tar", "-C", str(root), "-c", "."], stdout=subprocess.PIPE) as tar:
-            engine.docker("import", "-", BASE_IMAGE, stdin=tar.stdout, timeout=300)
+            engine.docker("import", "-", engine.base_image, stdin=tar.stdout, timeout=300)
         assert tar.returncode == 0
 
 
-@pytest.fixture(scope="session")
-def docker_state(request: pytest.FixtureRequest) -> Path:
+def docker_state(config: pytest.Config) -> Path:
     """Kept between runs (pytest's cache): the private engine's images and build cache."""
-    cache = getattr(request.config, "cache", None)
+    cache = getattr(config, "cache", None)
     if cache is not None:
         return Path(cache.mkdir("glyph-docker"))
     state = REPO / ".venv" / ".cache" / "glyph-docker"
@@ -180,42 +185,25 @@ def docker_state(request: pytest.FixtureRequest) -> Path:
     return state
 
 
-# One engine for the whole session, whichever test modules import the fixture (each import is a
-# fixture of its own to pytest): the first starts it, the last one's teardown stops it.
-_SHARED: dict[str, Any] = {"engine": None, "users": 0}
-
-
 @pytest.fixture(scope="session")
-def docker_engine(docker_state: Path) -> Iterator[Engine]:
-    """The host's running Docker Engine, or our own dockerd (stopped after the session)."""
-    if _SHARED["engine"] is None:
-        ensure_packages()
-        if ping(SYSTEM_SOCKET):
-            engine = Engine(SYSTEM_SOCKET)
-        else:
-            if os.geteuid() != 0:
-                pytest.skip("docker tests: no Docker Engine runs, and starting dockerd needs root")
-            engine = start_dockerd(docker_state)
-        try:
-            build_base_image(engine, docker_state)
-        except BaseException:
-            release(engine)
-            raise
-        _SHARED["engine"] = engine
-    _SHARED["users"] += 1
+def docker_engine(pytestconfig: pytest.Config) -> Iterator[Engine]:
+    """The host's running Docker Engine, or our own dockerd (stopped after the session), with
+    the base image built."""
+    ensure_packages()
+    state = docker_state(pytestconfig)
+    if ping(SYSTEM_SOCKET):
+        engine = Engine(SYSTEM_SOCKET)
+    elif os.geteuid() != 0:
+        pytest.skip("docker tests: no Docker Engine runs, and starting dockerd needs root")
+    else:
+        engine = start_dockerd(state)
     try:
-        yield _SHARED["engine"]
+        build_base_image(engine, state)
+        yield engine
     finally:
-        _SHARED["users"] -= 1
-        if _SHARED["users"] == 0:
-            release(_SHARED["engine"])
-            _SHARED["engine"] = None
-
-
-def release(engine: Engine) -> None:
-    if engine.process is not None:
-        stop_dockerd(engine.process)
-        remove_runtime(engine.socket.parent)
+        if engine.process is not None:
+            stop_dockerd(engine.process)
+            remove_runtime(engine.socket.parent)
 
 
 class _Quiet(http.server.SimpleHTTPRequestHandler):
@@ -224,13 +212,14 @@ class _Quiet(http.server.SimpleHTTPRequestHandler):
 
 
 @pytest.fixture(scope="session")
-def wheelhouse(docker_state: Path) -> Iterator[str]:
+def wheelhouse(pytestconfig: pytest.Config) -> Iterator[str]:
     """The dependencies' wheels, served on loopback for `pip install` inside image builds.
 
     The host's package index may need its own configuration (a proxy's CA); builds get
     PIP_NO_INDEX=1 and PIP_FIND_LINKS=<this URL> instead, through the Dockerfile's ARGs.
     """
-    wheels = docker_state / "wheels"
+    state = docker_state(pytestconfig)
+    wheels = state / "wheels"
     wheels.mkdir(exist_ok=True)
     done = run(
         [
@@ -245,7 +234,7 @@ def wheelhouse(docker_state: Path) -> Iterator[str]:
     handler = functools.partial(_Quiet, directory=str(wheels))
     # The same URL as last time when its port is free: the build args, and so the builds that
     # docker caches, stay the same between runs.
-    saved = docker_state / "wheelhouse-port"
+    saved = state / "wheelhouse-port"
     try:
         port = int(saved.read_text())
         server = http.server.ThreadingHTTPServer(("127.0.0.1", port), handler)

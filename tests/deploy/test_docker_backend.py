@@ -3,17 +3,18 @@ exiting at once, failing their health check, missing."""
 
 from __future__ import annotations
 
-import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pytest
 
 from glyph_guard_demo.testkit.doubles.harness import Remediator, make_config, payload
 from glyph_guard_demo.testkit.support import free_port, wait_for
-from tests.deploy.conftest import BASE_IMAGE, Engine
+
+if TYPE_CHECKING:
+    from tests.deploy.conftest import Engine
 
 pytestmark = [pytest.mark.docker, pytest.mark.timeout(900)]
 
@@ -28,7 +29,7 @@ def container(docker_engine: Engine) -> Iterator[Any]:
     def create(cmd: list[str], healthcheck: dict[str, Any] | None = None) -> str:
         name = f"glyph-test-{uuid.uuid4().hex[:8]}"
         body: dict[str, Any] = {
-            "Image": BASE_IMAGE,
+            "Image": docker_engine.base_image,
             "Cmd": cmd,
             "HostConfig": {"NetworkMode": "host", "Init": True},
         }
@@ -104,13 +105,12 @@ def test_a_failing_health_check_is_unhealthy_after_start(
     name = container(
         ["sleep", "infinity"], {"Test": ["CMD", "false"], "Interval": SECOND_NS, "Retries": 1}
     )
-    with Remediator(restart_config(tmp_path, docker_engine, name, free_port(), 30)) as rem:
-        started = time.monotonic()
+    with Remediator(restart_config(tmp_path, docker_engine, name, free_port(), 300)) as rem:
         rem.post(payload())
-        [action] = rem.finished_actions(1, timeout=60)
+        [action] = rem.finished_actions(1, timeout=360)
     assert action["outcome"] == "unhealthy_after_start", action
-    assert "healthcheck says unhealthy" in action["reason"]
-    assert time.monotonic() - started < 30, "reported when Docker says so, not at the timeout"
+    # Reported when Docker says so: at the start-up timeout it says "container health still".
+    assert "healthcheck says unhealthy" in action["reason"], action
 
 
 def test_a_container_that_does_not_exist_is_reported(tmp_path: Path, docker_engine: Engine) -> None:

@@ -13,7 +13,7 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import httpx
 import psutil
@@ -21,7 +21,9 @@ import pytest
 import yaml
 
 from glyph_guard_demo.testkit.support import REPO, free_port, parse_metrics, sample
-from tests.deploy.conftest import BASE_IMAGE, Engine
+
+if TYPE_CHECKING:
+    from tests.deploy.conftest import Engine
 
 pytestmark = [pytest.mark.docker, pytest.mark.timeout(1500)]
 
@@ -104,7 +106,7 @@ def render_configs(work: Path, ports: dict[str, int]) -> None:
     components = deployment["components"]
     for name in ("api", "ui"):
         # Only this stack's stand-in: other tests on the host run stand-ins too.
-        argv = rf"-m\s+standin\s+{name}\s.*--port\s+{ports[name]}(\s|$)"
+        argv = rf"-m\s+glyph_guard_demo\.standin\s+{name}\s.*--port\s+{ports[name]}(\s|$)"
         components[name]["match"] = {"cmdline": argv}
         components[name]["port"] = ports[name]
     components["api"]["remediation"]["restart"]["container"] = CONTAINER
@@ -153,7 +155,7 @@ def stack(
         **docker_engine.env,
         "DOCKER_GID": str(docker_engine.socket.stat().st_gid),
         "DOCKER_SOCKET": str(docker_engine.socket),
-        "GLYPH_TEST_BASE": BASE_IMAGE,
+        "GLYPH_TEST_BASE": docker_engine.base_image,
         "GLYPH_TEST_WHEELS": wheelhouse,
         "GLYPH_TEST_DIR": str(work),
         "GLYPH_TEST_CONTAINER": CONTAINER,
@@ -215,7 +217,7 @@ def healthy(stack: Stack, component: str) -> bool:
 
 def api_pid(port: int) -> int | None:
     """The stand-in api's host PID (the exporter and the remediator see the host's PIDs)."""
-    pattern = re.compile(rf"-m standin api .*--port {port}( |$)")
+    pattern = re.compile(rf"-m glyph_guard_demo\.standin api .*--port {port}( |$)")
     for proc in psutil.process_iter(["cmdline"]):
         if pattern.search(" ".join(proc.info["cmdline"] or ())):
             return int(proc.pid)
@@ -240,15 +242,17 @@ def in_alertmanager(stack: Stack, alertname: str) -> bool:
 def test_killed_api_is_restarted_through_the_engine_api(stack: Stack) -> None:
     wait(lambda: healthy(stack, "api") and healthy(stack, "ui"), "the stand-in is healthy", 180)
     wait(lambda: firing(stack, "Watchdog", "alerting"), "Prometheus evaluates the shipped rules")
-    # Root without capabilities, as shipped, reads the stand-in's /proc entries: its open files
-    # (and sockets, which say who holds a port).
-    samples = stack.metrics()
-    assert (sample(samples, "glyph_component_open_fds", component="api") or 0) > 0
-    assert (
-        sample(
-            samples, "glyph_component_port_listening", component="api", port=str(stack.ports["api"])
-        )
-        == 1
+    # Root without capabilities, as shipped, lists the stand-in's open files in /proc.
+    assert (sample(stack.metrics(), "glyph_component_open_fds", component="api") or 0) > 0
+    # The exporter reads sockets on a schedule of their own (exporter.intervals.ports), not when
+    # the probes pass: its first look may have come before the api listened.
+    port = str(stack.ports["api"])
+    wait(
+        lambda: (
+            sample(stack.metrics(), "glyph_component_port_listening", component="api", port=port)
+            == 1
+        ),
+        "the exporter sees the api's port listening",
     )
     before = stack.inspect(CONTAINER)["State"]["StartedAt"]
     known = {a["id"] for a in stack.get("remediator", "/actions", component="api")}

@@ -9,7 +9,6 @@ import re
 import shutil
 import subprocess
 import threading
-import time
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -26,7 +25,7 @@ from glyph_guard.common.config import (
 from glyph_guard_demo.stack.cli import EXAMPLE
 from glyph_guard_demo.stack.configs import Ports, prometheus_config, write_stack_files
 from glyph_guard_demo.stack.services import find_binary
-from glyph_guard_demo.testkit.support import REPO, free_port, spawned, wait_for
+from glyph_guard_demo.testkit.support import REPO, free_port, spawned, wait_for, webhooks_settled
 
 PROMETHEUS = REPO / "deploy" / "prometheus"
 ACTIONS = {"restart", "clean_cache"}
@@ -358,7 +357,10 @@ def test_watchdog_pings_its_receiver_through_a_real_alertmanager(tmp_path: Path)
             alert = {"labels": {"alertname": "Watchdog", **watchdog["labels"]}}
             httpx.post(f"{url}/api/v2/alerts", json=[alert], timeout=5).raise_for_status()
             wait_for(lambda: _Hooks.received, 20)
-            time.sleep(2)  # the remediator's route (group_wait 1 s) would have sent by now
+            # Routed to the watchdog alone, and nothing still on its way to any receiver.
+            [held] = httpx.get(f"{url}/api/v2/alerts", timeout=5).json()
+            assert [r["name"] for r in held["receivers"]] == ["watchdog"]
+            wait_for(lambda: webhooks_settled(url), 20)
     finally:
         hooks.shutdown()
         hooks.server_close()

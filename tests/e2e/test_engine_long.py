@@ -14,7 +14,11 @@ import yaml
 
 from glyph_guard.common.config import dump_config, parse_config
 from glyph_guard_demo.stack.scenario import StackReader, wait_healthy
-from glyph_guard_demo.testkit.stack_fixtures import FAST_BUDGET, local_stack, standin_deployment
+from glyph_guard_demo.testkit.stack_fixtures import (
+    local_stack,
+    standin_deployment,
+    wait_cooldown_over,
+)
 from glyph_guard_demo.testkit.standin_fixtures import STANDIN
 from glyph_guard_demo.testkit.support import spawned, wait_for
 
@@ -55,7 +59,7 @@ def test_wedged_start_up_then_keep_alive_engine_death(tmp_path: Path) -> None:
             assert stuck.proc.poll() is not None, "the wedged process was stopped"
             assert acted_on(probe) == ["GlyphComponentStuckStarting"]
             wait_healthy(probe, "api")
-            time.sleep(FAST_BUDGET["cooldown_seconds"] + 1)
+            wait_cooldown_over(probe, "api")  # an alert inside the cooldown is stale
             probe.reset("api")
 
             # Keep-alive: the engine dies, the API stays up answering 503 until restarted.

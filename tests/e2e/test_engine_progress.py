@@ -12,7 +12,11 @@ import httpx
 import pytest
 
 from glyph_guard_demo.stack.scenario import StackReader, run_scenario, wait_healthy
-from glyph_guard_demo.testkit.stack_fixtures import FAST_BUDGET, local_stack, standin_deployment
+from glyph_guard_demo.testkit.stack_fixtures import (
+    local_stack,
+    standin_deployment,
+    wait_cooldown_over,
+)
 from glyph_guard_demo.testkit.standin_fixtures import STANDIN
 from glyph_guard_demo.testkit.support import spawned, wait_for
 
@@ -32,6 +36,18 @@ def quiet(probe: StackReader, seconds: float) -> None:
         assert probe.firing_seconds(alertname, "api", seconds) == 0, alertname
 
 
+def engine_value(probe: StackReader, name: str) -> float:
+    return probe.exporter_value(name, "api") or 0.0
+
+
+def asleep_throughout(probe: StackReader, seconds: float) -> bool:
+    """Every scrape of the exporter in the last `seconds` says the api's engine sleeps."""
+    query = f'min_over_time(glyph_engine_asleep{{component="api"}}[{round(seconds)}s])'
+    url = f"{probe.stack.urls['prometheus']}/api/v1/query"
+    result = probe.client.get(url, params={"query": query}).json()["data"]["result"]
+    return bool(result) and float(result[0]["value"][1]) == 1
+
+
 def test_sleep_busy_hang_with_a_request_and_death_503(tmp_path: Path) -> None:
     config = standin_deployment(tmp_path, api_args=("--vllm-generation", "current"))
     with local_stack(tmp_path, config) as (stack, probe):
@@ -47,7 +63,9 @@ def test_sleep_busy_hang_with_a_request_and_death_503(tmp_path: Path) -> None:
         body = {"model": "glyph", "messages": [{"role": "user", "content": "hi"}]}
         refused = httpx.post(f"{url}/v1/chat/completions", json=body, timeout=5)
         assert refused.status_code == 503
-        time.sleep(12)  # more than a canary interval
+        # Every scrape for longer than a canary interval says asleep: a canary came due.
+        window = stack.config.exporter.intervals.canary + 2
+        wait_for(lambda: asleep_throughout(probe, window), window + 60, interval=0.5)
         assert probe.healthy("api"), "a sleeping engine is healthy: its canary does not count"
         quiet(probe, time.time() - began)
         httpx.post(f"{url}/wake_up", timeout=5).raise_for_status()
@@ -60,10 +78,13 @@ def test_sleep_busy_hang_with_a_request_and_death_503(tmp_path: Path) -> None:
         load = [*STANDIN, "load", "--url", url, "--concurrency", "3", "--max-tokens", "300"]
         load += ["--duration", "20", "--burst-every", "6", "--burst-size", "6"]
         with spawned(load, stdout=subprocess.PIPE, text=True) as generator:
-            time.sleep(4)
+            wait_for(lambda: engine_value(probe, "glyph_engine_requests_running") > 0, 30)
             fault = {"fault": "slow_prefill", "seconds": 6}
             httpx.post(f"{url}/admin/fault", json=fault, timeout=5).raise_for_status()
-            time.sleep(9)
+            # A slow step under way (the stall clock runs), then over: it made a step.
+            wait_for(lambda: engine_value(probe, "glyph_engine_stalled_seconds") >= 3, 30)
+            slow = engine_value(probe, "glyph_engine_steps_total")
+            wait_for(lambda: engine_value(probe, "glyph_engine_steps_total") > slow, 30)
             fault = {"fault": "slow_prefill", "seconds": 0}
             httpx.post(f"{url}/admin/fault", json=fault, timeout=5).raise_for_status()
             out, _ = generator.proc.communicate(timeout=120)
@@ -76,7 +97,7 @@ def test_sleep_busy_hang_with_a_request_and_death_503(tmp_path: Path) -> None:
         assert timeline.outcome == "succeeded", timeline.lines()
         acted = [d for d in probe.decisions("api") if d["verdict"] == "acted"]
         assert [d["alertname"] for d in acted] == [HUNG]
-        time.sleep(FAST_BUDGET["cooldown_seconds"] + 1)  # an alert inside the cooldown is stale
+        wait_cooldown_over(probe, "api")  # an alert inside the cooldown is stale
         probe.reset("api")
 
         # Current vLLM: a dead engine answers /health 503 (EngineDeadError) until the API exits.

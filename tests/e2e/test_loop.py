@@ -6,7 +6,6 @@ from __future__ import annotations
 import itertools
 import os
 import signal
-import time
 from pathlib import Path
 
 import httpx
@@ -15,7 +14,12 @@ import pytest
 
 from glyph_guard.common.processes import ProcessTable
 from glyph_guard_demo.stack.scenario import run_scenario, wait_healthy
-from glyph_guard_demo.testkit.stack_fixtures import local_stack, standin_deployment
+from glyph_guard_demo.testkit.stack_fixtures import (
+    component_status,
+    deliveries_judged,
+    local_stack,
+    standin_deployment,
+)
 from glyph_guard_demo.testkit.support import port_holder, wait_for
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(240)]
@@ -51,8 +55,12 @@ def test_sigkill_restarts_verifies_and_resolves_without_a_second_restart(tmp_pat
             ),
             60,
         )
-        time.sleep(8)  # more than group_interval: a repeat would have arrived by now
+        # Alertmanager sends a group's notifications in order, so every copy of the firing
+        # alert came before its resolution; and nothing else is still on its way.
+        wait_for(lambda: deliveries_judged(probe), 60)
         assert len(restarts(probe)) == 1
+        acted = [d for d in probe.decisions("api") if d["verdict"] == "acted"]
+        assert [d["alertname"] for d in acted] == ["GlyphComponentDown"], acted
         assert probe.firing("GlyphComponentDown", "api") is None
 
 
@@ -111,7 +119,11 @@ def test_crash_loop_backs_off_then_gives_up_and_stays_down(tmp_path: Path) -> No
         spans = sorted((float(a["started_at"]), float(a["finished_at"])) for a in attempts)
         waits = [nxt[0] - prev[1] for prev, nxt in itertools.pairwise(spans)]
         assert waits == sorted(waits), f"back-off does not grow: {waits}"
-        time.sleep(10)
+        # Given up: nothing runs and nothing waits for its turn, so no restart can come
+        # without an operator's reset; and every delivery Alertmanager sent is judged.
+        wait_for(lambda: deliveries_judged(probe), 60)
+        status = wait_for(lambda: (s := component_status(probe, "api"))["gave_up"] and s, 30)
+        assert status["busy"] is None and status["waiting"] == [], status
         assert len(restarts(probe)) == 3, "it kept restarting after giving up"
 
 

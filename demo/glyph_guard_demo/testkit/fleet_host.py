@@ -19,6 +19,7 @@ from pathlib import Path
 from glyph_guard.common.config import CommandRestart, load_config
 
 GRACE_SECONDS = 10.0
+SERVICES = ("exporter", "remediator")  # started next to the components, as glyph_guard.<name>
 
 
 def start(argv: list[str], log: Path) -> None:
@@ -54,7 +55,7 @@ def main() -> None:
         method = component.remediation.restart
         if isinstance(method, CommandRestart):
             start(list(method.start), logs / f"{component.name}.log")
-    for service in ("exporter", "remediator"):
+    for service in SERVICES:
         start(
             [sys.executable, "-m", f"glyph_guard.{service}", "--config", str(config_path)],
             logs / f"{service}.log",

@@ -24,7 +24,14 @@ from glyph_guard.fleet.cli import write_if_changed
 from glyph_guard.fleet.render import load_inventory, render_files
 from glyph_guard_demo.stack.cli import EXAMPLE
 from glyph_guard_demo.stack.services import Service, child_environment, find_binary
-from glyph_guard_demo.testkit.support import REPO, free_port, wait_for
+from glyph_guard_demo.testkit.fleet_host import SERVICES
+from glyph_guard_demo.testkit.support import (
+    REPO,
+    free_port,
+    past_cooldown,
+    wait_for,
+    webhooks_settled,
+)
 
 FLEET = REPO / "deploy" / "fleet"
 RULES = REPO / "deploy" / "prometheus" / "rules.yml"
@@ -44,7 +51,7 @@ NAMESPACE = (
 # The stand-in api, started so that its command line matches no other test's pattern: other
 # runs on this machine (outside these namespaces) see these processes and must not take them
 # for theirs.
-API_CODE = "import sys; from standin.cli import main; sys.exit(main())"
+API_CODE = "import sys; from glyph_guard_demo.standin.cli import main; sys.exit(main())"
 API_MATCH = re.escape(API_CODE) + r"\s+api\s"
 PEER_TIMEOUT = "3s"  # how long the second Alertmanager waits for the first one's notification
 
@@ -175,6 +182,13 @@ class SimHost:
     def api_processes(self) -> list[psutil.Process]:
         return self.matching(API_MATCH)
 
+    def services_running(self) -> bool:
+        """Its exporter and its remediator both run (a scenario may have killed one)."""
+        return all(self.matching(rf"-m glyph_guard\.{name}\b") for name in SERVICES)
+
+    def ready(self) -> bool:
+        return self.services_running() and self.healthy()
+
     def kill(self, pattern: str) -> list[int]:
         """SIGKILL the processes of this host (its own PID namespace, started by the test) whose
         command line matches: an outside fault, by PID."""
@@ -203,6 +217,9 @@ class SimHost:
 
     def decisions(self) -> list[dict[str, Any]]:
         return list(self.get("/decisions", limit=1000))
+
+    def out_of_cooldown(self) -> bool:
+        return past_cooldown(self.restarts(), float(BUDGET["cooldown_seconds"]))
 
     def healthy(self) -> bool:
         with suppress(httpx.HTTPError):
@@ -403,6 +420,47 @@ class Fleet:
                 status = httpx.get(f"http://127.0.0.1:{port}/api/v2/status", timeout=2).json()
                 sizes.append(len(status["cluster"].get("peers") or []))
         return min(sizes, default=0)
+
+    def live_alertmanagers(self) -> list[str]:
+        return [
+            f"http://127.0.0.1:{port}"
+            for name, port in self.alertmanager_ports.items()
+            if (p := self.services[name].process) is not None and p.poll() is None
+        ]
+
+    def deliveries_settled(self, host: SimHost, alertname: str) -> bool:
+        """No live Alertmanager holds the host's alert as active any more, nor has a webhook
+        notification in flight (a remediator judges a delivery before it answers)."""
+        params = {"filter": [f'alertname="{alertname}"', f'host="{host.name}"']}
+        for url in self.live_alertmanagers():
+            active = httpx.get(f"{url}/api/v2/alerts", params=params, timeout=5, trust_env=False)
+            if active.json() or not webhooks_settled(url):
+                return False
+        return True
+
+    def restore(self, timeout: float = 180.0) -> None:
+        """Back to the fleet as started, whatever a scenario left: the original inventory
+        (Alertmanager's routes reloaded), every central service running, every host with its
+        exporter and remediator and a healthy api, both Alertmanagers clustered, every target
+        up, and no host's api within its restart cooldown (an alert then acts at once)."""
+        self.render()
+        for service in self.services.values():
+            if service.process is None or service.process.poll() is not None:
+                service.start()
+        for service in self.services.values():
+            service.wait_ready(timeout)
+        for url in self.live_alertmanagers():
+            httpx.post(f"{url}/-/reload", timeout=10, trust_env=False).raise_for_status()
+        for host in self.hosts:
+            if not host.services_running():
+                host.stop()
+                host.start()
+        for host in self.hosts:
+            wait_for(host.ready, timeout, interval=0.5)
+        wait_for(lambda: self.cluster_size() == 2, timeout, interval=0.5)
+        wait_for(self.all_targets_up, timeout, interval=0.5)
+        for host in self.hosts:
+            wait_for(host.out_of_cooldown, timeout, interval=0.5)
 
     def restart_counts(self, skip: SimHost | None = None) -> dict[str, int]:
         """Restarts recorded by each host's remediator (but skip's, which may be down)."""

@@ -14,7 +14,12 @@ from glyph_guard_demo.stack.cli import EXAMPLE
 from glyph_guard_demo.stack.configs import Ports
 from glyph_guard_demo.stack.runner import LocalStack
 from glyph_guard_demo.stack.scenario import StackReader
-from glyph_guard_demo.testkit.support import free_port
+from glyph_guard_demo.testkit.support import (
+    free_port,
+    past_cooldown,
+    wait_for,
+    webhooks_settled,
+)
 
 FAST_BUDGET = {
     "cooldown_seconds": 5,
@@ -83,6 +88,27 @@ def local_stack(tmp_path: Path, config: Deployment) -> Iterator[tuple[LocalStack
             probe.close()
     finally:
         stack.stop()
+
+
+def deliveries_judged(probe: StackReader) -> bool:
+    """Alertmanager has nothing in flight to the remediator: every delivery is judged."""
+    return webhooks_settled(probe.stack.urls["alertmanager"])
+
+
+def component_status(probe: StackReader, component: str) -> dict[str, Any]:
+    """The remediator's /components/<name>: gave_up, busy, the actions waiting their turn."""
+    url = f"{probe.stack.urls['remediator']}/components/{component}"
+    response = probe.client.get(url, headers=probe.auth)
+    response.raise_for_status()
+    status: dict[str, Any] = response.json()
+    return status
+
+
+def wait_cooldown_over(probe: StackReader, component: str, timeout: float = 120) -> None:
+    """Until an alert about the component acts again instead of being taken for the
+    incarnation just replaced."""
+    cooldown = probe.stack.config.remediator.budget.cooldown_seconds
+    wait_for(lambda: past_cooldown(probe.actions(component), cooldown), timeout, interval=0.2)
 
 
 def pinned_to_ports(config: Deployment) -> Deployment:

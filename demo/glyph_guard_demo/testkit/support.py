@@ -9,10 +9,10 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager, suppress
 from pathlib import Path
-from typing import TypeVar
+from typing import Any, TypeVar
 
 T = TypeVar("T")
 REPO = Path(__file__).resolve().parents[3]  # the checkout the tests and benchmarks run from
@@ -163,6 +163,37 @@ def sample(
 ) -> float | None:
     """One sample's value, or None when it is absent."""
     return samples.get((name, frozenset(labels.items())))
+
+
+def past_cooldown(actions: Iterable[Mapping[str, Any]], cooldown: float) -> bool:
+    """None of these recorded actions (the remediator's /actions) still runs, and the last one
+    finished more than a cooldown ago: a new alert about the component then acts at once."""
+    finished = [a["finished_at"] for a in actions]
+    if None in finished:
+        return False
+    return time.time() > max((float(f) for f in finished), default=0.0) + cooldown
+
+
+def webhooks_settled(alertmanager_url: str) -> bool:
+    """Every webhook notification this Alertmanager began has ended: answered (the remediator
+    judges and records a delivery before it answers) or failed for good, none in flight."""
+    import httpx  # noqa: PLC0415
+
+    text = httpx.get(f"{alertmanager_url}/metrics", timeout=5, trust_env=False).text
+    samples = parse_metrics(text)
+
+    def total(name: str) -> float:
+        return sum(
+            value
+            for (sample_name, labels), value in samples.items()
+            if sample_name == name and ("integration", "webhook") in labels
+        )
+
+    begun = total("alertmanager_notifications_total")
+    answered = total("alertmanager_notification_requests_total") - total(
+        "alertmanager_notification_requests_failed_total"
+    )
+    return begun == answered + total("alertmanager_notifications_failed_total")
 
 
 class PrometheusServer:

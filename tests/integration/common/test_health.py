@@ -1,6 +1,5 @@
-"""The one health model: which probes count (a canary not while the engine sleeps), each
-against its own expect_status; the same verdict from the async and the blocking check, and
-from the remediator's verify / healthy_now, against the real stand-in."""
+"""The one health model against the real stand-in: which probes count (a canary not while the
+engine sleeps), each against its own expect_status, the canary asking for the served model."""
 
 from __future__ import annotations
 
@@ -11,8 +10,8 @@ import httpx
 import pytest
 
 from glyph_guard.common.config import Component, parse_config
-from glyph_guard.common.health import Health, check, check_blocking, health_of, served_model
-from glyph_guard.remediator.actions.verify import healthy_now, verify
+from glyph_guard.common.health import Health, check, health_of, served_model
+from glyph_guard.common.probes import ProbeResult
 from glyph_guard_demo.testkit.standin_fixtures import admin, api
 
 
@@ -26,6 +25,7 @@ def component(port: int, *probes: dict[str, object], engine: bool = True) -> Com
 
 HEALTH = {"name": "health", "path": "/health"}
 MISSING = {"name": "missing", "path": "/nope", "expect_status": [404]}
+WRONG = {"name": "wrong", "path": "/nope"}  # expects 200
 CANARY = {"name": "smoke", "kind": "canary", "path": "/v1/chat/completions", "timeout_seconds": 1}
 OFF = {"name": "off", "path": "/nope", "enabled": False}
 
@@ -50,36 +50,52 @@ def test_served_model_reads_the_first_id_and_nothing_else() -> None:
         assert served_model(body) is None
 
 
-def test_every_checker_gives_the_same_verdict(tmp_path: Path) -> None:
+def probed(config: Component) -> tuple[Health, dict[str, tuple[bool, int | None]]]:
+    """check() once; each probe that ran, as (success, HTTP status)."""
+
+    async def once() -> tuple[Health, list[ProbeResult]]:
+        async with httpx.AsyncClient(trust_env=False) as client:
+            return await check(client, config)
+
+    health, results = asyncio.run(once())
+    return health, {r.probe: (r.success, r.status) for r in results}
+
+
+def test_check_against_the_stand_in_awake_asleep_and_hung(tmp_path: Path) -> None:
     with api(tmp_path) as running:
         config = component(running.port, HEALTH, MISSING, CANARY, OFF)
+        # The canary names no model: it asks for the one /v1/models serves (another is a 404).
+        assert probed(config) == (
+            Health(True),
+            {"health": (True, 200), "missing": (True, 404), "smoke": (True, 200)},
+        )
+        named = component(running.port, HEALTH, {**CANARY, "model": "not-served"})
+        assert probed(named) == (
+            Health(False, ("smoke",)),
+            {"health": (True, 200), "smoke": (False, 404)},
+        )
+        assert probed(component(running.port, HEALTH, WRONG)) == (
+            Health(False, ("wrong",)),
+            {"health": (True, 200), "wrong": (False, 404)},
+        )
 
-        def verdicts() -> tuple[Health, Health, bool]:
-            blocking, _ = check_blocking(config)
-
-            async def both() -> tuple[Health, bool]:
-                async with httpx.AsyncClient(trust_env=False) as client:
-                    (health, _), now = await asyncio.gather(
-                        check(client, config), healthy_now(client, config)
-                    )
-                    return health, now
-
-            asynchronous, now = asyncio.run(both())
-            return blocking, asynchronous, now
-
-        # The canary asks for the served model (none configured) and 404 is what MISSING expects.
-        assert verdicts() == (Health(True), Health(True), True)
+        # Asleep on purpose: the canary is not asked (the engine refuses requests by design),
+        # unless the component has no engine metrics to say that it sleeps.
         assert httpx.post(f"{running.url}/sleep", timeout=5).status_code == 200
-        asleep = Health(True, (), asleep=True)
-        assert verdicts() == (asleep, asleep, True)
+        assert probed(config) == (
+            Health(True, (), asleep=True),
+            {"health": (True, 200), "missing": (True, 404)},
+        )
+        no_engine = component(running.port, HEALTH, CANARY, engine=False)
+        health, results = probed(no_engine)
+        assert health == Health(False, ("smoke",)) and not results["smoke"][0]
         assert httpx.post(f"{running.url}/wake_up", timeout=5).status_code == 200
+
+        # Hung: /health still answers; the canary gets no answer within its timeout.
         assert admin(running.url, fault="hang").status_code == 202
-        hung = Health(False, ("smoke",))
-        assert verdicts() == (hung, hung, False)
-
-        async def verified() -> str:
-            async with httpx.AsyncClient(trust_env=False) as client:
-                return (await verify(client, config, 0.5)).detail
-
-        assert "probe smoke still failing" in asyncio.run(verified())
+        assert probed(config) == (
+            Health(False, ("smoke",)),
+            {"health": (True, 200), "missing": (True, 404), "smoke": (False, None)},
+        )
         assert admin(running.url, fault="clear").status_code == 202
+        assert probed(config)[0] == Health(True)
