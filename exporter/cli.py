@@ -7,6 +7,7 @@ import logging
 import signal
 import sys
 import threading
+from collections.abc import Callable
 from pathlib import Path
 from types import FrameType
 
@@ -22,6 +23,7 @@ from glyph_guard.common.config import (
 )
 from glyph_guard.common.logflood import limit_log_floods
 from glyph_guard.common.nvml import load_pynvml
+from glyph_guard.common.reloading import reloaded
 from glyph_guard.common.sdnotify import notify, watchdog_interval
 from glyph_guard.exporter import __version__
 from glyph_guard.exporter.metrics import SnapshotCollector
@@ -39,7 +41,7 @@ class Exporter:
         self.config = config
         self.sampler = Sampler(config, nvml)
         self.registry = CollectorRegistry(auto_describe=False)
-        self.registry.register(SnapshotCollector(self.sampler.snapshot))
+        self.registry.register(SnapshotCollector(lambda: self.sampler.snapshot()))  # noqa: PLW0108 (replaced on reload)
         host, port = config.exporter.address
         self.server = MetricsServer(host, port, self.registry)
 
@@ -50,6 +52,19 @@ class Exporter:
     def stop(self) -> None:
         self.server.stop()
         self.sampler.stop()
+
+    def reload(self, config: Deployment, nvml: NvmlReader | None) -> list[str]:
+        """Sample by a new config from now on; what only a restart applies is kept and named.
+
+        Leak history carries over for each component and resource the new config still has
+        (under the same leak settings): a reload (logrotate's SIGHUP) never resets a trend.
+        """
+        config, kept = reloaded(self.config, config, "exporter")
+        sampler = Sampler(config, nvml, leaks=self.sampler.leaks.carried_to(config))
+        self.sampler.stop()
+        self.config, self.sampler = config, sampler
+        sampler.start()
+        return kept
 
 
 def _load(path: str | None) -> Deployment:
@@ -74,23 +89,26 @@ def _run(argv: list[str]) -> int:
     config = _load(args.config)
     if args.listen:
         config = with_override(config, "exporter.listen", args.listen, "--listen")
-    use_nvml = config.exporter.nvml and not args.no_nvml
-    nvml = NvmlReader(load_pynvml()) if use_nvml else None
+
+    def nvml_for(config: Deployment) -> NvmlReader | None:
+        return NvmlReader(load_pynvml()) if config.exporter.nvml and not args.no_nvml else None
+
     try:
-        exporter = Exporter(config, nvml=nvml)
+        exporter = Exporter(config, nvml=nvml_for(config))
     except OSError as exc:
         print(
             f"glyph-exporter: cannot listen on {config.exporter.listen}: {exc.strerror}",
             file=sys.stderr,
         )
         return 1
-    done = threading.Event()
+    wake, done, reload = threading.Event(), threading.Event(), threading.Event()
 
-    def _stop(signum: int, frame: FrameType | None) -> None:
-        done.set()
+    def _signalled(signum: int, frame: FrameType | None) -> None:
+        (reload if signum == signal.SIGHUP else done).set()
+        wake.set()
 
-    signal.signal(signal.SIGTERM, _stop)
-    signal.signal(signal.SIGINT, _stop)
+    for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+        signal.signal(signum, _signalled)
     exporter.start()
     log.info(
         "serving http://%s:%d/metrics for components %s",
@@ -100,11 +118,37 @@ def _run(argv: list[str]) -> int:
     )
     notify("READY=1")
     beat = watchdog_interval()
-    while not done.wait(beat):
-        notify("WATCHDOG=1")  # from the main thread, while the server and samplers run
+    while not done.is_set():
+        if not wake.wait(beat):
+            notify("WATCHDOG=1")  # from the main thread, while the server and samplers run
+        wake.clear()
+        if reload.is_set() and not done.is_set():
+            reload.clear()
+            _reload(exporter, args, nvml_for)
     notify("STOPPING=1")
     exporter.stop()
     return 0
+
+
+def _reload(
+    exporter: Exporter,
+    args: argparse.Namespace,
+    nvml_for: Callable[[Deployment], NvmlReader | None],
+) -> None:
+    """SIGHUP: read the config again; a config with an error leaves the running one as it is."""
+    notify("RELOADING=1")
+    try:
+        config = _load(args.config)
+        if args.listen:
+            config = with_override(config, "exporter.listen", args.listen, "--listen")
+    except ConfigError as exc:
+        log.error("reload: invalid config, keeping the running one:\n%s", exc)
+    else:
+        kept = exporter.reload(config, nvml_for(config))
+        log.info(
+            "reload: config applied%s", f" (a restart applies {', '.join(kept)})" if kept else ""
+        )
+    notify("READY=1")  # logs go to stderr (journald): nothing to reopen
 
 
 def _check_config(argv: list[str]) -> int:

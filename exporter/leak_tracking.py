@@ -8,7 +8,7 @@ from pathlib import Path
 
 import psutil
 
-from glyph_guard.common.config import Component
+from glyph_guard.common.config import Component, Deployment
 from glyph_guard.exporter.leak_detector import LeakDetector, LeakReading, LeakSettings
 from glyph_guard.exporter.snapshot import (
     CacheUsage,
@@ -29,6 +29,19 @@ class LeakTracker:
         self._detectors: dict[tuple[str, str], LeakDetector] = {}
         self._started: dict[tuple[str, str], float | None] = {}
         self._readings: dict[tuple[str, str], LeakReading] = {}
+
+    def carried_to(self, config: Deployment) -> LeakTracker:
+        """A tracker for a reloaded config that keeps the history of what it still tracks."""
+        tracker = LeakTracker(config.components, config.exporter.leak)
+        if tracker._settings != self._settings:
+            return tracker  # judged on other settings: the old evidence does not carry over
+        for key in self._detectors.keys() & {
+            (c.name, r) for c in config.components for r in ("rss", "gpu_memory", "cache")
+        }:
+            tracker._detectors[key] = self._detectors[key]
+            tracker._started[key] = self._started[key]
+            tracker._readings[key] = self._readings[key]
+        return tracker
 
     def readings(self) -> tuple[LeakTrend, ...]:
         return tuple(

@@ -48,13 +48,14 @@ class Sampler:
         config: Deployment,
         nvml: NvmlReader | None,
         clock: Callable[[], float] = time.time,
+        leaks: LeakTracker | None = None,
     ) -> None:
         self._config = config
         self._components = config.components
         self._nvml = nvml
         self._clock = clock
         self._table = ProcessTable()
-        self._leaks = LeakTracker(self._components, config.exporter.leak)
+        self.leaks = leaks or LeakTracker(self._components, config.exporter.leak)
         probes = [(c, p) for c in self._components for p in c.probes if p.enabled]
         self._http_probes = [(c, p) for c, p in probes if p.kind != "canary"]
         self._canaries = [(c, p) for c, p in probes if p.kind == "canary"]
@@ -93,7 +94,7 @@ class Sampler:
             gpu_orphans=self._gpu_orphans,
             probes=tuple(self._probes.values()),
             caches=self._caches,
-            leaks=self._leaks.readings(),
+            leaks=self.leaks.readings(),
             collectors=tuple(self._runs.values()),
             engines=self._engines,
             probe_kinds=self._probe_kinds,
@@ -163,7 +164,7 @@ class Sampler:
         self._liveness = readings
         now = self._clock()
         for reading in readings:
-            self._leaks.observe_rss(reading, now)
+            self.leaks.observe_rss(reading, now)
 
     def _ports_interval(self, readings: tuple[ComponentLiveness, ...]) -> float:
         """Reading sockets costs the more, the busier the host: while every component runs
@@ -183,11 +184,11 @@ class Sampler:
         liveness = self._liveness
         usage, orphans = attribute_gpu_memory(gpu, liveness)
         self._gpu, self._gpu_memory, self._gpu_orphans = gpu, usage, orphans
-        self._leaks.observe_gpu(gpu, usage, liveness, self._clock())
+        self.leaks.observe_gpu(gpu, usage, liveness, self._clock())
 
     def _sample_caches(self) -> None:
         self._caches = measure_caches(self._components)
-        self._leaks.observe_caches(self._caches, self._clock())
+        self.leaks.observe_caches(self._caches, self._clock())
 
     def _probe_forever(self) -> None:
         asyncio.run(self._probe_all())  # every probe on its own schedule, on one thread

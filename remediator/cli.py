@@ -5,9 +5,10 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
+import signal
 import socket
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import uvicorn
@@ -32,6 +33,8 @@ from glyph_guard.remediator.orchestrator import Orchestrator
 from glyph_guard.remediator.store.database import Store
 from glyph_guard.remediator.store.schema import StoreError
 
+log = logging.getLogger("glyph_remediator")
+
 
 def with_listen(config: Deployment, listen: str | None) -> Deployment:
     """The config with --listen applied (validated like the config field)."""
@@ -53,9 +56,15 @@ def checked_credentials(settings: RemediatorSettings) -> Credentials:
 
 
 def build_server(
-    config: Deployment, dry_run: bool = False, gpu: GpuHolders | None = None
+    config: Deployment,
+    dry_run: bool = False,
+    gpu: GpuHolders | None = None,
+    reread: Callable[[], Deployment] | None = None,
 ) -> uvicorn.Server:
-    """Everything checked and built; nothing listens until the server runs."""
+    """Everything checked and built; nothing listens until the server runs.
+
+    reread: how SIGHUP reads the config again (None: SIGHUP is not handled).
+    """
     settings = config.remediator
     credentials = checked_credentials(settings)
     store = Store.open(settings.state_db, settings.store_timeout_seconds)
@@ -71,16 +80,40 @@ def build_server(
         log_config=None,
         **server_limits(),
     )
-    return NotifyingServer(server_config)
+    server = NotifyingServer(server_config)
+    if reread is not None:
+        server.on_hangup = lambda: reload(orchestrator, reread)
+    return server
+
+
+def reload(orchestrator: Orchestrator, reread: Callable[[], Deployment]) -> None:
+    """SIGHUP: read the config again; a config with an error leaves the running one as it is."""
+    notify("RELOADING=1")
+    try:
+        config = reread()
+        checked_credentials(config.remediator)
+    except ConfigError as exc:
+        log.error("reload: invalid config, keeping the running one:\n%s", exc)
+    else:
+        kept = orchestrator.reload(config)
+        log.info(
+            "reload: config applied%s", f" (a restart applies {', '.join(kept)})" if kept else ""
+        )
+    notify("READY=1")  # logs go to stderr (journald): nothing to reopen
 
 
 class NotifyingServer(uvicorn.Server):
-    """uvicorn's server that tells systemd when it listens, and beats its watchdog."""
+    """uvicorn's server that tells systemd when it listens, beats its watchdog, and reloads
+    its config on SIGHUP (logrotate, `systemctl reload`) instead of dying of it."""
+
+    on_hangup: Callable[[], None] | None = None
 
     async def startup(self, sockets: list[socket.socket] | None = None) -> None:
         await super().startup(sockets)
         if self.should_exit:
             return
+        if self.on_hangup is not None:
+            asyncio.get_running_loop().add_signal_handler(signal.SIGHUP, self.on_hangup)
         notify("READY=1")
         beat = watchdog_interval()
         if beat is not None:
@@ -130,8 +163,11 @@ def main(argv: Sequence[str] | None = None) -> int:
             return 0
         if args.config is None:
             parser.error("--config FILE is required")
-        config = with_listen(load_config(args.config), args.listen)
-        server = build_server(config, dry_run=args.dry_run)
+        path, listen = args.config, args.listen
+        config = with_listen(load_config(path), listen)
+        server = build_server(
+            config, dry_run=args.dry_run, reread=lambda: with_listen(load_config(path), listen)
+        )
     except (ConfigError, StoreError) as exc:
         print(f"glyph-remediator: {exc}", file=sys.stderr)
         return 2

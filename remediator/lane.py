@@ -63,6 +63,11 @@ class Lane:
     def name(self) -> str:
         return self.component.name
 
+    def set_component(self, component: Component) -> None:
+        """The component as a reloaded config describes it (the same name)."""
+        assert component.name == self.name
+        self.component = component
+
     @property
     def busy(self) -> str | None:
         return self.running.action if self.running else None

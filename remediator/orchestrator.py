@@ -8,6 +8,7 @@ import logging
 from dataclasses import replace
 
 from glyph_guard.common.config import Deployment
+from glyph_guard.common.reloading import reloaded
 from glyph_guard.remediator import policy
 from glyph_guard.remediator.acting import Runner
 from glyph_guard.remediator.actions.base import ActionResult, Started
@@ -73,6 +74,15 @@ class Orchestrator:
         self._seen = SeenAlerts()
         self._next_id = 1
         self._loops: list[asyncio.Task[None]] = []
+
+    def reload(self, config: Deployment) -> list[str]:
+        """Act by a new config from now on; the changed settings only a restart applies are kept
+        and named. An action already running finishes as it began."""
+        config, kept = reloaded(self.config, config, "remediator")
+        for component in config.components:
+            self.lanes[component.name].set_component(component)
+        self.config, self.budget = config, config.remediator.budget
+        return kept
 
     def _context(self) -> Context:
         return Context(self.budget, self.dry_run, self.config.host, self.clock.monotonic())
