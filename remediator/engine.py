@@ -20,6 +20,7 @@ from glyph_guard.remediator.actions.dispatch import perform
 from glyph_guard.remediator.actions.gpu import GpuHolders, NvmlHolders
 from glyph_guard.remediator.actions.verify import healthy_now
 from glyph_guard.remediator.clock import Clock, SystemClock, from_wall, to_wall
+from glyph_guard.remediator.gpu_health import GpuHealth
 from glyph_guard.remediator.intake import Context, Key, judge, key_of
 from glyph_guard.remediator.metrics import ComponentGauges, Metrics
 from glyph_guard.remediator.models import (
@@ -80,6 +81,7 @@ class Engine:
         )
         store.on_error = lambda operation: self.metrics.store_errors.labels(operation).inc()
         self._gpu = gpu or NvmlHolders()
+        self.gpu_health = GpuHealth()  # restarts wait while a GPU needs a reset
         self._kit: Toolkit | None = None
         self._seen: OrderedDict[Key, None] = OrderedDict()
         self._reopened: set[Key] = set()  # alerts whose action an earlier run never finished
@@ -178,6 +180,7 @@ class Engine:
             log.warning("taking up %d unfinished action(s) of an earlier run", waiting)
         ops.append(prune(self.config.remediator.retention, wall))
         await self.store.write(ops)
+        self.gpu_health.start()
         client = httpx.AsyncClient(trust_env=False)
         self._kit = Toolkit(
             client, self.config.remediator.log_dir, self._gpu, record_start=self._record_start
@@ -205,6 +208,7 @@ class Engine:
             log.error("%d record batch(es) could not be written", self.store.pending_batches)
         if self._kit is not None:
             await self._kit.client.aclose()
+        await asyncio.to_thread(self.gpu_health.stop)
         self.store.close()
 
     async def _maintain(self) -> None:
@@ -269,7 +273,8 @@ class Engine:
         worker = self.workers.get(alert.labels.get("component") or "")
         now, wall = self._now(), self.clock.wall()
         failed_at = from_wall(self.clock, alert.startsAt.timestamp())
-        context = Context(self.budget, self.dry_run, self.config.host, now)
+        hold = self.gpu_health.hold()
+        context = Context(self.budget, self.dry_run, self.config.host, now, hold)
         seen = (key in self._seen or key in stored) and key not in self._reopened
         got = judge(
             alert, worker.view() if worker else None, context, seen=seen, failed_at=failed_at

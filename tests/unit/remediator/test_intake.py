@@ -247,7 +247,8 @@ def test_every_reason_has_its_series_from_the_start() -> None:
             == 0
         )
     intake_reasons = {case[-1][1] for case in CASES}
-    assert set(Reason) - intake_reasons == {"operator", "recovered", "truncated"}  # engine's own
+    # engine's own; gpu_needs_reset: tests/unit/remediator/test_gpu_health.py
+    assert set(Reason) - intake_reasons == {"operator", "recovered", "truncated", "gpu_needs_reset"}
 
 
 # -- the worker -------------------------------------------------------------------------------
