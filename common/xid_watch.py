@@ -13,17 +13,25 @@ from glyph_guard.common.xid import GpuXids
 
 log = logging.getLogger(__name__)
 WAIT_MS = 1000  # one wait's bound: how soon stop() is heard
+REDISCOVER_SECONDS = 10.0  # while a GPU is lost, how often to initialise afresh to find it
 
 
 class XidWatch:
     """XIDs per GPU (by UUID) and which GPUs are lost, through a session of its own (NVML
     counts initialisations, so the other sessions' re-initialisations do not disturb it)."""
 
-    def __init__(self, nvml: Any | None, clock: Callable[[], float] = time.time) -> None:
+    def __init__(
+        self,
+        nvml: Any | None,
+        clock: Callable[[], float] = time.time,
+        rediscover_seconds: float = REDISCOVER_SECONDS,
+    ) -> None:
         self._session = NvmlSession(nvml)
         self._clock = clock
         self._stopping = threading.Event()
         self._thread: threading.Thread | None = None
+        self._rediscover = rediscover_seconds
+        self._rediscovered_at = float("-inf")  # monotonic
         # Replaced whole by the watching thread, read whole by anyone.
         self.xids: dict[str, GpuXids] = {}
         self.lost: frozenset[str] = frozenset()  # UUIDs of devices that do not answer
@@ -56,8 +64,9 @@ class XidWatch:
             xids[uuid] = xids.get(uuid, GpuXids()).add(xid, now)
             log.warning("GPU %d (%s): XID %d", index, uuid, xid)
         self.xids = xids
-        if self.lost:
-            self._session.close()  # look for the lost device again next time
+        if self.lost and time.monotonic() - self._rediscovered_at >= self._rediscover:
+            self._rediscovered_at = time.monotonic()
+            self._session.close()  # initialise afresh next time, to find the lost GPU
         return True
 
     def _note_presence(self) -> None:

@@ -165,11 +165,6 @@ def gpu_health_families(gpu: GpuSnapshot) -> Iterator[Metric]:
         "1 when a page retirement waits for the next GPU reset or reboot (NVML, pre-A100).",
         labels,
     )
-    remapped = CounterMetricFamily(
-        f"{PREFIX}_gpu_remapped_rows",
-        "Memory rows remapped, by the kind of error that caused it (NVML, A100 and later).",
-        labels=[*labels, "cause"],
-    )
     remap_pending = _gauge(
         "gpu_remapped_rows_pending",
         "1 when a row remapping waits for the next GPU reset to take effect (NVML).",
@@ -183,7 +178,8 @@ def gpu_health_families(gpu: GpuSnapshot) -> Iterator[Metric]:
     clock_event = _gauge(
         "gpu_clock_event_active",
         "1 while the clocks are held back for the reason (NVML current clocks event reasons, "
-        "formerly throttle reasons).",
+        "formerly throttle reasons): thermal and power by software or hardware; hw_slowdown "
+        "is the hardware's own (too hot, or a power brake).",
         [*labels, "reason"],
     )
     replays = CounterMetricFamily(
@@ -225,8 +221,6 @@ def gpu_health_families(gpu: GpuSnapshot) -> Iterator[Metric]:
             ecc.add_metric([*values, count.counter, count.error], count.count)
         if device.remapped_rows is not None:
             rows = device.remapped_rows
-            remapped.add_metric([*values, "correctable"], rows.correctable)
-            remapped.add_metric([*values, "uncorrectable"], rows.uncorrectable)
             remap_pending.add_metric(values, float(rows.pending))
             remap_failed.add_metric(values, float(rows.failed))
         for reason, active in device.clock_events or ():
@@ -239,7 +233,7 @@ def gpu_health_families(gpu: GpuSnapshot) -> Iterator[Metric]:
             last_at.add_metric(values, seen.last_at)
         if seen.required is not None:
             required.add_metric([*values, seen.required], 1.0)
-    yield from (memory_utilization, power_limit, ecc, retired, remapped, remap_pending)
+    yield from (memory_utilization, power_limit, ecc, retired, remap_pending)
     yield from (remap_failed, clock_event, replays, xids, last, last_at, required)
 
 

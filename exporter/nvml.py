@@ -15,13 +15,11 @@ from glyph_guard.exporter.snapshot import (
     RemappedRows,
 )
 
-# The clock-event (throttle) reasons that mean the GPU is held back, by NVML's bit.
+# The clock-event (throttle) reasons exported, each the NVML bits that mean it.
 CLOCK_EVENTS = (
-    ("sw_power_cap", "nvmlClocksEventReasonSwPowerCap"),
-    ("hw_slowdown", "nvmlClocksEventReasonHwSlowdown"),
-    ("sw_thermal_slowdown", "nvmlClocksEventReasonSwThermalSlowdown"),
-    ("hw_thermal_slowdown", "nvmlClocksEventReasonHwThermalSlowdown"),
-    ("hw_power_brake_slowdown", "nvmlClocksEventReasonHwPowerBrakeSlowdown"),
+    ("thermal", ("SwThermalSlowdown", "HwThermalSlowdown")),
+    ("power", ("SwPowerCap", "HwPowerBrakeSlowdown")),
+    ("hw_slowdown", ("HwSlowdown", "HwThermalSlowdown", "HwPowerBrakeSlowdown")),
 )
 
 
@@ -88,7 +86,7 @@ class NvmlReader:
             retired_pages_pending=None if pending is None else bool(pending),
             remapped_rows=None
             if rows is None
-            else RemappedRows(int(rows[0]), int(rows[1]), bool(rows[2]), bool(rows[3])),
+            else RemappedRows(pending=bool(rows[2]), failed=bool(rows[3])),
             clock_events=self._clock_events(handle),
             pcie_replays=None if replays is None else int(replays),
             xids=self.events.xids.get(uuid, GpuXids()),
@@ -125,7 +123,10 @@ class NvmlReader:
             mask = self._session.optional(nvml.nvmlDeviceGetCurrentClocksThrottleReasons, handle)
         if mask is None:
             return None
-        return tuple((reason, bool(mask & getattr(nvml, bit))) for reason, bit in CLOCK_EVENTS)
+        return tuple(
+            (reason, any(mask & getattr(nvml, f"nvmlClocksEventReason{bit}") for bit in bits))
+            for reason, bits in CLOCK_EVENTS
+        )
 
     def _lost_device(self, index: int) -> GpuDevice:
         uuid, name = self._session.known.get(index, ("", ""))

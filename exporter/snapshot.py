@@ -55,10 +55,8 @@ class EccCount:
 
 @dataclass(frozen=True)
 class RemappedRows:
-    """Row remapping (A100 and later): rows remapped by cause, and the remapper's state."""
+    """The row remapper's state (A100 and later)."""
 
-    correctable: int
-    uncorrectable: int
     pending: bool  # a remap waits for the next GPU reset
     failed: bool  # a remap failed: the GPU needs service
 

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import Any
 
 from glyph_guard.common.nvml import load_pynvml
 from glyph_guard.common.xid import NEEDS_RESET, XidAction
@@ -37,8 +36,8 @@ def restart_hold(gpus: Iterable[GpuState]) -> str | None:
 class GpuHealth:
     """The host's GPUs, watched through NVML on a thread of their own; asking never waits."""
 
-    def __init__(self, nvml: Any | None = None) -> None:
-        self.watch = XidWatch(nvml if nvml is not None else load_pynvml())
+    def __init__(self, watch: XidWatch | None = None) -> None:
+        self.watch = watch if watch is not None else XidWatch(load_pynvml())
 
     def start(self) -> None:
         self.watch.start()

@@ -87,7 +87,7 @@ def test_a_storm_is_drained_without_waiting_again_and_bounded() -> None:
 
 def test_a_gpu_lost_while_waiting_ends_the_wait_and_stays_its_own() -> None:
     fake = two()
-    watch = XidWatch(fake)
+    watch = XidWatch(fake, rediscover_seconds=0)
     watch.poll(wait_ms=0)
     fake.xid(1, 79)
     watch.poll(wait_ms=0)

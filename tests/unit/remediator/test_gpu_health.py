@@ -8,6 +8,7 @@ import sys
 import pytest
 
 from glyph_guard.common.config import Budget, parse_config
+from glyph_guard.common.xid_watch import XidWatch
 from glyph_guard.remediator.gpu_health import GpuHealth, GpuState, restart_hold
 from glyph_guard.remediator.intake import ComponentView, Context, judge
 from glyph_guard.remediator.models import Alert
@@ -67,7 +68,7 @@ def judged(health: GpuHealth, action: str = "restart") -> tuple[str, Reason, boo
 
 def test_refused_while_the_gpu_needs_a_reset_and_resumed_once_it_is_back() -> None:
     fake = FakeNvml([FakeDevice("GPU-aaaa"), FakeDevice("GPU-bbbb")])
-    health = GpuHealth(fake)
+    health = GpuHealth(XidWatch(fake, rediscover_seconds=0))
     health.watch.poll(wait_ms=0)
     assert judged(health) == ("acted", Reason.ACTED, True, True, False)
     fake.xid(1, 13)  # an application fault: a restart is what helps
@@ -94,15 +95,15 @@ def test_refused_while_the_gpu_needs_a_reset_and_resumed_once_it_is_back() -> No
 
 def test_a_reboot_starts_with_a_healthy_gpu_and_no_nvml_holds_nothing() -> None:
     fake = FakeNvml([FakeDevice("GPU-aaaa")])
-    health = GpuHealth(fake)
+    health = GpuHealth(XidWatch(fake, rediscover_seconds=0))
     health.watch.poll(wait_ms=0)
     fake.xid(0, 79)
     health.watch.poll(wait_ms=0)
     assert judged(health)[1] == Reason.GPU_NEEDS_RESET
     health.stop()
-    rebooted = GpuHealth(FakeNvml([FakeDevice("GPU-aaaa")]))  # a new process, a new watch
+    rebooted = GpuHealth(XidWatch(FakeNvml([FakeDevice("GPU-aaaa")])))  # a new process, a new watch
     rebooted.watch.poll(wait_ms=0)
     assert judged(rebooted)[1] == Reason.ACTED
-    nothing = GpuHealth(FakeNvml([], library=False))
+    nothing = GpuHealth(XidWatch(FakeNvml([], library=False)))
     nothing.watch.poll(wait_ms=0)
     assert nothing.hold() is None
