@@ -55,19 +55,18 @@ class XidWatch:
             return False
         self._note_presence()
         events = self._session.wait_xids(wait_ms)
-        if events is None:
-            return False
-        now = self._clock()
-        xids = dict(self.xids)
-        for index, xid in events:
-            uuid = self._session.known[index][0]
-            xids[uuid] = xids.get(uuid, GpuXids()).add(xid, now)
-            log.warning("GPU %d (%s): XID %d", index, uuid, xid)
-        self.xids = xids
+        if events:
+            now = self._clock()
+            xids = dict(self.xids)
+            for index, xid in events:
+                uuid = self._session.known[index][0]
+                xids[uuid] = xids.get(uuid, GpuXids()).add(xid, now)
+                log.warning("GPU %d (%s): XID %d", index, uuid, xid)
+            self.xids = xids
         if self.lost and time.monotonic() - self._rediscovered_at >= self._rediscover:
             self._rediscovered_at = time.monotonic()
             self._session.close()  # initialise afresh next time, to find the lost GPU
-        return True
+        return events is not None
 
     def _note_presence(self) -> None:
         present = self._session.present()

@@ -139,3 +139,18 @@ def test_the_thread_records_events_and_stops_promptly() -> None:
     assert time.monotonic() - started < 5  # one wait's bound
     assert watch.xids["GPU-aaaa"].required == "reset_gpu"
     assert fake.references == 0  # its session shut down what it initialised
+
+
+def test_the_only_gpu_lost_is_looked_for_again_and_found() -> None:
+    fake = FakeNvml([FakeDevice("GPU-aaaa")])
+    watch = XidWatch(fake, rediscover_seconds=0)
+    watch.poll(wait_ms=0)
+    fake.xid(0, 79)
+    watch.poll(wait_ms=0)
+    fake.lose(0)
+    watch.poll(wait_ms=0)
+    assert watch.poll(wait_ms=0) is False  # nothing left to wait on
+    assert watch.lost == {"GPU-aaaa"}
+    fake.devices[0].lost = False
+    assert watch.poll(wait_ms=0) is True
+    assert watch.lost == frozenset() and watch.xids["GPU-aaaa"].required is None
