@@ -10,6 +10,7 @@ from typing import Any, TypeVar
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
+MAX_EVENTS_PER_WAIT = 64  # a storm of events is read over several waits, never unbounded
 
 
 def load_pynvml() -> ModuleType | None:
@@ -38,7 +39,8 @@ class NvmlSession:
         self.nvml = nvml
         self.driver = ""
         self.known: dict[int, tuple[str, str]] = {}  # index -> (uuid, name), kept across loss
-        self._handles: list[Any] = []
+        self._handles: list[Any | None] = []  # None: this device was lost at initialisation
+        self._events: Any | None = None  # the XID event set, registered on first wait
         self._initialised = False
         if nvml is not None:
             self._skip_codes = {nvml.NVML_ERROR_NOT_SUPPORTED, nvml.NVML_ERROR_NO_PERMISSION}
@@ -61,6 +63,10 @@ class NvmlSession:
         results = []
         reinit = False
         for index, handle in enumerate(self._handles):
+            if handle is None:
+                reinit = True  # look for it again next time
+                results.append(lost(index))
+                continue
             try:
                 results.append(read(index, handle))
             except _DeviceLost:
@@ -105,7 +111,94 @@ class NvmlSession:
             by_pid[int(entry.pid)] = None if memory is None else int(memory)
         return by_pid
 
+    def present(self) -> dict[int, bool]:
+        """index -> whether the device answered at initialisation (False: lost)."""
+        return {index: handle is not None for index, handle in enumerate(self._handles)}
+
+    def wait_xids(self, timeout_ms: int) -> list[tuple[int, int]] | None:
+        """XID events as (device index, XID) that come within timeout_ms ([] when none came);
+        None when no device can report them. A device lost while waiting ends the wait and the
+        session (the next open() initialises afresh); the other devices are registered again."""
+        nvml = self.nvml
+        assert nvml is not None
+        if self._events is None:
+            self._events = self._register_xids()
+            if self._events is None:
+                return None
+        events: list[tuple[int, int]] = []
+        wait = timeout_ms
+        while len(events) < MAX_EVENTS_PER_WAIT:
+            try:
+                data = nvml.nvmlEventSetWait_v2(self._events, wait)
+            except nvml.NVMLError as exc:
+                code = getattr(exc, "value", None)
+                if code == nvml.NVML_ERROR_TIMEOUT:
+                    return events
+                if code in self._lost_codes:
+                    log.info("NVML event wait: %s; initialising afresh", describe(exc))
+                    self.close()
+                    return events
+                log.warning("NVML event wait failed: %s", describe(exc))
+                return events or None
+            wait = 0  # drain what is queued, without waiting again
+            if not data.eventType & nvml.nvmlEventTypeXidCriticalError:
+                continue
+            index = self._index_of(data.device)
+            if index is None:
+                log.warning("XID %d from a device NVML no longer names", data.eventData)
+            else:
+                events.append((index, int(data.eventData)))
+        return events
+
+    def _register_xids(self) -> Any | None:
+        nvml = self.nvml
+        assert nvml is not None
+        try:
+            events = self.call(nvml.nvmlEventSetCreate)
+        except (Unreadable, _DeviceLost):
+            return None
+        registered = 0
+        for index, handle in enumerate(self._handles):
+            if handle is None:
+                continue
+            try:
+                self.call(
+                    nvml.nvmlDeviceRegisterEvents,
+                    handle,
+                    nvml.nvmlEventTypeXidCriticalError,
+                    events,
+                )
+                registered += 1
+            except Unreadable:  # not supported on this device: its XIDs are not reported
+                continue
+            except _DeviceLost:
+                self._handles[index] = None  # reported lost; looked for again after re-init
+        if registered:
+            return events
+        self._free_events(events)
+        return None
+
+    def _index_of(self, device: Any) -> int | None:
+        nvml = self.nvml
+        assert nvml is not None
+        try:
+            uuid = text(nvml.nvmlDeviceGetUUID(device))
+        except nvml.NVMLError:
+            return None
+        return next((i for i, (known, _) in self.known.items() if known == uuid), None)
+
+    def _free_events(self, events: Any) -> None:
+        nvml = self.nvml
+        assert nvml is not None
+        try:
+            nvml.nvmlEventSetFree(events)
+        except nvml.NVMLError as exc:
+            log.debug("nvmlEventSetFree: %s", describe(exc))
+
     def close(self) -> None:
+        if self._events is not None:
+            self._free_events(self._events)
+            self._events = None
         if self._initialised and self.nvml is not None:
             try:
                 self.nvml.nvmlShutdown()
@@ -123,13 +216,8 @@ class NvmlSession:
             return f"NVML init failed: {describe(exc)}"
         try:
             count = nvml.nvmlDeviceGetCount()
-            self._handles = [nvml.nvmlDeviceGetHandleByIndex(i) for i in range(count)]
             self.driver = text(nvml.nvmlSystemGetDriverVersion())
-            for index, handle in enumerate(self._handles):
-                self.known[index] = (
-                    text(nvml.nvmlDeviceGetUUID(handle)),
-                    text(nvml.nvmlDeviceGetName(handle)),
-                )
+            self._handles = [self._acquire(index) for index in range(count)]
         except nvml.NVMLError as exc:
             self._initialised = True  # so that close() shuts down what init opened
             self.close()
@@ -139,6 +227,23 @@ class NvmlSession:
         self._initialised = True
         log.info("NVML initialised: %d device(s), driver %s", len(self._handles), self.driver)
         return ""
+
+    def _acquire(self, index: int) -> Any | None:
+        """One device's handle and names; None when that device alone fails (lost, or it
+        cannot be named): the others are read all the same."""
+        nvml = self.nvml
+        assert nvml is not None
+        try:
+            handle = nvml.nvmlDeviceGetHandleByIndex(index)
+            self.known[index] = (
+                text(nvml.nvmlDeviceGetUUID(handle)),
+                text(nvml.nvmlDeviceGetName(handle)),
+            )
+        except nvml.NVMLError as exc:
+            log.info("NVML device %d: %s", index, describe(exc))
+            self.known.setdefault(index, ("", ""))
+            return None
+        return handle
 
 
 def text(value: str | bytes) -> str:

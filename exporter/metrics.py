@@ -13,6 +13,7 @@ from prometheus_client.core import (
 )
 from prometheus_client.registry import Collector
 
+from glyph_guard.common.xid import action_for
 from glyph_guard.exporter import __version__
 from glyph_guard.exporter.leak_forecast import IMMINENT_SECONDS
 from glyph_guard.exporter.probestats import PROBE_BUCKETS
@@ -116,6 +117,7 @@ def gpu_families(
         "by a crash).",
         labels,
     )
+    health = list(gpu_health_families(gpu))
     for device in gpu.devices:
         values = [str(device.index), device.uuid, device.name]
         info.add_metric([*values, gpu.driver_version], 1.0)
@@ -139,6 +141,105 @@ def gpu_families(
             orphan.add_metric(devices[o.gpu], o.used_bytes)
     yield from (info, readable, total, used, reserved, utilization, temperature, power)
     yield from (per_component, orphan)
+    yield from health
+
+
+def gpu_health_families(gpu: GpuSnapshot) -> Iterator[Metric]:
+    """What NVIDIA's health tooling watches; a family the device does not support is absent."""
+    labels = ["gpu", "uuid", "name"]
+    memory_utilization = _gauge(
+        "gpu_memory_utilization_ratio",
+        "Share of the last period the device memory was read or written (NVML utilization).",
+        labels,
+    )
+    power_limit = _gauge(
+        "gpu_power_limit_watts", "Power limit the driver enforces (NVML enforced limit).", labels
+    )
+    ecc = CounterMetricFamily(
+        f"{PREFIX}_gpu_ecc_errors",
+        "ECC memory errors (NVML total ECC errors): scope volatile counts since the last "
+        "driver load or GPU reset, aggregate over the device's life.",
+        labels=[*labels, "scope", "type"],
+    )
+    retired = _gauge(
+        "gpu_retired_pages_pending",
+        "1 when a page retirement waits for the next GPU reset or reboot (NVML, pre-A100).",
+        labels,
+    )
+    remap_pending = _gauge(
+        "gpu_remapped_rows_pending",
+        "1 when a row remapping waits for the next GPU reset to take effect (NVML).",
+        labels,
+    )
+    remap_failed = _gauge(
+        "gpu_remapped_rows_failed",
+        "1 when a row remapping failed: the GPU needs service (NVML).",
+        labels,
+    )
+    clock_event = _gauge(
+        "gpu_clock_event_active",
+        "1 while the clocks are held back for the reason (NVML current clocks event reasons, "
+        "formerly throttle reasons): thermal and power by software or hardware; hw_slowdown "
+        "is the hardware's own (too hot, or a power brake).",
+        [*labels, "reason"],
+    )
+    replays = CounterMetricFamily(
+        f"{PREFIX}_gpu_pcie_replays",
+        "PCIe replays (NVML PCIe replay counter): retransmissions on a flaky link.",
+        labels=labels,
+    )
+    xids = CounterMetricFamily(
+        f"{PREFIX}_gpu_xid_errors",
+        "XID errors the driver reported since the exporter started (NVML XID events), with "
+        "the action NVIDIA's XID catalog gives for each (common/xid_actions.yaml).",
+        labels=[*labels, "xid", "xid_action"],
+    )
+    last = _gauge(
+        "gpu_last_xid",
+        "The code of the last XID the driver reported (NVML XID events), with its action.",
+        [*labels, "xid_action"],
+    )
+    last_at = _gauge(
+        "gpu_last_xid_timestamp_seconds", "Unix time of the last XID (NVML XID events).", labels
+    )
+    required = _gauge(
+        "gpu_xid_required_action",
+        "1 for the most demanding action NVIDIA's XID catalog gives for the XIDs since the GPU "
+        "was last reset or the exporter started: reset_gpu and reboot mean restarts cannot help.",
+        [*labels, "xid_action"],
+    )
+    for device in gpu.devices:
+        values = [str(device.index), device.uuid, device.name]
+        for family, value in (
+            (memory_utilization, device.memory_utilization_ratio),
+            (power_limit, device.power_limit_watts),
+            (retired, _flag(device.retired_pages_pending)),
+            (replays, device.pcie_replays),
+        ):
+            if value is not None:
+                family.add_metric(values, value)
+        for count in device.ecc_errors:
+            ecc.add_metric([*values, count.counter, count.error], count.count)
+        if device.remapped_rows is not None:
+            rows = device.remapped_rows
+            remap_pending.add_metric(values, float(rows.pending))
+            remap_failed.add_metric(values, float(rows.failed))
+        for reason, active in device.clock_events or ():
+            clock_event.add_metric([*values, reason], float(active))
+        seen = device.xids
+        for xid, times in sorted(seen.counts.items()):
+            xids.add_metric([*values, str(xid), action_for(xid)], times)
+        if seen.last is not None and seen.last_at is not None:
+            last.add_metric([*values, action_for(seen.last)], seen.last)
+            last_at.add_metric(values, seen.last_at)
+        if seen.required is not None:
+            required.add_metric([*values, seen.required], 1.0)
+    yield from (memory_utilization, power_limit, ecc, retired, remap_pending)
+    yield from (remap_failed, clock_event, replays, xids, last, last_at, required)
+
+
+def _flag(value: bool | None) -> float | None:
+    return None if value is None else float(value)
 
 
 def probe_families(stats: Iterable[ProbeStats]) -> Iterator[Metric]:

@@ -5,7 +5,22 @@ from __future__ import annotations
 from typing import Any
 
 from glyph_guard.common.nvml import NvmlSession, Unreadable
-from glyph_guard.exporter.snapshot import GpuDevice, GpuProcess, GpuSnapshot
+from glyph_guard.common.xid import GpuXids
+from glyph_guard.common.xid_watch import XidWatch
+from glyph_guard.exporter.snapshot import (
+    EccCount,
+    GpuDevice,
+    GpuProcess,
+    GpuSnapshot,
+    RemappedRows,
+)
+
+# The clock-event (throttle) reasons exported, each the NVML bits that mean it.
+CLOCK_EVENTS = (
+    ("thermal", ("SwThermalSlowdown", "HwThermalSlowdown")),
+    ("power", ("SwPowerCap", "HwPowerBrakeSlowdown")),
+    ("hw_slowdown", ("HwSlowdown", "HwThermalSlowdown", "HwPowerBrakeSlowdown")),
+)
 
 
 class NvmlReader:
@@ -13,6 +28,7 @@ class NvmlReader:
 
     def __init__(self, nvml: Any | None) -> None:
         self._session = NvmlSession(nvml)
+        self.events = XidWatch(nvml)  # XIDs arrive on its own thread; read() only looks
 
     def read(self) -> GpuSnapshot:
         """Read every device once."""
@@ -23,7 +39,11 @@ class NvmlReader:
         read = self._session.each_device(self._read_device, self._lost_device)
         return GpuSnapshot(available=True, devices=tuple(read), driver_version=self._session.driver)
 
+    def start(self) -> None:
+        self.events.start()
+
     def close(self) -> None:
+        self.events.stop()
         self._session.close()
 
     def _read_device(self, index: int, handle: Any) -> GpuDevice:
@@ -44,6 +64,10 @@ class NvmlReader:
             nvml.nvmlDeviceGetTemperature, handle, nvml.NVML_TEMPERATURE_GPU
         )
         power_mw = session.optional(nvml.nvmlDeviceGetPowerUsage, handle)
+        limit_mw = session.optional(nvml.nvmlDeviceGetEnforcedPowerLimit, handle)
+        pending = session.optional(nvml.nvmlDeviceGetRetiredPagesPendingStatus, handle)
+        rows = session.optional(nvml.nvmlDeviceGetRemappedRows, handle)
+        replays = session.optional(nvml.nvmlDeviceGetPcieReplayCounter, handle)
         processes = session.processes(handle)
         return GpuDevice(
             index=index,
@@ -54,13 +78,57 @@ class NvmlReader:
             memory_used_bytes=used,
             memory_reserved_bytes=reserved,
             utilization_ratio=None if utilization is None else utilization.gpu / 100.0,
+            memory_utilization_ratio=None if utilization is None else utilization.memory / 100.0,
             temperature_celsius=None if temperature is None else float(temperature),
             power_watts=None if power_mw is None else power_mw / 1000.0,
+            power_limit_watts=None if limit_mw is None else limit_mw / 1000.0,
+            ecc_errors=self._ecc(handle),
+            retired_pages_pending=None if pending is None else bool(pending),
+            remapped_rows=None
+            if rows is None
+            else RemappedRows(pending=bool(rows[2]), failed=bool(rows[3])),
+            clock_events=self._clock_events(handle),
+            pcie_replays=None if replays is None else int(replays),
+            xids=self.events.xids.get(uuid, GpuXids()),
             processes=None
             if processes is None
             else tuple(GpuProcess(pid, memory) for pid, memory in sorted(processes.items())),
         )
 
+    def _ecc(self, handle: Any) -> tuple[EccCount, ...]:
+        nvml = self._session.nvml
+        assert nvml is not None
+        counts = []
+        for counter, counter_type in (
+            ("volatile", nvml.NVML_VOLATILE_ECC),
+            ("aggregate", nvml.NVML_AGGREGATE_ECC),
+        ):
+            for error, error_type in (
+                ("corrected", nvml.NVML_MEMORY_ERROR_TYPE_CORRECTED),
+                ("uncorrected", nvml.NVML_MEMORY_ERROR_TYPE_UNCORRECTED),
+            ):
+                count = self._session.optional(
+                    nvml.nvmlDeviceGetTotalEccErrors, handle, error_type, counter_type
+                )
+                if count is not None:  # None: ECC off, or not supported here
+                    counts.append(EccCount(counter, error, int(count)))
+        return tuple(counts)
+
+    def _clock_events(self, handle: Any) -> tuple[tuple[str, bool], ...] | None:
+        nvml = self._session.nvml
+        assert nvml is not None
+        try:
+            mask = self._session.call(nvml.nvmlDeviceGetCurrentClocksEventReasons, handle)
+        except Unreadable:  # drivers before 535 name them throttle reasons
+            mask = self._session.optional(nvml.nvmlDeviceGetCurrentClocksThrottleReasons, handle)
+        if mask is None:
+            return None
+        return tuple(
+            (reason, any(mask & getattr(nvml, f"nvmlClocksEventReason{bit}") for bit in bits))
+            for reason, bits in CLOCK_EVENTS
+        )
+
     def _lost_device(self, index: int) -> GpuDevice:
         uuid, name = self._session.known.get(index, ("", ""))
-        return GpuDevice(index=index, uuid=uuid, name=name, readable=False)
+        xids = self.events.xids.get(uuid, GpuXids()) if uuid else GpuXids()
+        return GpuDevice(index=index, uuid=uuid, name=name, readable=False, xids=xids)

@@ -110,6 +110,7 @@ class Sampler:
             loops.append(("engine", intervals.engine, self._sample_engines))
         if self._nvml is not None:
             loops.append(("gpu", intervals.gpu, self._sample_gpu))
+            self._nvml.start()  # XID events: waited for on a thread of their own
         if any(c.caches for c in self._components):
             loops.append(("caches", intervals.caches, self._sample_caches))
         probers = [("probes", self._http_probes), ("canary", self._canaries)]

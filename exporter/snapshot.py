@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
+from glyph_guard.common.xid import GpuXids
 from glyph_guard.exporter.leak_forecast import NO_FORECAST, ExhaustionForecast
 
 
@@ -44,6 +45,24 @@ class GpuProcess:
 
 
 @dataclass(frozen=True)
+class EccCount:
+    """One of NVML's ECC error counters: volatile (since the last reset) or aggregate
+    (lifetime), corrected or uncorrected."""
+
+    counter: str
+    error: str
+    count: int
+
+
+@dataclass(frozen=True)
+class RemappedRows:
+    """The row remapper's state (A100 and later)."""
+
+    pending: bool  # a remap waits for the next GPU reset
+    failed: bool  # a remap failed: the GPU needs service
+
+
+@dataclass(frozen=True)
 class GpuDevice:
     """One device as read in one cycle; a field is None when not supported or not permitted."""
 
@@ -58,6 +77,14 @@ class GpuDevice:
     temperature_celsius: float | None = None
     power_watts: float | None = None
     processes: tuple[GpuProcess, ...] | None = None  # None when the process list is unreadable
+    memory_utilization_ratio: float | None = None
+    power_limit_watts: float | None = None
+    ecc_errors: tuple[EccCount, ...] = ()  # those the device supports
+    retired_pages_pending: bool | None = None
+    remapped_rows: RemappedRows | None = None
+    clock_events: tuple[tuple[str, bool], ...] | None = None  # (reason, active)
+    pcie_replays: int | None = None
+    xids: GpuXids = field(default_factory=GpuXids)
 
 
 @dataclass(frozen=True)

@@ -35,6 +35,7 @@ class Context:
     dry_run: bool
     host: str | None  # this agent's host (config `host`), or None: any host label is ours
     now: float
+    gpu_hold: str | None = None  # why restarts cannot help now (gpu_health.restart_hold)
 
 
 @dataclass(frozen=True)
@@ -105,6 +106,8 @@ def judge_alert(
     if action in view.waiting:
         detail = f"joins the waiting {action}"
         return Judgement("skipped", Reason.COALESCED, True, detail, name, action)
+    if action == "restart" and ctx.gpu_hold is not None:  # not seen: acts once the GPU is back
+        return Judgement("skipped", Reason.GPU_NEEDS_RESET, False, ctx.gpu_hold, name, action)
     return _by_policy(view, ctx, action, "alert", failed_at)
 
 

@@ -16,6 +16,7 @@ from glyph_guard.remediator.actions.gpu import GpuHolders, NvmlHolders
 from glyph_guard.remediator.carryover import carry_over
 from glyph_guard.remediator.clock import Clock, SystemClock, from_wall
 from glyph_guard.remediator.codec import saved_intent, saved_state
+from glyph_guard.remediator.gpu_health import GpuHealth
 from glyph_guard.remediator.intake import (
     Context,
     Judgement,
@@ -70,6 +71,7 @@ class Orchestrator:
         )
         store.count_errors(lambda operation: self.metrics.store_errors.labels(operation).inc())
         self._gpu = gpu or NvmlHolders()
+        self.gpu_health = GpuHealth()  # restart alerts wait while a GPU needs a reset
         self._runner: Runner | None = None
         self._seen = SeenAlerts()
         self._next_id = 1
@@ -85,7 +87,8 @@ class Orchestrator:
         return kept
 
     def _context(self) -> Context:
-        return Context(self.budget, self.dry_run, self.config.host, self.clock.monotonic())
+        now, hold = self.clock.monotonic(), self.gpu_health.hold()
+        return Context(self.budget, self.dry_run, self.config.host, now, hold)
 
     # -- life cycle -----------------------------------------------------------------------------
 
@@ -113,6 +116,7 @@ class Orchestrator:
             log.warning("taking up %d unfinished action(s) of an earlier run", waiting)
         ops.append(prune(self.config.remediator.retention, self.clock.wall()))
         await self.store.write(ops)
+        self.gpu_health.start()
         log_dir = self.config.remediator.log_dir
         self._runner = Runner(log_dir, self._gpu, self._record_start, self._ended)
         for lane in self.lanes.values():
@@ -129,6 +133,7 @@ class Orchestrator:
                 await task
         if self._runner is not None:
             await self._runner.stop()
+        await asyncio.to_thread(self.gpu_health.stop)
         if not await self.store.write([]):
             log.error("%d record batch(es) could not be written", self.store.pending_batches)
         self.store.close()

@@ -27,6 +27,7 @@ class Reason(str, Enum):
     DRY_RUN = "dry_run"
     RECOVERED = "recovered"  # healthy again when its turn came: nothing to do
     TRUNCATED = "truncated"  # beyond the delivery bound (max_alerts_per_delivery)
+    GPU_NEEDS_RESET = "gpu_needs_reset"  # a restart cannot help until a GPU is reset (gpu_health)
 
 
 DEFERRED = frozenset({Reason.COOLDOWN, Reason.BACKOFF, Reason.BUSY})

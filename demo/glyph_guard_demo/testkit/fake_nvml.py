@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import threading
+from collections import deque
 from dataclasses import dataclass, field
 from types import SimpleNamespace
 from typing import Any
@@ -21,6 +23,16 @@ class FakeDevice:
     utilization: int = 42
     temperature: int = 55
     power_mw: int = 312_000
+    memory_utilization: int = 10
+    power_limit_mw: int = 700_000
+    # (counter type, error type) -> count, e.g. (NVML_VOLATILE_ECC, ..._UNCORRECTED): 0
+    ecc: dict[tuple[int, int], int] = field(
+        default_factory=lambda: {(c, e): 0 for c in (0, 1) for e in (0, 1)}
+    )
+    retired_pages_pending: bool = False
+    remapped_rows: tuple[int, int, int, int] = (0, 0, 0, 0)  # corr, unc, pending, failure
+    clock_event_reasons: int = 0  # an nvmlClocksEventReason* bit mask
+    pcie_replays: int = 0
     processes: list[tuple[int, int | None]] = field(default_factory=list)
     failures: dict[str, int] = field(default_factory=dict)  # function name -> NVML error code
     lost: bool = False
@@ -33,8 +45,40 @@ class FakeNvml:
         self.devices = devices
         self.library = library
         self.driver_loaded = True
-        self.initialised = False
+        self.references = 0  # nvmlInit and nvmlShutdown count, as NVML's do
         self.init_calls = 0
+        self.event_sets: list[FakeEventSet] = []
+
+    @property
+    def initialised(self) -> bool:
+        return self.references > 0
+
+    @initialised.setter
+    def initialised(self, value: bool) -> None:  # False: the driver went away under every user
+        self.references = max(self.references, 1) if value else 0
+
+    def xid(self, index: int, code: int) -> None:
+        """The driver reports an XID on a device: every set registered for it gets the event."""
+        device = self.devices[index]
+        for events in self.event_sets:
+            if id(device) in events.devices:
+                events.put(
+                    SimpleNamespace(
+                        device=device,
+                        eventType=pynvml.nvmlEventTypeXidCriticalError,
+                        eventData=code,
+                        gpuInstanceId=0,
+                        computeInstanceId=0,
+                    )
+                )
+
+    def lose(self, index: int) -> None:
+        """The device falls off the bus: calls on it fail and waits on its sets end."""
+        device = self.devices[index]
+        device.lost = True
+        for events in self.event_sets:
+            if id(device) in events.devices:
+                events.put(None)
 
     def __getattr__(self, name: str) -> Any:  # constants, NVMLError, nvmlMemory_v2 ...
         return getattr(pynvml, name)
@@ -60,11 +104,11 @@ class FakeNvml:
             self._fail(pynvml.NVML_ERROR_LIBRARY_NOT_FOUND)
         if not self.driver_loaded:
             self._fail(pynvml.NVML_ERROR_DRIVER_NOT_LOADED)
-        self.initialised = True
+        self.references += 1
 
     def nvmlShutdown(self) -> None:
         self._ready()
-        self.initialised = False
+        self.references -= 1
 
     def nvmlSystemGetDriverVersion(self) -> str:
         self._ready()
@@ -112,3 +156,83 @@ class FakeNvml:
     def nvmlDeviceGetGraphicsRunningProcesses(self, handle: FakeDevice) -> list[Any]:
         self._device(handle, "nvmlDeviceGetGraphicsRunningProcesses")
         return []
+
+    def nvmlDeviceGetEnforcedPowerLimit(self, handle: FakeDevice) -> int:
+        return self._device(handle, "nvmlDeviceGetEnforcedPowerLimit").power_limit_mw
+
+    def nvmlDeviceGetTotalEccErrors(self, handle: FakeDevice, error: int, counter: int) -> int:
+        return self._device(handle, "nvmlDeviceGetTotalEccErrors").ecc[(counter, error)]
+
+    def nvmlDeviceGetRetiredPagesPendingStatus(self, handle: FakeDevice) -> int:
+        device = self._device(handle, "nvmlDeviceGetRetiredPagesPendingStatus")
+        return int(device.retired_pages_pending)
+
+    def nvmlDeviceGetRemappedRows(self, handle: FakeDevice) -> tuple[int, int, int, int]:
+        return self._device(handle, "nvmlDeviceGetRemappedRows").remapped_rows
+
+    def nvmlDeviceGetCurrentClocksEventReasons(self, handle: FakeDevice) -> int:
+        return self._device(handle, "nvmlDeviceGetCurrentClocksEventReasons").clock_event_reasons
+
+    def nvmlDeviceGetCurrentClocksThrottleReasons(self, handle: FakeDevice) -> int:
+        device = self._device(handle, "nvmlDeviceGetCurrentClocksThrottleReasons")
+        return device.clock_event_reasons
+
+    def nvmlDeviceGetPcieReplayCounter(self, handle: FakeDevice) -> int:
+        return self._device(handle, "nvmlDeviceGetPcieReplayCounter").pcie_replays
+
+    def nvmlEventSetCreate(self) -> FakeEventSet:
+        self._ready()
+        events = FakeEventSet()
+        self.event_sets.append(events)
+        return events
+
+    def nvmlDeviceRegisterEvents(
+        self, handle: FakeDevice, types: int, events: FakeEventSet
+    ) -> None:
+        device = self._device(handle, "nvmlDeviceRegisterEvents")
+        assert types == pynvml.nvmlEventTypeXidCriticalError
+        events.devices.add(id(device))
+
+    def nvmlEventSetWait_v2(self, events: FakeEventSet, timeout_ms: int) -> Any:
+        self._ready()
+        assert not events.freed
+        event = events.take(timeout_ms / 1000)
+        if event is None:
+            self._fail(
+                pynvml.NVML_ERROR_TIMEOUT if not events.lost else pynvml.NVML_ERROR_GPU_IS_LOST
+            )
+        return event
+
+    def nvmlEventSetFree(self, events: FakeEventSet) -> None:
+        self._ready()
+        events.freed = True
+        self.event_sets.remove(events)
+
+
+class FakeEventSet:
+    """Queued events of one set; a wait blocks until one comes or its timeout ends."""
+
+    def __init__(self) -> None:
+        self.devices: set[int] = set()
+        self.freed = False
+        self.lost = False
+        self.waits: list[float] = []  # the timeouts asked for, in seconds
+        self._queue: deque[Any] = deque()
+        self._ready = threading.Condition()
+
+    def put(self, event: Any | None) -> None:
+        """An event, or None: a device of the set was lost."""
+        with self._ready:
+            if event is None:
+                self.lost = True
+            else:
+                self._queue.append(event)
+            self._ready.notify_all()
+
+    def take(self, timeout: float) -> Any | None:
+        self.waits.append(timeout)
+        with self._ready:
+            self._ready.wait_for(lambda: self._queue or self.lost, timeout)
+            if self.lost:
+                return None
+            return self._queue.popleft() if self._queue else None

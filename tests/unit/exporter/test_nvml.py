@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pynvml
+import pytest
 from prometheus_client import CollectorRegistry
 
 from glyph_guard.exporter.gpu_memory import attribute_gpu_memory
@@ -174,3 +175,154 @@ def test_remediator_holders_share_the_lifecycle() -> None:
     fake.driver_loaded = True
     assert holders() == {100, 101, 300, 200}
     assert NvmlHolders(FakeNvml([], library=False))() is None
+
+
+def test_every_health_field() -> None:
+    fake = two_devices()
+    device = fake.devices[0]
+    device.ecc = {
+        (pynvml.NVML_VOLATILE_ECC, pynvml.NVML_MEMORY_ERROR_TYPE_CORRECTED): 3,
+        (pynvml.NVML_VOLATILE_ECC, pynvml.NVML_MEMORY_ERROR_TYPE_UNCORRECTED): 1,
+        (pynvml.NVML_AGGREGATE_ECC, pynvml.NVML_MEMORY_ERROR_TYPE_CORRECTED): 30,
+        (pynvml.NVML_AGGREGATE_ECC, pynvml.NVML_MEMORY_ERROR_TYPE_UNCORRECTED): 2,
+    }
+    device.retired_pages_pending = True
+    device.remapped_rows = (4, 1, 1, 0)
+    device.clock_event_reasons = (
+        pynvml.nvmlClocksEventReasonHwThermalSlowdown | pynvml.nvmlClocksEventReasonGpuIdle
+    )
+    device.pcie_replays = 17
+    registry = registry_for(NvmlReader(fake).read())
+    first, second = gpu_labels(0, fake), gpu_labels(1, fake)
+
+    def value(name: str, labels: dict[str, str], **extra: str) -> float | None:
+        return registry.get_sample_value(name, {**labels, **extra})
+
+    assert value("glyph_gpu_memory_utilization_ratio", first) == 0.10
+    assert value("glyph_gpu_power_limit_watts", first) == 700
+    ecc = "glyph_gpu_ecc_errors_total"
+    assert value(ecc, first, scope="volatile", type="corrected") == 3
+    assert value(ecc, first, scope="volatile", type="uncorrected") == 1
+    assert value(ecc, first, scope="aggregate", type="corrected") == 30
+    assert value(ecc, first, scope="aggregate", type="uncorrected") == 2
+    assert value(ecc, second, scope="volatile", type="uncorrected") == 0
+    assert value("glyph_gpu_retired_pages_pending", first) == 1
+    assert value("glyph_gpu_retired_pages_pending", second) == 0
+    assert value("glyph_gpu_remapped_rows_pending", first) == 1
+    assert value("glyph_gpu_remapped_rows_failed", first) == 0
+    clock = "glyph_gpu_clock_event_active"
+    assert value(clock, first, reason="thermal") == 1
+    assert value(clock, first, reason="hw_slowdown") == 1  # the hardware's own
+    assert value(clock, first, reason="power") == 0
+    assert value(clock, first, reason="gpu_idle") is None  # idle is not being held back
+    assert value(clock, second, reason="thermal") == 0
+    assert value("glyph_gpu_pcie_replays_total", first) == 17
+    assert value("glyph_gpu_pcie_replays_total", second) == 0
+    assert value("glyph_gpu_last_xid", first, xid_action="reboot") is None  # no XID yet
+
+
+HEALTH_FIELDS = {
+    "nvmlDeviceGetEnforcedPowerLimit": ["glyph_gpu_power_limit_watts"],
+    "nvmlDeviceGetUtilizationRates": [
+        "glyph_gpu_utilization_ratio",
+        "glyph_gpu_memory_utilization_ratio",
+    ],
+    "nvmlDeviceGetTotalEccErrors": ["glyph_gpu_ecc_errors_total"],
+    "nvmlDeviceGetRetiredPagesPendingStatus": ["glyph_gpu_retired_pages_pending"],
+    "nvmlDeviceGetRemappedRows": [
+        "glyph_gpu_remapped_rows_pending",
+        "glyph_gpu_remapped_rows_failed",
+    ],
+    "nvmlDeviceGetPcieReplayCounter": ["glyph_gpu_pcie_replays_total"],
+    "nvmlDeviceGetTemperature": ["glyph_gpu_temperature_celsius"],
+    "nvmlDeviceGetPowerUsage": ["glyph_gpu_power_watts"],
+}
+
+
+def samples_of(registry: CollectorRegistry, gpu: str) -> dict[str, int]:
+    counts: dict[str, int] = {}
+    for family in registry.collect():
+        for s in family.samples:
+            if s.labels.get("gpu") == gpu and "component" not in s.labels:
+                counts[s.name] = counts.get(s.name, 0) + 1
+    return counts
+
+
+@pytest.mark.parametrize("code", [pynvml.NVML_ERROR_NOT_SUPPORTED, pynvml.NVML_ERROR_NO_PERMISSION])
+@pytest.mark.parametrize("function", sorted(HEALTH_FIELDS))
+def test_each_field_not_supported_is_absent_alone(function: str, code: int) -> None:
+    everything = registry_for(NvmlReader(two_devices()).read())
+    whole = samples_of(everything, "0")
+    fake = two_devices()
+    fake.devices[0].failures = {function: code}
+    registry = registry_for(NvmlReader(fake).read())
+    partial = samples_of(registry, "0")
+    gone = set(HEALTH_FIELDS[function])
+    assert gone <= set(whole) and not gone & set(partial)
+    assert {n: c for n, c in whole.items() if n not in gone} == partial  # the rest all there
+    assert samples_of(registry, "1") == samples_of(everything, "1")  # the other GPU untouched
+
+
+def test_clock_events_fall_back_to_throttle_reasons_on_older_drivers() -> None:
+    fake = two_devices()
+    fake.devices[0].clock_event_reasons = pynvml.nvmlClocksThrottleReasonHwSlowdown
+    fake.devices[0].failures = {
+        "nvmlDeviceGetCurrentClocksEventReasons": pynvml.NVML_ERROR_FUNCTION_NOT_FOUND
+    }
+    registry = registry_for(NvmlReader(fake).read())
+    clock = {**gpu_labels(0, fake), "reason": "hw_slowdown"}
+    assert registry.get_sample_value("glyph_gpu_clock_event_active", clock) == 1
+    fake.devices[0].failures["nvmlDeviceGetCurrentClocksThrottleReasons"] = (
+        pynvml.NVML_ERROR_NOT_SUPPORTED
+    )
+    registry = registry_for(NvmlReader(fake).read())
+    assert registry.get_sample_value("glyph_gpu_clock_event_active", clock) is None
+
+
+def test_one_lost_gpu_does_not_blind_the_other() -> None:
+    fake = two_devices()
+    reader = NvmlReader(fake)
+    reader.read()
+    fake.devices[1].lost = True
+    for _ in range(3):  # the loss, then re-initialisations in which its handle lookup fails
+        snapshot = reader.read()
+        assert snapshot.available, snapshot.error
+        assert [d.readable for d in snapshot.devices] == [True, False]
+        assert [d.uuid for d in snapshot.devices] == ["GPU-aaaa", "GPU-bbbb"]  # still named
+        assert snapshot.devices[0].memory_used_bytes == 70 * GIB
+    registry = registry_for(snapshot)
+    assert registry.get_sample_value("glyph_gpu_readable", gpu_labels(0, fake)) == 1
+    assert registry.get_sample_value("glyph_gpu_readable", gpu_labels(1, fake)) == 0
+    fake.devices[1].lost = False
+    assert [d.readable for d in reader.read().devices] == [True, True]
+    assert fake.references == 1  # every re-initialisation shut down what it opened
+
+
+def test_xids_with_their_action() -> None:
+    fake = two_devices()
+    reader = NvmlReader(fake)
+    reader.events.poll(wait_ms=0)
+    fake.xid(0, 13)
+    fake.xid(0, 79)
+    fake.xid(0, 13)
+    fake.xid(1, 9999)
+    reader.events.poll(wait_ms=0)
+    registry = registry_for(reader.read())
+    first, second = gpu_labels(0, fake), gpu_labels(1, fake)
+    xids = "glyph_gpu_xid_errors_total"
+    assert registry.get_sample_value(xids, {**first, "xid": "13", "xid_action": "restart_app"}) == 2
+    assert registry.get_sample_value(xids, {**first, "xid": "79", "xid_action": "reboot"}) == 1
+    assert registry.get_sample_value(xids, {**second, "xid": "9999", "xid_action": "unknown"}) == 1
+    assert (
+        registry.get_sample_value("glyph_gpu_last_xid", {**first, "xid_action": "restart_app"})
+        == 13
+    )
+    assert registry.get_sample_value("glyph_gpu_last_xid_timestamp_seconds", first) is not None
+    required = "glyph_gpu_xid_required_action"
+    assert registry.get_sample_value(required, {**first, "xid_action": "reboot"}) == 1
+    assert registry.get_sample_value(required, {**second, "xid_action": "unknown"}) == 1
+    fake.devices[0].lost = True  # an unreadable GPU still shows what it reported
+    registry = registry_for(reader.read())
+    assert registry.get_sample_value(required, {**first, "xid_action": "reboot"}) == 1
+    reader.close()
+    assert fake.references == 0

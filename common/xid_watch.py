@@ -1,0 +1,87 @@
+"""Watches NVML's XID events on a thread of its own, so that no sampler ever waits on them."""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable
+from typing import Any
+
+from glyph_guard.common.nvml import NvmlSession
+from glyph_guard.common.xid import GpuXids
+
+log = logging.getLogger(__name__)
+WAIT_MS = 1000  # one wait's bound: how soon stop() is heard
+REDISCOVER_SECONDS = 10.0  # while a GPU is lost, how often to initialise afresh to find it
+
+
+class XidWatch:
+    """XIDs per GPU (by UUID) and which GPUs are lost, through a session of its own (NVML
+    counts initialisations, so the other sessions' re-initialisations do not disturb it)."""
+
+    def __init__(
+        self,
+        nvml: Any | None,
+        clock: Callable[[], float] = time.time,
+        rediscover_seconds: float = REDISCOVER_SECONDS,
+    ) -> None:
+        self._session = NvmlSession(nvml)
+        self._clock = clock
+        self._stopping = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._rediscover = rediscover_seconds
+        self._rediscovered_at = float("-inf")  # monotonic
+        # Replaced whole by the watching thread, read whole by anyone.
+        self.xids: dict[str, GpuXids] = {}
+        self.lost: frozenset[str] = frozenset()  # UUIDs of devices that do not answer
+
+    def start(self) -> None:
+        if self._session.nvml is None or self._thread is not None:
+            return
+        self._thread = threading.Thread(target=self._forever, name="xid-events", daemon=True)
+        self._thread.start()
+
+    def stop(self, timeout: float = 5.0) -> None:
+        self._stopping.set()
+        if self._thread is not None:
+            self._thread.join(timeout)
+        self._session.close()
+
+    def poll(self, wait_ms: int = WAIT_MS) -> bool:
+        """One wait for events; False when there was nothing to wait on (no NVML, no device
+        that reports XIDs): the caller waits before asking again."""
+        if self._session.open():
+            return False
+        self._note_presence()
+        events = self._session.wait_xids(wait_ms)
+        if events:
+            now = self._clock()
+            xids = dict(self.xids)
+            for index, xid in events:
+                uuid = self._session.known[index][0]
+                xids[uuid] = xids.get(uuid, GpuXids()).add(xid, now)
+                log.warning("GPU %d (%s): XID %d", index, uuid, xid)
+            self.xids = xids
+        if self.lost and time.monotonic() - self._rediscovered_at >= self._rediscover:
+            self._rediscovered_at = time.monotonic()
+            self._session.close()  # initialise afresh next time, to find the lost GPU
+        return events is not None
+
+    def _note_presence(self) -> None:
+        present = self._session.present()
+        lost = frozenset(self._session.known[i][0] for i, ok in present.items() if not ok)
+        back = {self._session.known[i][0] for i, ok in present.items() if ok} & self.lost
+        if back:  # reset or reloaded: what its XIDs asked for is done
+            self.xids = {u: x.reacquired() if u in back else x for u, x in self.xids.items()}
+        self.lost = lost
+
+    def _forever(self) -> None:
+        while not self._stopping.is_set():
+            try:
+                waited = self.poll()
+            except Exception:
+                log.exception("watching XID events failed")
+                waited = False
+            if not waited:
+                self._stopping.wait(WAIT_MS / 1000)
