@@ -18,6 +18,7 @@ from glyph_guard.common.processes import ProcessTable
 from glyph_guard.exporter.cacheusage import measure_caches
 from glyph_guard.exporter.gpu_memory import attribute_gpu_memory
 from glyph_guard.exporter.leak_tracking import LeakTracker
+from glyph_guard.common.lineage import LineageBook
 from glyph_guard.exporter.liveness import sample_liveness, sample_ports
 from glyph_guard.exporter.nvml import NvmlReader
 from glyph_guard.exporter.probestats import ProbeAccumulator
@@ -59,6 +60,7 @@ class Sampler:
         self._nvml = nvml
         self._clock = clock
         self._table = ProcessTable()
+        self._lineages = LineageBook()
         self._leaks = LeakTracker(self._components, config.exporter.leak)
         probes = [(c, p) for c in self._components for p in c.probes if p.enabled]
         self._http_probes = [(c, p) for c, p in probes if p.kind != "canary"]
@@ -156,13 +158,13 @@ class Sampler:
             self._stopping.wait(max(0.0, interval - elapsed))
 
     def _sample_liveness(self) -> None:
-        readings = sample_liveness(self._table, self._components)
+        readings = sample_liveness(self._table, self._components, self._lineages)
         if time.monotonic() - self._ports_checked >= self._ports_interval(readings):
             self._ports_checked = time.monotonic()
             ports = sample_ports(self._components, readings)
             if any(p.conflict for p in ports):
                 # The holder may be the component itself, started since its tree was read.
-                readings = sample_liveness(self._table, self._components)
+                readings = sample_liveness(self._table, self._components, self._lineages)
                 ports = sample_ports(self._components, readings)
             self._ports = ports
         self._liveness = readings

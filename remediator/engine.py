@@ -19,6 +19,7 @@ from glyph_guard.remediator.actions.base import ActionResult, Started, Toolkit
 from glyph_guard.remediator.actions.dispatch import perform
 from glyph_guard.remediator.actions.gpu import GpuHolders, NvmlHolders
 from glyph_guard.remediator.actions.verify import healthy_now
+from glyph_guard.remediator.actions.tree import watch_lineages
 from glyph_guard.remediator.clock import Clock, SystemClock, from_wall, to_wall
 from glyph_guard.remediator.intake import Context, Key, judge, key_of
 from glyph_guard.remediator.metrics import ComponentGauges, Metrics
@@ -187,6 +188,8 @@ class Engine:
                 asyncio.create_task(self._work(worker), name=f"worker-{worker.name}")
             )
         self._loops.append(asyncio.create_task(self._maintain(), name="store-maintenance"))
+        watched = [w.component for w in self.workers.values()]
+        self._loops.append(asyncio.create_task(watch_lineages(watched, self._kit.lineages)))
 
     async def stop(self) -> None:
         """Stop waiting, interrupt what runs (recording it), then write what is left."""

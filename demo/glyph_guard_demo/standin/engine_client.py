@@ -17,6 +17,18 @@ from glyph_guard_demo.standin.names import ENGINE_TITLE
 
 _LINE_LIMIT = 16 * 1024 * 1024
 _CONTROL_TIMEOUT = 5.0
+# What vLLM's EngineCore and Worker still show in /proc/PID/environ after setproctitle
+# overwrote their environment area (14 variables of 48): the stand-in's engine gets only these.
+_ENGINE_ENV = ("PATH", "HOME", "LANG", "LC_ALL", "TMPDIR", "USER", "LD_LIBRARY_PATH")
+_ENGINE_ENV_PREFIXES = ("PYTHON", "VLLM_", "CUDA_", "NVIDIA_", "VIRTUAL_ENV")
+
+
+def engine_environment() -> dict[str, str]:
+    return {
+        key: value
+        for key, value in os.environ.items()
+        if key in _ENGINE_ENV or key.startswith(_ENGINE_ENV_PREFIXES)
+    }
 
 
 class EngineDead(Exception):
@@ -101,6 +113,7 @@ class EngineClient:
             stdin=asyncio.subprocess.PIPE,
             stdout=asyncio.subprocess.PIPE,
             limit=_LINE_LIMIT,
+            env=engine_environment(),
         )
         await self._write(self.config.model_dump_json().encode() + b"\n")
         self._reader = asyncio.create_task(self._read(), name="engine-reader")
