@@ -66,19 +66,20 @@ class LineageBook:
                 created[pid] = psutil.Process(pid).create_time()
             except psutil.Error:
                 continue
-        for pid in created:
+        for pid, born in created.items():
             ids = _ids(pid)
             if ids is None:
                 continue
-            for kind, number in (("session", ids[0]), ("group", ids[1])):
+            pairs: tuple[tuple[Kind, int], ...] = (("session", ids[0]), ("group", ids[1]))
+            for kind, number in pairs:
                 if number not in created or number in self._own or number <= 1:
                     continue  # led by a process not the component's (a shell, us): never
                 key = (kind, number)
                 old = book.get(key)
                 if old is not None and abs(old.leader_created - created[number]) <= CLOCK_SLACK:
-                    book[key] = replace(old, since=min(old.since, created[pid]), until=now)
+                    book[key] = replace(old, since=min(old.since, born), until=now)
                 else:
-                    book[key] = Lineage(kind, number, created[number], created[pid], now)
+                    book[key] = Lineage(kind, number, created[number], born, now)
 
     def leftovers(self, component: str, alive: Iterable[int] = ()) -> dict[int, psutil.Process]:
         """Processes still in the component's remembered sessions and groups, created while

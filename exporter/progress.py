@@ -5,15 +5,18 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from dataclasses import replace
 
 import httpx
 
 from glyph_guard.common.config import Component
-from glyph_guard.common.enginemetrics import EngineReading, parse_engine_metrics
+from glyph_guard.common.enginemetrics import EngineReading, parse_engine_metrics, parse_server_load
 from glyph_guard.exporter.snapshot import EngineProgress
 
 log = logging.getLogger(__name__)
 MAX_BODY_BYTES = 8 * 1024 * 1024  # a vLLM exposition is some 100 KiB; more is not metrics
+LOAD_PATH = "/load"  # vLLM with --enable-server-load-tracking: requests the API holds
+LOAD_RETRY_SECONDS = 60.0  # how long a /load that is not served is left alone
 
 
 class StallClock:
@@ -47,6 +50,8 @@ class EngineWatch:
         assert component.engine is not None
         self.component = component.name
         self._url = component.base_url() + component.engine.path
+        self._load_url = component.base_url() + LOAD_PATH
+        self._load_unserved_at: float | None = None
         self._timeout = component.engine.timeout_seconds
         self._clock = StallClock()
         self._errors = 0
@@ -59,6 +64,8 @@ class EngineWatch:
 
     def _read(self, client: httpx.Client, now: float) -> EngineProgress:
         reading = self._fetch(client)
+        if reading is not None:
+            reading = replace(reading, held=self._held(client, now))
         if reading is None:
             self._errors += 1
             self.latest = EngineProgress(self.component, readable=False, read_errors=self._errors)
@@ -74,6 +81,20 @@ class EngineWatch:
                 asleep=reading.asleep,
             )
         return self.latest
+
+    def _held(self, client: httpx.Client, now: float) -> float | None:
+        """Requests the API holds, from /load; None (and not asked again for a while) when
+        the server does not serve it."""
+        unserved = self._load_unserved_at
+        if unserved is not None and now - unserved < LOAD_RETRY_SECONDS:
+            return None
+        try:
+            response = client.get(self._load_url, timeout=self._timeout)
+        except httpx.HTTPError:
+            return None
+        held = parse_server_load(response.content) if response.status_code == 200 else None
+        self._load_unserved_at = now if response.status_code in (404, 405) else None
+        return held
 
     def _fetch(self, client: httpx.Client) -> EngineReading | None:
         deadline = time.monotonic() + self._timeout

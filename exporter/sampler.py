@@ -13,12 +13,12 @@ import httpx
 
 from glyph_guard.common.config import Component, Deployment, Probe
 from glyph_guard.common.health import discover_model, with_model
+from glyph_guard.common.lineage import LineageBook
 from glyph_guard.common.probes import ProbeResult, run_probe
 from glyph_guard.common.processes import ProcessTable
 from glyph_guard.exporter.cacheusage import measure_caches
 from glyph_guard.exporter.gpu_memory import attribute_gpu_memory
 from glyph_guard.exporter.leak_tracking import LeakTracker
-from glyph_guard.common.lineage import LineageBook
 from glyph_guard.exporter.liveness import sample_liveness, sample_ports
 from glyph_guard.exporter.nvml import NvmlReader
 from glyph_guard.exporter.probestats import ProbeAccumulator

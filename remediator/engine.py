@@ -18,8 +18,8 @@ from glyph_guard.remediator import policy
 from glyph_guard.remediator.actions.base import ActionResult, Started, Toolkit
 from glyph_guard.remediator.actions.dispatch import perform
 from glyph_guard.remediator.actions.gpu import GpuHolders, NvmlHolders
-from glyph_guard.remediator.actions.verify import healthy_now
 from glyph_guard.remediator.actions.tree import watch_lineages
+from glyph_guard.remediator.actions.verify import healthy_now
 from glyph_guard.remediator.clock import Clock, SystemClock, from_wall, to_wall
 from glyph_guard.remediator.intake import Context, Key, judge, key_of
 from glyph_guard.remediator.metrics import ComponentGauges, Metrics

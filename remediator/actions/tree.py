@@ -50,8 +50,11 @@ def _of_start(proc: psutil.Process, started: Started, ours: bool) -> bool:
     if _carries(proc, started.token):
         return True
     created = _created(proc)
-    return ours and started.created is not None and created is not None and (
-        created >= started.created - CLOCK_SLACK
+    return (
+        ours
+        and started.created is not None
+        and created is not None
+        and (created >= started.created - CLOCK_SLACK)
     )
 
 

@@ -40,7 +40,7 @@ async def verify(
     """Probe until healthy, the started process exits non-zero, or timeout seconds pass."""
     started = time.monotonic()
     if not any(p.enabled for p in component.probes):
-        return await _settle(min(SETTLE_SECONDS, timeout), exit_code)
+        return await _settle(min(SETTLE_SECONDS, timeout), exit_code, component)
     while True:
         health, results = await check(client, component)
         elapsed = time.monotonic() - started
@@ -71,11 +71,13 @@ def _ended(code: int, component: Component) -> bool:
     return not table.find([component])[component.name].processes
 
 
-async def _settle(seconds: float, exit_code: Callable[[], int | None]) -> Verification:
+async def _settle(
+    seconds: float, exit_code: Callable[[], int | None], component: Component
+) -> Verification:
     started = time.monotonic()
     while time.monotonic() - started < seconds:
         code = exit_code()
-        if code is not None and _ended(code, component):
+        if code is not None and await asyncio.to_thread(_ended, code, component):
             elapsed = time.monotonic() - started
             return Verification(False, elapsed, f"the start command exited with code {code}", code)
         await asyncio.sleep(POLL_SECONDS / 5)

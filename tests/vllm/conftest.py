@@ -64,9 +64,7 @@ class Served:
 
 
 @contextmanager
-def serve(
-    kind: str, tmp: Path, *flags: str, env: dict[str, str] | None = None
-) -> Iterator[Served]:
+def serve(kind: str, tmp: Path, *flags: str, env: dict[str, str] | None = None) -> Iterator[Served]:
     """The stand-in's API or `vllm serve`, healthy, with the flags both understand."""
     if kind == "vllm":
         with vllm_server.vllm_server(tmp, *flags, env=env) as server:

@@ -28,7 +28,9 @@ STEPS = "vllm:iteration_tokens_total"
 
 
 @pytest.fixture(scope="module", params=ENGINES)
-def served(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]:
+def served(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Served]:
     kind = str(request.param)
     if kind == "vllm":
         request.getfixturevalue("vllm_installed")
@@ -83,8 +85,12 @@ def test_health_models_and_chat_answer(served: Served) -> None:
     with httpx.stream(
         "POST",
         f"{served.url}/v1/chat/completions",
-        json={"model": "glyph", "messages": [{"role": "user", "content": "Hi"}], "stream": True,
-              "max_tokens": 3},
+        json={
+            "model": "glyph",
+            "messages": [{"role": "user", "content": "Hi"}],
+            "stream": True,
+            "max_tokens": 3,
+        },
         timeout=60,
     ) as stream:
         lines = [line for line in stream.iter_lines() if line.startswith("data: ")]

@@ -301,8 +301,15 @@ def spawn_worker() -> None:
     """The engine's own child, as vLLM's EngineCore has its Worker: it lives as long as the
     engine does (an orphaned engine keeps it), and exits once the engine is gone."""
     subprocess.Popen(  # reaped by init when the engine ends before it
-        [sys.executable, "-m", "glyph_guard_demo.standin.engine", f"--name={WORKER_TITLE}", "--worker"],
+        [
+            sys.executable,
+            "-m",
+            "glyph_guard_demo.standin.engine",
+            f"--name={WORKER_TITLE}",
+            "--worker",
+        ],
         stdin=subprocess.DEVNULL,
+        stdout=subprocess.DEVNULL,  # the protocol pipe must close when the engine dies
     )
 
 

@@ -79,6 +79,9 @@ class EngineClient:
         self._exited = asyncio.Event()
         self._pending: dict[str, asyncio.Future[Completion]] = {}
         self._states: dict[str, Literal["waiting", "running"]] = {}
+        # what the engine last published: vLLM's engine sends its queue with its step stats,
+        # so a request sent to a hung engine never shows in the gauges
+        self._published = {"waiting": 0, "running": 0}
         self._acks: dict[int, asyncio.Future[dict[str, Any]]] = {}
         self._seq = itertools.count(1)
         self._fatal: str | None = None
@@ -99,7 +102,12 @@ class EngineClient:
         return self.proc.returncode if self.proc else None
 
     def count(self, state: Literal["waiting", "running"]) -> int:
-        return sum(1 for value in self._states.values() if value == state)
+        """Requests waiting or running, as the engine last published them."""
+        return self._published[state]
+
+    def _publish(self) -> None:
+        for state in self._published:
+            self._published[state] = sum(1 for value in self._states.values() if value == state)
 
     async def start(self) -> None:
         """Spawn the engine child and send it its config; wait_ready() tells when it loaded."""
@@ -174,6 +182,7 @@ class EngineClient:
                 future.exception()  # retrieved: a client that left must not log a warning
         self._pending.clear()
         self._states.clear()
+        self._publish()
 
     async def stop(self, grace: float = 3.0) -> None:
         """Ask the engine to shut down; terminate, then kill it if it does not."""
@@ -246,6 +255,11 @@ class EngineClient:
             self._ready.exception()  # retrieved: nobody waits for it when the start was stopped
 
     def _dispatch(self, message: dict[str, Any]) -> None:
+        self._on_message(message)
+        if message["type"] in (protocol.STEP, protocol.STARTED, protocol.DONE, protocol.FAILED):
+            self._publish()
+
+    def _on_message(self, message: dict[str, Any]) -> None:
         kind = message["type"]
         request_id = str(message.get("id", ""))
         if kind == protocol.READY:

@@ -10,6 +10,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import httpx
 
@@ -54,13 +55,16 @@ def ensure_installed() -> Path:
         check=False,
     )
     if done.returncode != 0:
-        raise VllmUnavailable(f"{INSTALL_SCRIPT} failed ({done.returncode}):\n{done.stderr[-4000:]}")
+        raise VllmUnavailable(
+            f"{INSTALL_SCRIPT} failed ({done.returncode}):\n{done.stderr[-4000:]}"
+        )
     return python()
 
 
-_BUILD_MODEL = r'''
+_BUILD_MODEL = r"""
 import sys
 from pathlib import Path
+from typing import Any
 
 import torch
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
@@ -114,7 +118,7 @@ config = LlamaConfig(
 )
 LlamaForCausalLM(config).save_pretrained(out, safe_serialization=True)
 (out / "READY").write_text("tiny random-weight Llama for glyph-guard's tests\n")
-'''
+"""
 
 
 def ensure_model() -> Path:
@@ -250,3 +254,36 @@ def vllm_server(
         yield server
     finally:
         server.stop()
+
+
+def vllm_component(work: Path, port: int, *extra: str) -> dict[str, Any]:
+    """A deployment's `api` component: the real vLLM (CPU build) serving the tiny model on a
+    loopback port, matched by its port, restarted with the same argv, environment and log
+    file that glyph-stack uses for its first start."""
+    return {
+        "match": {"cmdline": rf"(^|/)vllm serve .*--port {port}(\s|$)"},
+        "port": port,
+        "probes": [
+            {"name": "health", "path": "/health"},
+            {"name": "models", "path": "/v1/models"},
+            {
+                "name": "canary",
+                "kind": "canary",
+                "path": "/v1/chat/completions",
+                "timeout_seconds": 5,
+            },
+        ],
+        "engine": {"path": "/metrics"},
+        "remediation": {
+            "actions": ["restart"],
+            "restart": {
+                "backend": "command",
+                "start": serve_argv(port, "--enable-server-load-tracking", *extra),
+                "env": {**ENV, "PATH": environment()["PATH"]},
+                "cwd": str(work),
+                "log_file": str(work / "logs" / "vllm-api.log"),
+            },
+            "stop_grace_seconds": 10,
+            "startup_timeout_seconds": START_TIMEOUT,
+        },
+    }
