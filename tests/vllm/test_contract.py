@@ -22,7 +22,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from glyph_guard_demo.testkit.support import wait_for
 from tests.vllm.conftest import ENGINES, Served, serve
 
-pytestmark = pytest.mark.timeout(600)
+pytestmark = pytest.mark.timeout(1200)
 LABELS = {"engine": "0", "model_name": "glyph"}
 STEPS = "vllm:iteration_tokens_total"
 

@@ -21,7 +21,7 @@ VENV = Path(os.environ.get("VLLM_VENV", REPO / ".venv-vllm"))
 INSTALL_SCRIPT = REPO / "scripts" / "install_vllm.sh"
 MODEL_DIR = VENV / "tiny-model"
 MODEL_NAME = "glyph"
-START_TIMEOUT = 240.0  # 20-45 s on a quiet machine; much more on a shared, busy one
+START_TIMEOUT = 600.0  # 20-45 s on a quiet machine; minutes on a shared, busy one
 
 ENV = {
     "VLLM_HOST_IP": "127.0.0.1",  # else its message queue binds the first non-loopback address
