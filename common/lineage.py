@@ -4,7 +4,8 @@ processes led, remembered while they were alive, and the processes still in them
 from __future__ import annotations
 
 import os
-from collections.abc import Iterable, Mapping
+import threading
+from collections.abc import Iterable
 from dataclasses import dataclass, field, replace
 from typing import Literal
 
@@ -51,14 +52,19 @@ def _ids(pid: int) -> tuple[int, int] | None:
 
 @dataclass
 class LineageBook:
-    """Per component, the sessions and groups its processes led; one book per service."""
+    """Per component, the sessions and groups its processes led; one book per service (its
+    observer and its readers may be different threads)."""
 
     _entries: dict[str, dict[tuple[Kind, int], Lineage]] = field(default_factory=dict)
     _own: tuple[int, int] = field(default_factory=lambda: (os.getsid(0), os.getpgid(0)))
+    _lock: threading.Lock = field(default_factory=threading.Lock)
 
     def observe(self, component: str, pids: Iterable[int], now: float) -> None:
         """Remember the sessions and groups the component's live processes lead."""
-        members = set(pids)
+        with self._lock:
+            self._observe(component, set(pids), now)
+
+    def _observe(self, component: str, members: set[int], now: float) -> None:
         book = self._entries.setdefault(component, {})
         created: dict[int, float] = {}
         for pid in members:
@@ -84,13 +90,17 @@ class LineageBook:
     def leftovers(self, component: str, alive: Iterable[int] = ()) -> dict[int, psutil.Process]:
         """Processes still in the component's remembered sessions and groups, created while
         it was seen alive, that are not among its live processes now (orphans)."""
+        with self._lock:
+            return self._leftovers(component, set(alive))
+
+    def _leftovers(self, component: str, alive: set[int]) -> dict[int, psutil.Process]:
         book = self._entries.get(component)
         if not book:
             return {}
         lineages = [entry for entry in book.values() if not entry.disowned()]
         sessions = {e.id: e for e in lineages if e.kind == "session"}
         groups = {e.id: e for e in lineages if e.kind == "group"}
-        skip = protected_pids() | set(alive)
+        skip = protected_pids() | alive
         found: dict[int, psutil.Process] = {}
         held: set[tuple[Kind, int]] = set()
         for pid in psutil.pids():
@@ -111,13 +121,9 @@ class LineageBook:
         self._prune(component, held, alive)
         return found
 
-    def _prune(self, component: str, held: set[tuple[Kind, int]], alive: Iterable[int]) -> None:
+    def _prune(self, component: str, held: set[tuple[Kind, int]], alive: set[int]) -> None:
         """Forget lineages with no member left (neither a leftover nor a live leader)."""
-        living = set(alive)
         book = self._entries[component]
         for key, entry in list(book.items()):
-            if key not in held and (entry.id not in living or entry.disowned()):
+            if key not in held and (entry.id not in alive or entry.disowned()):
                 del book[key]
-
-    def snapshot(self) -> Mapping[str, tuple[Lineage, ...]]:
-        return {name: tuple(book.values()) for name, book in self._entries.items()}
