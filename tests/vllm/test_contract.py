@@ -7,6 +7,7 @@ sleep and the hang, and ends with the API's SIGKILL; a second one plays the engi
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import threading
@@ -165,12 +166,16 @@ def test_api_sigkill_orphans_the_engine_and_worker_in_its_group(served: Served) 
     engine, worker = served.engine(), served.worker()
     served.popen.send_signal(signal.SIGKILL)
     served.popen.wait(10)
-    time.sleep(2.0)
-    for proc in (engine, worker):
-        assert proc.is_running() and proc.status() != psutil.STATUS_ZOMBIE, proc
-        assert os.getpgid(proc.pid) == served.pid and os.getsid(proc.pid) == served.pid
-    assert engine.ppid() != served.pid, "the engine is re-parented (to init or a subreaper)"
-    assert worker.ppid() == engine.pid
+    try:
+        time.sleep(2.0)
+        for proc in (engine, worker):
+            assert proc.is_running() and proc.status() != psutil.STATUS_ZOMBIE, proc
+            assert os.getpgid(proc.pid) == served.pid and os.getsid(proc.pid) == served.pid
+        assert engine.ppid() != served.pid, "the engine is re-parented (to init or a subreaper)"
+        assert worker.ppid() == engine.pid
+    finally:  # the orphans, by their group, before any other engine starts
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(served.pid, signal.SIGKILL)
 
 
 @pytest.mark.parametrize("kind", ENGINES)
