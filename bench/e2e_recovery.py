@@ -10,6 +10,11 @@ as an operator would after a test.
 instead kills the api N times, `--kill-spacing` seconds apart and each at
 least `--healthy-for` seconds after it was healthy again, and never resets anything:
 recovered/N, kill-to-healthy median and max, and the back-off delays the remediator applied.
+
+`--engine vllm` guards the real vLLM (its CPU build in .venv-vllm, installed on first use by
+scripts/install_vllm.sh, serving a tiny model built offline) instead of the stand-in, with
+--config's budget, exporter and remediator settings; a hang there is SIGSTOP of EngineCore and
+its Worker. E.g. `--engine vllm --kills 0 --hangs 0 --hung-requests 5 --idle-hangs 0`.
 """
 
 from __future__ import annotations
@@ -36,6 +41,7 @@ from glyph_guard_demo.stack.scenario import StackReader, run_scenario, wait_heal
 from glyph_guard_demo.stack.services import StackError
 from glyph_guard_demo.testkit.stack_fixtures import pinned_to_ports, standin_deployment
 from glyph_guard_demo.testkit.support import free_port
+from glyph_guard_demo.testkit.vllm_server import ensure_model, vllm_component
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -153,6 +159,14 @@ def isolated(config: Deployment, work: Path) -> Deployment:
         else:
             argv += ["--pages-dir", str(work / f"pages-{name}")]
     return parse_config(data, "isolated bench deployment")
+
+
+def with_vllm(config: Deployment, work: Path) -> Deployment:
+    """The config guarding the real vLLM alone (as its api), on a free port, files under work."""
+    ensure_model()
+    data = yaml.safe_load(dump_config(config))
+    data["components"] = {"api": vllm_component(work, free_port())}
+    return parse_config(data, "vllm bench deployment")
 
 
 def wedged_config(config: Deployment, allowance: float) -> Deployment:
@@ -298,6 +312,12 @@ def main() -> None:
     parser.add_argument("--kills", type=int, default=10)
     parser.add_argument("--hangs", type=int, default=3)
     parser.add_argument("--config", type=Path, default=EXAMPLE)
+    parser.add_argument(
+        "--engine",
+        choices=("standin", "vllm"),
+        default="standin",
+        help="the guarded api: the stand-in (default) or the real vLLM (CPU build)",
+    )
     engine = parser.add_argument_group("engine progress (issue 13)")
     engine.add_argument(
         "--hung-requests", type=int, default=0, help="trials: request on a hung engine"
@@ -333,7 +353,9 @@ def main() -> None:
             stack.stop()
         return
     config = load_config(args.config)
-    if args.engine_only:
+    if args.engine == "vllm":
+        config = with_vllm(config, Path(tempfile.mkdtemp(prefix="glyph-e2e-vllm-")))
+    elif args.engine_only:
         args.kills = args.hangs = 0
         config = isolated(config, Path(tempfile.mkdtemp(prefix="glyph-e2e-engine-")))
     cooldown = config.remediator.budget.cooldown_seconds

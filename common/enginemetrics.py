@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 
 from prometheus_client.parser import text_string_to_metric_families
@@ -23,15 +24,27 @@ class EngineReading:
     steps: float | None = None  # None when the engine does not publish the step histogram
     asleep: bool = False
     generation_tokens: float | None = None  # None when the engine does not publish the counter
+    # requests the API holds (vLLM's GET /load with --enable-server-load-tracking); None when
+    # it does not say. vLLM's gauges never show a request sent to an engine already hung.
+    held: float | None = None
 
     @property
     def has_work(self) -> bool:
-        return self.waiting + self.running > 0
+        return self.waiting + self.running + (self.held or 0.0) > 0
 
 
 def _wanted(line: str) -> bool:
     name = line[7:] if line.startswith(("# HELP ", "# TYPE ")) else line
     return name.startswith(FAMILIES)
+
+
+def parse_server_load(body: bytes) -> float | None:
+    """vLLM's /load answer ({"server_load": N}); None when it is not one."""
+    try:
+        load = json.loads(body).get("server_load")
+    except (ValueError, AttributeError):
+        return None
+    return float(load) if isinstance(load, int | float) and not isinstance(load, bool) else None
 
 
 def parse_engine_metrics(text: str) -> EngineReading:

@@ -16,7 +16,7 @@ from typing import Any
 import httpx
 
 from glyph_guard.common.config import Component, Probe
-from glyph_guard.common.enginemetrics import EngineReading, parse_engine_metrics
+from glyph_guard.common.enginemetrics import EngineReading, parse_engine_metrics, parse_server_load
 
 CANARY_PROMPT = "ping"
 log = logging.getLogger(__name__)
@@ -53,6 +53,7 @@ def canary_body(probe: Probe) -> dict[str, Any]:
 
 MAX_BODY_BYTES = 1024 * 1024  # a probe judges at most this much of an answer, on the wire and
 # decompressed alike; a larger answer fails the probe
+LOAD_PATH = "/load"  # vLLM with --enable-server-load-tracking: requests the API holds
 ENGINE_METRICS_MAX_BYTES = 8 * 1024 * 1024  # a vLLM exposition is some 100 KiB; more is not
 # metrics (the exporter's progress and the remediator's sleep check read it alike)
 
@@ -128,7 +129,9 @@ async def fetch_capped(
         headers = {"Accept-Encoding": "identity"}
         async with client.stream("GET", url, headers=headers, timeout=timeout) as response:
             if response.status_code != 200:
-                raise AnswerRefused(f"answered HTTP {response.status_code}")
+                refused = AnswerRefused(f"answered HTTP {response.status_code}")
+                refused.status = response.status_code
+                raise refused
             return await read_capped(response, limit)
 
     return await asyncio.wait_for(exchange(), timeout)
@@ -148,6 +151,22 @@ async def read_engine(client: httpx.AsyncClient, component: Component) -> Engine
     except (TimeoutError, asyncio.TimeoutError, httpx.HTTPError, AnswerRefused, ValueError) as exc:
         log.debug("%s: engine metrics unreadable: %s", component.name, exc or type(exc).__name__)
         return None
+
+
+async def read_server_load(
+    client: httpx.AsyncClient, component: Component
+) -> tuple[int | None, float | None]:
+    """Requests the API holds (vLLM's GET /load, with --enable-server-load-tracking): the
+    answer's status and the count; the count is None when the answer is not one."""
+    url = component.base_url() + LOAD_PATH
+    timeout = component.engine.timeout_seconds if component.engine else 2.0
+    try:
+        return 200, parse_server_load(await fetch_capped(client, url, timeout))
+    except AnswerRefused as exc:
+        return exc.status, None
+    except (TimeoutError, asyncio.TimeoutError, httpx.HTTPError) as exc:
+        log.debug("%s: %s unreadable: %s", component.name, LOAD_PATH, exc or type(exc).__name__)
+        return None, None
 
 
 async def _exchange(

@@ -1,16 +1,25 @@
-"""Summing each component's process tree, and finding who holds its port."""
+"""Summing each component's process tree and what earlier ones left, and who holds its port."""
 
 from __future__ import annotations
 
+import time
+from collections.abc import Iterable
+
+import psutil
+
 from glyph_guard.common.config import Component
+from glyph_guard.common.lineage import LineageBook
 from glyph_guard.common.ports import port_state
-from glyph_guard.common.processes import ProcessTable, ProcessTree
+from glyph_guard.common.processes import ProcessTable, ProcessTree, read_stats
 from glyph_guard.exporter.snapshot import ComponentLiveness, PortReading
 
 
-def summarise(component: Component, tree: ProcessTree) -> ComponentLiveness:
-    """One component's reading from its tree."""
+def summarise(
+    component: Component, tree: ProcessTree, leftovers: Iterable[psutil.Process] = ()
+) -> ComponentLiveness:
+    """One component's reading from its tree (and the processes earlier ones left behind)."""
     procs = tree.processes
+    left = [s for s in (read_stats(p) for p in leftovers) if s is not None]
     fds = [p.open_fds for p in procs]
     return ComponentLiveness(
         component=component.name,
@@ -21,16 +30,25 @@ def summarise(component: Component, tree: ProcessTree) -> ComponentLiveness:
         open_fds=None if None in fds else sum(f for f in fds if f is not None),
         start_time=tree.start_time,
         pids=tree.pids,
+        leftover_processes=len(left),
+        leftover_rss_bytes=sum(s.rss_bytes for s in left),
     )
 
 
 def sample_liveness(
-    table: ProcessTable, components: tuple[Component, ...]
+    table: ProcessTable, components: tuple[Component, ...], lineages: LineageBook
 ) -> tuple[ComponentLiveness, ...]:
-    """Refresh the process table and read every component."""
+    """Refresh the process table and read every component and what its past ones left."""
     table.refresh()
     trees = table.find(components)
-    return tuple(summarise(c, trees[c.name]) for c in components)
+    now = time.time()
+    readings = []
+    for c in components:
+        tree = trees[c.name]
+        lineages.observe(c.name, tree.pids, now)
+        leftovers = lineages.leftovers(c.name, tree.pids).values()
+        readings.append(summarise(c, tree, leftovers))
+    return tuple(readings)
 
 
 def sample_ports(

@@ -74,9 +74,23 @@ def liveness_families(
         "1 when the port is held by a process outside the component's tree.",
         ["component", "port"],
     )
+    left = _gauge(
+        "component_leftover_processes",
+        "Processes an earlier incarnation of the component left behind: still in a session or "
+        "process group its processes led, created while it ran, no longer in its tree "
+        "(e.g. vLLM's EngineCore and Worker after the API died).",
+        ["component"],
+    )
+    left_rss = _gauge(
+        "component_leftover_resident_memory_bytes",
+        "Resident memory of the processes an earlier incarnation of the component left behind.",
+        ["component"],
+    )
     for r in readings:
         name = [r.component]
         up.add_metric(name, 1.0 if r.up else 0.0)
+        left.add_metric(name, r.leftover_processes)
+        left_rss.add_metric(name, r.leftover_rss_bytes)
         count.add_metric(name, r.processes)
         rss.add_metric(name, r.rss_bytes)
         cpu.add_metric(name, r.cpu_seconds)
@@ -89,7 +103,7 @@ def liveness_families(
         port = [p.component, str(p.port)]
         listening.add_metric(port, 1.0 if p.listening else 0.0)
         conflict.add_metric(port, 1.0 if p.conflict else 0.0)
-    yield from (up, count, rss, cpu, start, fds, threads, listening, conflict)
+    yield from (up, count, rss, cpu, start, fds, threads, listening, conflict, left, left_rss)
 
 
 def gpu_families(

@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 import threading
+from dataclasses import replace
 
 import httpx
 
 from glyph_guard.common.config import Component
 from glyph_guard.common.enginemetrics import EngineReading
-from glyph_guard.common.probes import read_engine
+from glyph_guard.common.probes import read_engine, read_server_load
 from glyph_guard.exporter.snapshot import EngineProgress
+
+LOAD_RETRY_SECONDS = 60.0  # how long a /load that is not served is left alone
 
 
 class StallClock:
@@ -43,6 +46,7 @@ class EngineWatch:
         assert component.engine is not None
         self._component = component
         self.component = component.name
+        self._load_unserved_at: float | None = None
         self._clock = StallClock()
         self._errors = 0
         self._observed = float("-inf")
@@ -52,6 +56,8 @@ class EngineWatch:
     async def read(self, client: httpx.AsyncClient, now: float) -> EngineProgress:
         """Read the engine's metrics (glyph_guard.common.probes.read_engine) and time them."""
         reading = await read_engine(client, self._component)
+        if reading is not None:
+            reading = replace(reading, held=await self._held(client, now))
         with self._lock:
             if now >= self._observed:  # a read that started earlier but ended later is stale
                 self._observed = now
@@ -73,3 +79,13 @@ class EngineWatch:
             stalled_seconds=self._clock.observe(reading, now),
             asleep=reading.asleep,
         )
+
+    async def _held(self, client: httpx.AsyncClient, now: float) -> float | None:
+        """Requests the API holds, from /load; None (and not asked again for a while) when
+        the server does not serve it."""
+        unserved = self._load_unserved_at
+        if unserved is not None and now - unserved < LOAD_RETRY_SECONDS:
+            return None
+        status, held = await read_server_load(client, self._component)
+        self._load_unserved_at = now if status in (404, 405) else None
+        return held

@@ -12,6 +12,7 @@ import httpx
 
 from glyph_guard.common.config import Component, Deployment, Probe
 from glyph_guard.common.health import CANARY_STRIKES, ServedModels, canary_strikes
+from glyph_guard.common.lineage import LineageBook
 from glyph_guard.common.probes import ProbeResult, run_probe
 from glyph_guard.common.processes import ProcessTable
 from glyph_guard.exporter.cacheusage import measure_caches
@@ -55,6 +56,7 @@ class Sampler:
         self._nvml = nvml
         self._clock = clock
         self._table = ProcessTable()
+        self._lineages = LineageBook()
         self.leaks = leaks or LeakTracker(self._components, config.exporter.leak)
         probes = [(c, p) for c in self._components for p in c.probes if p.enabled]
         self._http_probes = [(c, p) for c, p in probes if p.kind != "canary"]
@@ -153,13 +155,13 @@ class Sampler:
             self._stopping.wait(max(0.0, interval - elapsed))
 
     def _sample_liveness(self) -> None:
-        readings = sample_liveness(self._table, self._components)
+        readings = sample_liveness(self._table, self._components, self._lineages)
         if time.monotonic() - self._ports_checked >= self._ports_interval(readings):
             self._ports_checked = time.monotonic()
             ports = sample_ports(self._components, readings)
             if any(p.conflict for p in ports):
                 # The holder may be the component itself, started since its tree was read.
-                readings = sample_liveness(self._table, self._components)
+                readings = sample_liveness(self._table, self._components, self._lineages)
                 ports = sample_ports(self._components, readings)
             self._ports = ports
         self._liveness = readings

@@ -20,6 +20,8 @@ class ComponentLiveness:
     open_fds: int | None = 0
     start_time: float | None = None
     pids: frozenset[int] = frozenset()
+    leftover_processes: int = 0  # left behind by an earlier incarnation (orphans)
+    leftover_rss_bytes: int = 0
 
     @property
     def up(self) -> bool:

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import httpx
 
+from glyph_guard.common.lineage import LineageBook
 from glyph_guard.remediator.actions.base import ActionResult, Started, Toolkit
 from glyph_guard.remediator.actions.dispatch import perform
 from glyph_guard.remediator.actions.gpu import GpuHolders
@@ -35,6 +36,11 @@ class Runner:
         self._kit = Toolkit(client, log_dir, gpu, record_start=record_start)
         self._ended = ended
         self._tasks: set[asyncio.Task[None]] = set()
+
+    @property
+    def lineages(self) -> LineageBook:
+        """The sessions and groups the components' processes lead (swept by restarts)."""
+        return self._kit.lineages
 
     def spawn(self, lane: Lane, running: Running, persisted: asyncio.Future[bool]) -> None:
         task = asyncio.create_task(self._run(lane, running, persisted))

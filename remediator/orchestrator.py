@@ -13,6 +13,7 @@ from glyph_guard.remediator import policy
 from glyph_guard.remediator.acting import Runner
 from glyph_guard.remediator.actions.base import ActionResult, Started
 from glyph_guard.remediator.actions.gpu import GpuHolders, NvmlHolders
+from glyph_guard.remediator.actions.tree import watch_lineages
 from glyph_guard.remediator.carryover import carry_over
 from glyph_guard.remediator.clock import Clock, SystemClock, from_wall
 from glyph_guard.remediator.codec import saved_intent, saved_state
@@ -121,6 +122,9 @@ class Orchestrator:
         self._runner = Runner(log_dir, self._gpu, self._record_start, self._ended)
         for lane in self.lanes.values():
             self._loops.append(asyncio.create_task(self._work(lane), name=f"lane-{lane.name}"))
+        components = [lane.component for lane in self.lanes.values()]
+        watch = watch_lineages(components, self._runner.lineages)
+        self._loops.append(asyncio.create_task(watch, name="lineages"))
         upkeep = self.store.maintain(self.config.remediator.retention, self.clock.wall)
         self._loops.append(asyncio.create_task(upkeep, name="store-maintenance"))
 

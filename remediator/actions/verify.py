@@ -40,7 +40,7 @@ async def verify(
     """Probe until healthy, the started process exits non-zero, or timeout seconds pass."""
     started = time.monotonic()
     if not any(p.enabled for p in component.probes):
-        return await _settle(min(SETTLE_SECONDS, timeout), exit_code)
+        return await _settle(min(SETTLE_SECONDS, timeout), exit_code, component)
     while True:
         health, results = await check(client, component)
         elapsed = time.monotonic() - started
@@ -49,7 +49,7 @@ async def verify(
             asleep = " (the engine sleeps: its canary is not counted)" if health.asleep else ""
             return Verification(True, elapsed, f"all probes passed{asleep}")
         code = exit_code()
-        if code is not None and code != 0:  # 0: a start script that daemonised; keep probing
+        if code is not None and await asyncio.to_thread(_ended, code, component):
             return Verification(False, elapsed, f"the start command exited with code {code}", code)
         if elapsed >= timeout:
             first = failing[0]
@@ -61,11 +61,23 @@ async def verify(
         await asyncio.sleep(min(POLL_SECONDS, max(0.0, timeout - elapsed)))
 
 
-async def _settle(seconds: float, exit_code: Callable[[], int | None]) -> Verification:
+def _ended(code: int, component: Component) -> bool:
+    """A start that failed, or exited cleanly leaving no process of the component (vLLM exits
+    with code 0 when its engine dies); a start script that daemonised leaves one running."""
+    if code != 0:
+        return True
+    table = ProcessTable()
+    table.refresh()
+    return not table.find([component])[component.name].processes
+
+
+async def _settle(
+    seconds: float, exit_code: Callable[[], int | None], component: Component
+) -> Verification:
     started = time.monotonic()
     while time.monotonic() - started < seconds:
         code = exit_code()
-        if code is not None and code != 0:
+        if code is not None and await asyncio.to_thread(_ended, code, component):
             elapsed = time.monotonic() - started
             return Verification(False, elapsed, f"the start command exited with code {code}", code)
         await asyncio.sleep(POLL_SECONDS / 5)

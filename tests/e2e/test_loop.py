@@ -71,7 +71,7 @@ def test_engine_death_is_restarted(tmp_path: Path) -> None:
         assert api is not None
         before = api_roots(stack)
         httpx.post(f"{api.base_url()}/admin/fault", json={"fault": "engine_death"}, timeout=5)
-        wait_for(lambda: httpx.get(f"{api.base_url()}/health", timeout=2).status_code == 500, 10)
+        wait_for(lambda: httpx.get(f"{api.base_url()}/health", timeout=2).status_code == 503, 10)
         wait_for(lambda: any(a["outcome"] == "succeeded" for a in restarts(probe)), 90)
         wait_healthy(probe, "api")
         assert set(api_roots(stack)).isdisjoint(before)

@@ -13,7 +13,7 @@ from glyph_guard.common.processes import ProcessTable
 from glyph_guard.common.stopping import collect, stop_processes
 from glyph_guard.remediator.actions.tree import session_members
 from glyph_guard_demo.stack.configs import Ports, StackFiles, write_stack_files
-from glyph_guard_demo.stack.services import Service, StackError, find_binary
+from glyph_guard_demo.stack.services import Service, StackError, child_environment, find_binary
 
 
 @dataclass
@@ -123,11 +123,19 @@ class LocalStack:
                 raise StackError(
                     f"component {component.name} is not running and has no start command"
                 )
+            # As the remediator's restart starts it (environment, directory, log file), so the
+            # first incarnation is like the later ones.
             name = f"component:{component.name}"
             probed = any(p.enabled for p in component.probes)
-            log = logs / f"{component.name}.log"
+            log = method.log_file or logs / f"{component.name}.log"
+            env = {**child_environment(), **method.env}
             service = Service(
-                name, method.start, log, ready_check=_healthy(component) if probed else None
+                name,
+                method.start,
+                log,
+                env=env,
+                cwd=method.cwd,
+                ready_check=_healthy(component) if probed else None,
             )
             self.services[name] = service
             service.start()

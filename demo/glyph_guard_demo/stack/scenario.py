@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import httpx
+import psutil
 from prometheus_client.parser import text_string_to_metric_families
 
 from glyph_guard.common.config import Component
@@ -20,7 +21,7 @@ from glyph_guard.common.processes import ProcessTable
 from glyph_guard_demo.stack.runner import LocalStack
 from glyph_guard_demo.stack.services import StackError
 
-STEP_TIMEOUT = 120.0
+STEP_TIMEOUT = 300.0  # a real vLLM restart on a busy 2-core machine
 
 
 Samples = dict[tuple[str, frozenset[tuple[str, str]]], float]
@@ -173,6 +174,19 @@ def send_request(component: Component, timeout: float = 120.0) -> threading.Thre
     return thread
 
 
+def hang(stack: LocalStack, component: Component) -> None:
+    """Hang the engine: the stand-in's hang fault, or (a real vLLM) SIGSTOP of every process
+    under the API, EngineCore and its Worker included (the API keeps answering /health)."""
+    answer = httpx.post(f"{component.base_url()}/admin/fault", json={"fault": "hang"}, timeout=5)
+    if answer.status_code != 404:
+        answer.raise_for_status()
+        return
+    for pid in _main_pids(stack, component):
+        for child in psutil.Process(pid).children(recursive=True):
+            with contextlib.suppress(psutil.NoSuchProcess):
+                child.suspend()
+
+
 def run_scenario(stack: LocalStack, fault: str, component_name: str = "api") -> Timeline:
     """Inject a fault (see FAULT_ALERTS) into a healthy component and time the recovery."""
     component = stack.config.component(component_name)
@@ -189,9 +203,7 @@ def run_scenario(stack: LocalStack, fault: str, component_name: str = "api") -> 
             for pid in _main_pids(stack, component):
                 os.kill(pid, signal.SIGKILL)
         else:
-            httpx.post(
-                f"{component.base_url()}/admin/fault", json={"fault": "hang"}, timeout=5
-            ).raise_for_status()
+            hang(stack, component)
             if fault == "hang-request":
                 t0 = time.time()
                 send_request(component)

@@ -51,6 +51,7 @@ class Service:
     ready_url: str | None = None
     env: Mapping[str, str] = field(default_factory=child_environment)
     ready_check: Callable[[], bool] | None = None  # instead of ready_url answering 200
+    cwd: Path | None = None
     process: subprocess.Popen[bytes] | None = None
 
     @property
@@ -66,6 +67,7 @@ class Service:
                 stdout=out,
                 stderr=subprocess.STDOUT,
                 env=dict(self.env),
+                cwd=self.cwd,
                 start_new_session=True,
             )
 

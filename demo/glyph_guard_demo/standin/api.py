@@ -45,11 +45,17 @@ from glyph_guard_demo.standin.openai_shapes import (
 from glyph_guard_demo.standin.serving import Lifecycle, PortInUse, bind, loopback_client, say, serve
 
 ENGINE_DEATH_EXIT_DELAY = 5.0  # like vLLM's watchdog: the API exits this long after the engine
+# ... or this long after a request met the dead engine (current vLLM: 0.6 s measured)
+MET_DEAD_EXIT_DELAY = 0.5
 KEEP_ALIVE_ENV = "VLLM_KEEP_ALIVE_ON_ENGINE_DEATH"
 Generation = Literal["0.10", "current"]
-VLLM_VERSIONS: dict[str, str] = {"0.10": "0.10.2", "current": "0.11"}
-# /health (and requests) on a dead engine: 0.10 answered 500, current vLLM 503 (EngineDeadError)
-DEAD_ENGINE_STATUS: dict[str, int] = {"0.10": 500, "current": 503}
+VLLM_VERSIONS: dict[str, str] = {"0.10": "0.10.2", "current": "0.32.0"}
+# /health on a dead engine: 0.10 answered 500, current vLLM 503 (EngineDeadError); a request
+# on a dead engine gets 500 from both
+DEAD_HEALTH_STATUS: dict[str, int] = {"0.10": 500, "current": 503}
+DEAD_REQUEST_STATUS = 500
+# the API's exit code after the engine died: 0.10's watchdog failed; current vLLM exits cleanly
+ENGINE_DEATH_EXIT_CODE: dict[str, int] = {"0.10": 1, "current": 0}
 
 
 @dataclass(frozen=True)
@@ -60,7 +66,7 @@ class ApiOptions:
     port: int = 5002
     pages_dir: Path = Path("/tmp/glyph-standin-pages")
     log_level: str = "info"
-    vllm_generation: Generation = "0.10"
+    vllm_generation: Generation = "current"
     keep_alive_on_engine_death: bool = False
     orphan_engine_on_crash: bool = False
     startup_delay: float = 0.0
@@ -76,6 +82,7 @@ class ApiOptions:
     crash_after: float | None = None
     step_seconds: float = 0.02
     slow_prefill_seconds: float = 0.0
+    server_load_tracking: bool = False
 
     def engine_config(self) -> protocol.EngineConfig:
         in_engine = self.leak_in == "engine"
@@ -116,6 +123,9 @@ class ApiState:
         if options.leak_in == "api":
             self.hog.configure(options.rss_leak_mb_per_request, options.rss_leak_mb_per_minute)
         self.sleep_level = 0  # 0 awake; 1 weights offloaded; 2 everything discarded
+        self.awake = asyncio.Event()
+        self.awake.set()
+        self.held = 0  # requests the API holds (GET /load with --enable-server-load-tracking)
         self.metrics = VllmMetrics(
             waiting=lambda: engine.count("waiting"),
             running=lambda: engine.count("running"),
@@ -123,10 +133,12 @@ class ApiState:
         )
         engine.on_step = self.metrics.step
         self.started = now()
-        self.dead_status = DEAD_ENGINE_STATUS[options.vllm_generation]
+        self.met_dead = asyncio.Event()  # a request met the dead engine: the API exits sooner
 
     def dead(self, what: str) -> ApiError:
-        return ApiError(self.dead_status, f"EngineCore is dead{what} [stand-in]")
+        """The error a request on the dead engine gets (it hastens the API's exit)."""
+        self.met_dead.set()
+        return ApiError(DEAD_REQUEST_STATUS, f"EngineCore is dead{what} [stand-in]")
 
 
 def _error(status: int, message: str, param: str | None = None) -> JSONResponse:
@@ -176,8 +188,8 @@ def _add_server_routes(app: FastAPI, state: ApiState) -> None:
     async def health() -> Response:
         if engine.alive:
             return Response(status_code=200, headers={"x-glyph-standin": "1"})
-        exc = state.dead(f" (exit code {engine.exit_code})")
-        return _error(exc.status, exc.message)
+        status = DEAD_HEALTH_STATUS[state.options.vllm_generation]
+        return _error(status, f"EngineCore is dead (exit code {engine.exit_code}) [stand-in]")
 
     @app.api_route("/version", methods=["GET", "HEAD"])
     async def version() -> dict[str, str]:
@@ -201,6 +213,12 @@ def _add_server_routes(app: FastAPI, state: ApiState) -> None:
             ],
         }
 
+    if state.options.server_load_tracking:
+
+        @app.get("/load")
+        async def load() -> dict[str, int]:
+            return {"server_load": state.held}
+
     @app.api_route("/metrics", methods=["GET", "HEAD"])
     async def metrics() -> Response:
         return Response(state.metrics.render(), media_type="text/plain; version=0.0.4")
@@ -212,7 +230,7 @@ def _add_completions(app: FastAPI, state: ApiState) -> None:
         body = parse_request(await request.body())
         if not state.engine.alive:
             raise state.dead("; cannot serve requests")
-        if state.sleep_level:
+        if state.sleep_level and state.options.vllm_generation == "0.10":
             raise ApiError(503, "the engine is sleeping; POST /wake_up first [stand-in]")
         if body.stream:
             return StreamingResponse(_stream(state, body), media_type="text/event-stream")
@@ -243,11 +261,13 @@ def _add_sleep_routes(app: FastAPI, state: ApiState) -> None:
     @app.post("/sleep")
     async def sleep(level: int = Query(default=1, ge=1, le=2)) -> Response:
         state.sleep_level = level
+        state.awake.clear()
         return Response(status_code=200)
 
     @app.post("/wake_up")
     async def wake_up() -> Response:
         state.sleep_level = 0
+        state.awake.set()
         return Response(status_code=200)
 
     @app.get("/is_sleeping")
@@ -278,7 +298,9 @@ def _require_loopback(request: Request) -> None:
 
 
 async def _complete(state: ApiState, body: ChatRequest) -> Completion:
+    state.held += 1
     try:
+        await state.awake.wait()  # a sleeping engine keeps the request until /wake_up
         result = await state.engine.complete(body.text(), body.token_limit, body.ignore_eos)
     except ShuttingDown:
         raise ApiError(503, "the server is shutting down") from None
@@ -286,6 +308,8 @@ async def _complete(state: ApiState, body: ChatRequest) -> Completion:
         raise state.dead(f": {exc}") from None
     except RequestFailed as exc:
         raise ApiError(500, f"the engine failed this request: {exc}") from None
+    finally:
+        state.held -= 1
     state.hog.on_request()
     return result
 
@@ -382,7 +406,8 @@ async def _describe(state: ApiState) -> dict[str, Any]:
 
 async def _watch_engine(state: ApiState, lifecycle: Lifecycle) -> None:
     """vLLM's watchdog: when the engine dies, /health turns 500 (0.10) or 503 (current) and
-    the API exits ~5 s later, unless VLLM_KEEP_ALIVE_ON_ENGINE_DEATH keeps it answering."""
+    the API exits ~5 s later (sooner once a request met the dead engine), with code 1 (0.10)
+    or 0 (current), unless VLLM_KEEP_ALIVE_ON_ENGINE_DEATH keeps it answering."""
     code = await state.engine.wait_exit()
     if lifecycle.stopping.is_set():
         return
@@ -390,9 +415,11 @@ async def _watch_engine(state: ApiState, lifecycle: Lifecycle) -> None:
     if state.keep_alive:
         say(f"glyph-standin api: staying up without an engine ({KEEP_ALIVE_ENV})")
         return
-    say(f"glyph-standin api: shutting down in {ENGINE_DEATH_EXIT_DELAY:g} s")
-    await asyncio.sleep(ENGINE_DEATH_EXIT_DELAY)
-    lifecycle.stop(1)
+    say(f"glyph-standin api: shutting down within {ENGINE_DEATH_EXIT_DELAY:g} s")
+    with contextlib.suppress(asyncio.TimeoutError):
+        await asyncio.wait_for(state.met_dead.wait(), ENGINE_DEATH_EXIT_DELAY)
+        await asyncio.sleep(MET_DEAD_EXIT_DELAY)
+    lifecycle.stop(ENGINE_DEATH_EXIT_CODE[state.options.vllm_generation])
 
 
 async def _crash_after(seconds: float) -> None:

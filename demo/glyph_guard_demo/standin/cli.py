@@ -160,9 +160,11 @@ def _add_api_engine(api: argparse.ArgumentParser) -> None:
     api.add_argument(
         "--vllm-generation",
         choices=("0.10", "current"),
-        default="0.10",
-        help="the vLLM it imitates: a dead engine answers /health 500 (0.10, Glyph's pin) or "
-        "503 (current, EngineDeadError) (default: %(default)s)",
+        default="current",
+        help="the vLLM it imitates: when the engine dies, /health answers 500 and the API exits "
+        "with code 1 after 5 s (0.10, Glyph's pin), or /health answers 503 and the API exits "
+        "with code 0 within 0.6-5 s, and a request on a sleeping engine waits (current, 0.32) "
+        "(default: %(default)s)",
     )
     api.add_argument(
         "--step-seconds",
@@ -173,14 +175,21 @@ def _add_api_engine(api: argparse.ArgumentParser) -> None:
         "(default: %(default)s)",
     )
     api.add_argument(
+        "--enable-server-load-tracking",
+        action="store_true",
+        help="GET /load answers the number of requests the API holds (as vLLM's flag)",
+    )
+    api.add_argument(
         "--keep-alive-on-engine-death",
         action="store_true",
         help="stay up when the engine dies (also env VLLM_KEEP_ALIVE_ON_ENGINE_DEATH=1)",
     )
     api.add_argument(
         "--orphan-engine-on-crash",
-        action="store_true",
-        help="when the API process crashes or is killed, the engine stays behind as an orphan",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="when the API process crashes or is killed, the engine (and its worker) stays "
+        "behind as an orphan (default: on for the current generation, as vLLM 0.32 does)",
     )
 
 
@@ -346,7 +355,9 @@ def _api(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
             log_level=args.log_level,
             vllm_generation=args.vllm_generation,
             keep_alive_on_engine_death=args.keep_alive_on_engine_death,
-            orphan_engine_on_crash=args.orphan_engine_on_crash,
+            orphan_engine_on_crash=args.vllm_generation == "current"
+            if args.orphan_engine_on_crash is None
+            else args.orphan_engine_on_crash,
             startup_delay=args.startup_delay,
             fail_start_after=args.fail_start_after,
             hang=args.hang,
@@ -360,5 +371,6 @@ def _api(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
             crash_after=args.crash_after,
             step_seconds=args.step_seconds,
             slow_prefill_seconds=args.slow_prefill_seconds,
+            server_load_tracking=args.enable_server_load_tracking,
         )
     )

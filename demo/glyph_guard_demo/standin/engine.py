@@ -7,6 +7,7 @@ import os
 import queue
 import re
 import signal
+import subprocess
 import sys
 import threading
 import time
@@ -20,7 +21,7 @@ from typing import Any, BinaryIO
 from glyph_guard_demo.standin import protocol
 from glyph_guard_demo.standin.gpu import GpuHog, GpuUnavailable
 from glyph_guard_demo.standin.leak import MIB, MemoryHog
-from glyph_guard_demo.standin.names import ENGINE_TITLE
+from glyph_guard_demo.standin.names import ENGINE_TITLE, WORKER_TITLE
 from glyph_guard_demo.standin.render import prune, render_pages
 
 _PARENT_POLL_SECONDS = 0.25
@@ -296,13 +297,40 @@ def _terminate(signum: int, frame: FrameType | None) -> None:
     raise SystemExit(0)
 
 
+def spawn_worker() -> None:
+    """The engine's own child, as vLLM's EngineCore has its Worker: it lives as long as the
+    engine does (an orphaned engine keeps it), and exits once the engine is gone."""
+    subprocess.Popen(  # reaped by init when the engine ends before it
+        [
+            sys.executable,
+            "-m",
+            "glyph_guard_demo.standin.engine",
+            f"--name={WORKER_TITLE}",
+            "--worker",
+        ],
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.DEVNULL,  # the protocol pipe must close when the engine dies
+    )
+
+
+def run_worker() -> int:
+    parent = os.getppid()
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    while os.getppid() == parent:
+        time.sleep(_PARENT_POLL_SECONDS)
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog=ENGINE_TITLE, description="Engine child of the Glyph stand-in API (not the model)."
     )
     parser.add_argument("--name", default=ENGINE_TITLE, help="a label that names the process")
     parser.add_argument("--api-pid", type=int, default=None, help="the API process (for ps)")
+    parser.add_argument("--worker", action="store_true", help="run as the engine's worker")
     args = parser.parse_args(argv)
+    if args.worker:
+        return run_worker()
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the API process decides when we stop
     signal.signal(signal.SIGTERM, _terminate)
     out = sys.stdout.buffer
@@ -323,6 +351,7 @@ def main(argv: list[str] | None = None) -> int:
     except GpuUnavailable as exc:
         channel.send(protocol.FATAL, code=2, message=str(exc))
         return 2
+    spawn_worker()
     engine.start_threads()
     channel.send(protocol.READY, pid=os.getpid())
     log("ready")

@@ -17,6 +17,18 @@ from glyph_guard_demo.standin.names import ENGINE_TITLE
 
 _LINE_LIMIT = 16 * 1024 * 1024
 _CONTROL_TIMEOUT = 5.0
+# What vLLM's EngineCore and Worker still show in /proc/PID/environ after setproctitle
+# overwrote their environment area (14 variables of 48): the stand-in's engine gets only these.
+_ENGINE_ENV = ("PATH", "HOME", "LANG", "LC_ALL", "TMPDIR", "USER", "LD_LIBRARY_PATH")
+_ENGINE_ENV_PREFIXES = ("PYTHON", "VLLM_", "CUDA_", "NVIDIA_", "VIRTUAL_ENV")
+
+
+def engine_environment() -> dict[str, str]:
+    return {
+        key: value
+        for key, value in os.environ.items()
+        if key in _ENGINE_ENV or key.startswith(_ENGINE_ENV_PREFIXES)
+    }
 
 
 class EngineDead(Exception):
@@ -67,6 +79,9 @@ class EngineClient:
         self._exited = asyncio.Event()
         self._pending: dict[str, asyncio.Future[Completion]] = {}
         self._states: dict[str, Literal["waiting", "running"]] = {}
+        # what the engine last published: vLLM's engine sends its queue with its step stats,
+        # so a request sent to a hung engine never shows in the gauges
+        self._published = {"waiting": 0, "running": 0}
         self._acks: dict[int, asyncio.Future[dict[str, Any]]] = {}
         self._seq = itertools.count(1)
         self._fatal: str | None = None
@@ -87,7 +102,12 @@ class EngineClient:
         return self.proc.returncode if self.proc else None
 
     def count(self, state: Literal["waiting", "running"]) -> int:
-        return sum(1 for value in self._states.values() if value == state)
+        """Requests waiting or running, as the engine last published them."""
+        return self._published[state]
+
+    def _publish(self) -> None:
+        for state in self._published:
+            self._published[state] = sum(1 for value in self._states.values() if value == state)
 
     async def start(self) -> None:
         """Spawn the engine child and send it its config; wait_ready() tells when it loaded."""
@@ -101,6 +121,7 @@ class EngineClient:
             stdin=asyncio.subprocess.PIPE,
             stdout=asyncio.subprocess.PIPE,
             limit=_LINE_LIMIT,
+            env=engine_environment(),
         )
         await self._write(self.config.model_dump_json().encode() + b"\n")
         self._reader = asyncio.create_task(self._read(), name="engine-reader")
@@ -161,6 +182,7 @@ class EngineClient:
                 future.exception()  # retrieved: a client that left must not log a warning
         self._pending.clear()
         self._states.clear()
+        self._publish()
 
     async def stop(self, grace: float = 3.0) -> None:
         """Ask the engine to shut down; terminate, then kill it if it does not."""
@@ -233,6 +255,11 @@ class EngineClient:
             self._ready.exception()  # retrieved: nobody waits for it when the start was stopped
 
     def _dispatch(self, message: dict[str, Any]) -> None:
+        self._on_message(message)
+        if message["type"] in (protocol.STEP, protocol.STARTED, protocol.DONE, protocol.FAILED):
+            self._publish()
+
+    def _on_message(self, message: dict[str, Any]) -> None:
         kind = message["type"]
         request_id = str(message.get("id", ""))
         if kind == protocol.READY:

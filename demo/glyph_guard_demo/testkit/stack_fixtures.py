@@ -52,6 +52,7 @@ def standin_deployment(
         str(api_port),
         "--pages-dir",
         str(tmp_path / "pages"),
+        "--enable-server-load-tracking",
         *api_args,
     ]
     api["remediation"]["restart"]["log_file"] = str(tmp_path / "logs" / "api-restarts.log")

@@ -1,0 +1,235 @@
+"""The whole loop on the real vLLM (CPU build, tiny model): glyph-exporter, glyph-remediator,
+Prometheus and Alertmanager with the shipped rules and routes, one stack through every case.
+
+vLLM starts once here and once per restart (20-45 s each on a quiet machine), so one stack
+plays the cases in turn: asleep (never restarted), busy with 20 streams (never flagged), a
+hang with a request in flight, an idle hang with a user request sent after, the EngineCore
+killed (the API exits 0 by itself), and the API killed (its orphans stopped before the start).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import threading
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import httpx
+import psutil
+import pytest
+import yaml
+
+from glyph_guard.common.config import Component, parse_config
+from glyph_guard_demo.stack.cli import EXAMPLE
+from glyph_guard_demo.stack.runner import LocalStack
+from glyph_guard_demo.stack.scenario import StackReader, wait_healthy
+from glyph_guard_demo.testkit.stack_fixtures import FAST_BUDGET, local_stack
+from glyph_guard_demo.testkit.support import free_port, wait_for
+from glyph_guard_demo.testkit.vllm_server import START_TIMEOUT, vllm_component
+
+pytestmark = [pytest.mark.vllm, pytest.mark.e2e, pytest.mark.timeout(1200)]
+HUNG = "GlyphComponentHung"
+RECOVERY = START_TIMEOUT + 120
+
+
+@pytest.fixture(scope="module")
+def stack(
+    vllm_installed: None, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[tuple[LocalStack, StackReader, Component]]:
+    work = tmp_path_factory.mktemp("vllm-loop")
+    data = yaml.safe_load(EXAMPLE.read_text())
+    api = vllm_component(work, free_port())
+    api["remediation"]["restart"]["env"]["VLLM_SERVER_DEV_MODE"] = "1"  # /sleep on CPU
+    data["components"] = {"api": api}
+    data["remediator"]["budget"] = {**FAST_BUDGET, "max_failed_restarts": 10}
+    config = parse_config(data, "vllm loop deployment")
+    with local_stack(work, config) as (running, probe):
+        component = running.config.component("api")
+        assert component is not None
+        wait_healthy(probe, "api", RECOVERY)
+        yield running, probe, component
+
+
+def restarts(probe: StackReader) -> list[dict[str, Any]]:
+    return [a for a in probe.actions("api") if a["action"] == "restart"]
+
+
+def quiet(probe: StackReader, since: float, count: int) -> None:
+    """No new restart, and no hang or unhealthy alert firing, since `since`."""
+    assert len(restarts(probe)) == count, probe.decisions("api")
+    for alertname in (HUNG, "GlyphComponentUnhealthy", "GlyphComponentDown"):
+        assert probe.firing_seconds(alertname, "api", time.time() - since) == 0, alertname
+
+
+def tree(component: Component) -> tuple[psutil.Process, list[psutil.Process]]:
+    """The API process (matched by its port) and its descendants."""
+    for proc in psutil.process_iter(["cmdline"]):
+        line = " ".join(proc.info["cmdline"] or ())
+        if "vllm serve" in line and f"--port {component.port}" in line:
+            return proc, proc.children(recursive=True)
+    raise AssertionError("no vLLM API process")
+
+
+def engine_core(component: Component) -> psutil.Process:
+    _, children = tree(component)
+    found = [c for c in children if "VLLM::EngineCore" in " ".join(c.cmdline())]
+    assert len(found) == 1, children
+    return found[0]
+
+
+def running(url: str) -> float:
+    """vLLM's own running gauge, read directly (the exporter reads it once a second)."""
+    for line in httpx.get(f"{url}/metrics", timeout=10).text.splitlines():
+        if line.startswith("vllm:num_requests_running{"):
+            return float(line.rsplit(" ", 1)[1])
+    return 0.0
+
+
+def chat(url: str, timeout: float = 120.0, **extra: object) -> httpx.Response:
+    body = {"model": "glyph", "messages": [{"role": "user", "content": "Hi"}], "max_tokens": 4}
+    return httpx.post(f"{url}/v1/chat/completions", json={**body, **extra}, timeout=timeout)
+
+
+def in_background(url: str) -> threading.Thread:
+    def go() -> None:
+        with contextlib.suppress(httpx.HTTPError):  # the restart cuts it off
+            chat(url, timeout=RECOVERY)
+
+    thread = threading.Thread(target=go, daemon=True)
+    thread.start()
+    return thread
+
+
+def next_restart(probe: StackReader, count: int) -> dict[str, Any]:
+    """Wait for restart number count + 1 to finish; return it."""
+    wait_for(lambda: len(restarts(probe)) > count, RECOVERY, interval=0.5)
+    action = restarts(probe)[count]
+    wait_for(
+        lambda: next(a for a in restarts(probe) if a["id"] == action["id"])["finished_at"],
+        RECOVERY,
+        interval=0.5,
+    )
+    return next(a for a in restarts(probe) if a["id"] == action["id"])
+
+
+def settle(probe: StackReader) -> None:
+    wait_healthy(probe, "api", RECOVERY)
+    time.sleep(FAST_BUDGET["cooldown_seconds"] + 1)  # an alert inside the cooldown is stale
+    probe.reset("api")
+
+
+def test_asleep_and_busy_are_never_restarted(
+    stack: tuple[LocalStack, StackReader, Component],
+) -> None:
+    _, probe, api = stack
+    url, count, began = api.base_url(), len(restarts(probe)), time.time()
+    httpx.post(f"{url}/sleep", params={"level": 1}, timeout=60).raise_for_status()
+    try:
+        waiting = in_background(url)  # a user request waits for the wake-up, no error
+        time.sleep(30)  # three canary intervals and more than the stall limit
+        quiet(probe, began, count)
+    finally:
+        httpx.post(f"{url}/wake_up", timeout=60).raise_for_status()
+    waiting.join(60)
+
+    began = time.time()
+    stop = threading.Event()
+    answered: list[int] = []
+
+    def stream() -> None:
+        body = {
+            "model": "glyph",
+            "messages": [{"role": "user", "content": "Tell a story"}],
+            "max_tokens": 200,
+            "ignore_eos": True,
+            "stream": True,
+        }
+        while not stop.is_set():
+            with httpx.stream(
+                "POST", f"{url}/v1/chat/completions", json=body, timeout=120
+            ) as response:
+                for _ in response.iter_lines():
+                    pass
+                answered.append(response.status_code)
+
+    streams = [threading.Thread(target=stream, daemon=True) for _ in range(20)]
+    for thread in streams:
+        thread.start()
+    time.sleep(30)
+    stop.set()
+    for thread in streams:
+        thread.join(180)
+    assert answered and set(answered) == {200}
+    quiet(probe, began, count)
+
+
+def test_hang_with_a_request_in_flight_is_restarted(
+    stack: tuple[LocalStack, StackReader, Component],
+) -> None:
+    _, probe, api = stack
+    count = len(restarts(probe))
+    url = api.base_url()
+    body = {"max_tokens": 480, "ignore_eos": True}
+    flight = threading.Thread(target=lambda: chat(url, timeout=RECOVERY, **body), daemon=True)
+    flight.start()
+    wait_for(lambda: running(url) >= 1, 30, interval=0.02)
+    engine_core(api).suspend()
+    action = next_restart(probe, count)
+    assert action["outcome"] == "succeeded", action
+    settle(probe)
+
+
+def test_idle_hang_and_a_user_request_sent_after_is_restarted(
+    stack: tuple[LocalStack, StackReader, Component],
+) -> None:
+    _, probe, api = stack
+    count = len(restarts(probe))
+    engine_core(api).suspend()
+    time.sleep(1.0)
+    sent = time.time()
+    in_background(api.base_url())
+    action = next_restart(probe, count)
+    print(f"idle hang: restart began {action['started_at'] - sent:.2f} s after the request")
+    assert action["outcome"] == "succeeded", action
+    settle(probe)
+
+
+def test_enginecore_killed_the_api_exits_and_is_restarted(
+    stack: tuple[LocalStack, StackReader, Component],
+) -> None:
+    _, probe, api = stack
+    count = len(restarts(probe))
+    main, _ = tree(api)
+    engine_core(api).kill()
+    wait_for(lambda: not main.is_running() or main.status() == psutil.STATUS_ZOMBIE, 30)
+    action = next_restart(probe, count)
+    assert action["outcome"] == "succeeded", action
+    settle(probe)
+
+
+def test_api_killed_its_orphans_are_stopped_before_the_new_start(
+    stack: tuple[LocalStack, StackReader, Component],
+) -> None:
+    _, probe, api = stack
+    count = len(restarts(probe))
+    main, children = tree(api)
+    orphans = [c for c in children if "VLLM::" in " ".join(c.cmdline())]
+    assert len(orphans) == 2, children  # EngineCore and Worker
+    os.kill(main.pid, signal.SIGKILL)
+    wait_for(
+        lambda: (probe.exporter_value("glyph_component_leftover_processes", "api") or 0) >= 2, 30
+    )
+    assert (
+        probe.exporter_value("glyph_component_leftover_resident_memory_bytes", "api") or 0
+    ) > 100e6
+    action = next_restart(probe, count)
+    assert action["outcome"] == "succeeded", action
+    stopped = set(action["details"]["stopped_pids"])
+    assert {p.pid for p in orphans} <= stopped, action["details"]
+    for proc in orphans:
+        assert not proc.is_running() or proc.status() == psutil.STATUS_ZOMBIE
+    wait_healthy(probe, "api", RECOVERY)
+    wait_for(lambda: probe.exporter_value("glyph_component_leftover_processes", "api") == 0, 30)
