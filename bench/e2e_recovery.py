@@ -146,7 +146,7 @@ def isolated(config: Deployment, work: Path) -> Deployment:
     for name, component in data["components"].items():
         component["port"] = ports[name]
         component["match"]["cmdline"] = (
-            rf"(glyph-standin|-m\s+standin)\s+{name}\s+--port\s+{ports[name]}(\s|$)"
+            rf"(glyph-standin|-m\s+glyph_guard_demo\.standin)\s+{name}\s+--port\s+{ports[name]}(\s|$)"
         )
         restart = component["remediation"]["restart"]
         argv = restart["start"]

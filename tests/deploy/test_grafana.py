@@ -228,7 +228,8 @@ def test_annotation_queries_mark_a_real_remediators_restarts_and_pauses(tmp_path
     """The annotations alone: a real remediator scraped by a real Prometheus, one restart by
     an operator, one pause with a reason (the whole stack's test checks them too)."""
     flag = tmp_path / "restarted"
-    start = [sys.executable, "-c", f"open({str(flag)!r}, 'w').close()", "glyph-annotation-test"]
+    code = f"open({str(flag)!r}, 'w').close(); import time; time.sleep(20)"  # ends by itself
+    start = [sys.executable, "-c", code, "glyph-annotation-test"]
     component = command_component(free_port(), "glyph-annotation-test", start=start, probes=False)
     config = make_config(tmp_path, {"api": component})
     config_file = tmp_path / "glyph.yaml"
@@ -300,6 +301,7 @@ def deployment_data(tmp: Path, api_port: int, ui_port: int) -> dict[str, Any]:
             "api": {
                 "match": {"cmdline": rf"{STANDIN}\s+api\s+--port\s+{api_port}(\s|$)"},
                 "port": api_port,
+                "engine": {"path": "/metrics"},  # scraped as vLLM, labelled api
                 "probes": [
                     {"name": "health", "path": "/health"},
                     {"name": "models", "path": "/v1/models"},

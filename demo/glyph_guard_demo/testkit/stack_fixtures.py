@@ -44,7 +44,9 @@ def standin_deployment(
     cache = tmp_path / "gradio-cache"
     api["port"] = api_port
     # Only this test's processes: a parallel run's stand-in must never be guarded or stopped.
-    api["match"]["cmdline"] = rf"(glyph-standin|-m\s+standin)\s+api\s+--port\s+{api_port}(\s|$)"
+    api["match"]["cmdline"] = (
+        rf"(glyph-standin|-m\s+glyph_guard_demo\.standin)\s+api\s+--port\s+{api_port}(\s|$)"
+    )
     api["remediation"]["restart"]["start"] = [
         "glyph-standin",
         "api",
@@ -58,7 +60,9 @@ def standin_deployment(
     api["remediation"]["restart"]["log_file"] = str(tmp_path / "logs" / "api-restarts.log")
     api.update(api_extra or {})
     ui["port"] = ui_port
-    ui["match"]["cmdline"] = rf"(glyph-standin|-m\s+standin)\s+ui\s+--port\s+{ui_port}(\s|$)"
+    ui["match"]["cmdline"] = (
+        rf"(glyph-standin|-m\s+glyph_guard_demo\.standin)\s+ui\s+--port\s+{ui_port}(\s|$)"
+    )
     ui["caches"] = [f"{cache}/**"]
     ui["remediation"]["restart"]["start"] = [
         "glyph-standin",
@@ -121,7 +125,7 @@ def pinned_to_ports(config: Deployment) -> Deployment:
     components = []
     for component in config.components:
         pattern = (
-            rf"(^|[/\s])(glyph-standin|-m\s+standin)\s+{component.name}\s+--port\s+"
+            rf"(^|[/\s])(glyph-standin|-m\s+glyph_guard_demo\.standin)\s+{component.name}\s+--port\s+"
             rf"{component.port}(\s|$)"
         )
         match = component.match.model_copy(update={"cmdline": pattern})

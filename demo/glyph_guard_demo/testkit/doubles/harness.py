@@ -134,10 +134,12 @@ def command_component(
 
 
 def tripwire(tmp_path: Path) -> tuple[Path, dict[str, Any]]:
-    """A component whose restart only writes a file: if the file appears, something acted."""
-    flag = tmp_path / "restart-ran"
-    start = [sys.executable, "-c", f"open({str(flag)!r}, 'w').close()", marker()]
-    component = command_component(free_port(), marker(), start=start, probes=False)
+    """A component whose restart writes a file (if the file appears, something acted) and
+    leaves a process that ends by itself: a start whose process exits at once is a failed one."""
+    flag, mark = tmp_path / "restart-ran", marker()
+    code = f"open({str(flag)!r}, 'w').close(); import time; time.sleep(20)"
+    start = [sys.executable, "-c", code, mark]
+    component = command_component(free_port(), mark, start=start, probes=False)
     component["remediation"]["stop_grace_seconds"] = 0
     return flag, component
 
