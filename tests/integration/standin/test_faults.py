@@ -55,7 +55,9 @@ def test_engine_death_health_500_then_exit_unless_kept_alive(tmp_path: Path) -> 
         code = plain.proc.proc.wait(15)
         waited = time.monotonic() - died
         assert code == 1
-        assert 3.0 <= waited <= 8.0, waited  # the watchdog's ~5 s after the engine died
+        # the chat above met the dead engine, which ends the API at once (vLLM 0.32: 0.6 s);
+        # an idle one goes with the watchdog, ~5 s (tests/vllm/test_contract.py times both)
+        assert waited <= 8.0, waited
         assert "EngineCore" in plain.output()
 
         time.sleep(0.5)
