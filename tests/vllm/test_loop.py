@@ -183,6 +183,7 @@ def test_hang_with_a_request_in_flight_is_restarted(
     engine_core(api).suspend()
     action = next_restart(probe, began)
     assert action["outcome"] == "succeeded", action
+    flight.join(RECOVERY)  # cut off by the restart
     settle(probe)
 
 
