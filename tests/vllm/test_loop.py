@@ -177,9 +177,26 @@ def test_hang_with_a_request_in_flight_is_restarted(
     _, probe, api = stack
     began = time.time()
     url = api.base_url()
-    body = {"max_tokens": 480, "ignore_eos": True}
-    flight = in_background(url, **body)
-    wait_for(lambda: running(url) >= 1, 30, interval=0.02)
+    body = {
+        "model": "glyph",
+        "messages": [{"role": "user", "content": "Tell a story"}],
+        "max_tokens": 480,
+        "ignore_eos": True,
+        "stream": True,
+    }
+    generating = threading.Event()
+
+    def go() -> None:
+        with (
+            contextlib.suppress(httpx.HTTPError),  # the restart cuts it off
+            httpx.stream("POST", f"{url}/v1/chat/completions", json=body, timeout=RECOVERY) as r,
+        ):
+            for _ in r.iter_lines():
+                generating.set()  # tokens flow: the request is in the engine
+
+    flight = threading.Thread(target=go, daemon=True)
+    flight.start()
+    assert generating.wait(60), "the request never started generating"
     engine_core(api).suspend()
     action = next_restart(probe, began)
     assert action["outcome"] == "succeeded", action
