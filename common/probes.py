@@ -158,10 +158,12 @@ async def read_server_load(
 ) -> tuple[int | None, float | None]:
     """Requests the API holds (vLLM's GET /load, with --enable-server-load-tracking): the
     answer's status and the count; the count is None when the answer is not one."""
+    if component.engine is None:
+        return None, None
     url = component.base_url() + LOAD_PATH
-    timeout = component.engine.timeout_seconds if component.engine else 2.0
     try:
-        return 200, parse_server_load(await fetch_capped(client, url, timeout))
+        answer = await fetch_capped(client, url, component.engine.timeout_seconds)
+        return 200, parse_server_load(answer)
     except AnswerRefused as exc:
         return exc.status, None
     except (TimeoutError, asyncio.TimeoutError, httpx.HTTPError) as exc:
