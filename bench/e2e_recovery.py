@@ -3,8 +3,8 @@
 Runs the local stack (stand-in service, glyph-exporter, glyph-remediator, Prometheus 2.42,
 Alertmanager 0.25 with deploy/prometheus/*.yml) on free loopback ports, then repeats: SIGKILL
 the api (or hang its engine), and read when the remediator began the restart and when it was
-verified healthy. Between trials it waits out the remediator's cooldown and resets its budget,
-as an operator would after a test.
+verified healthy. Between trials it waits until the recovery is a lasting one (the budget's
+min_healthy_seconds), as a service between two faults would be; it never resets the budget.
 
 `--repeated-kills N` (the stand-in on free ports, matched by port, with --config's budget)
 instead kills the api N times, `--kill-spacing` seconds apart and each at
@@ -60,13 +60,13 @@ def _restarts(probe: StackReader) -> int:
     return len([a for a in probe.actions("api") if a["action"] == "restart"])
 
 
-def _between_trials(probe: StackReader, cooldown: float) -> None:
+def _between_trials(probe: StackReader, lasting: float) -> None:
+    """Healthy again, and for long enough that the recovery counts as lasting (no back-off)."""
     wait_healthy(probe, "api")
-    time.sleep(cooldown + 1)  # an alert inside the cooldown is taken as stale
-    probe.reset("api")
+    time.sleep(lasting + 1)
 
 
-def hang_trials(stack: LocalStack, fault: str, trials: int, cooldown: float) -> list[float]:
+def hang_trials(stack: LocalStack, fault: str, trials: int, lasting: float) -> list[float]:
     """fault -> restart begins, for 'hang' (idle engine) or 'hang-request' (a user request
     sent to a hung engine; timed from the request)."""
     probe = StackReader(stack)
@@ -76,7 +76,7 @@ def hang_trials(stack: LocalStack, fault: str, trials: int, cooldown: float) -> 
             timeline = run_scenario(stack, fault)
             began.append(next(v for k, v in timeline.steps.items() if k.startswith("remediator")))
             print(f"{fault} #{trial + 1}: restart began +{began[-1]:.2f} s", flush=True)
-            _between_trials(probe, cooldown)
+            _between_trials(probe, lasting)
     finally:
         probe.close()
     return began
@@ -358,7 +358,7 @@ def main() -> None:
     elif args.engine_only:
         args.kills = args.hangs = 0
         config = isolated(config, Path(tempfile.mkdtemp(prefix="glyph-e2e-engine-")))
-    cooldown = config.remediator.budget.cooldown_seconds
+    lasting = config.remediator.budget.min_healthy_seconds
     ports = Ports(free_port(), free_port(), free_port(), free_port())
     stack = LocalStack(config, Path(tempfile.mkdtemp(prefix="glyph-e2e-bench-")), ports)
     results: dict[str, list[tuple[float, float]]] = {"kill": [], "hang": []}
@@ -377,13 +377,11 @@ def main() -> None:
                     f" ({timeline.outcome})",
                     flush=True,
                 )
-                wait_healthy(probe, "api")
-                time.sleep(cooldown + 1)  # an alert inside the cooldown is taken as stale
-                probe.reset("api")
+                _between_trials(probe, lasting)
         probe.close()
         figures = {
-            "hang-request": hang_trials(stack, "hang-request", args.hung_requests, cooldown),
-            "hang": hang_trials(stack, "hang", args.idle_hangs, cooldown),
+            "hang-request": hang_trials(stack, "hang-request", args.hung_requests, lasting),
+            "hang": hang_trials(stack, "hang", args.idle_hangs, lasting),
         }
         busy = busy_engine(stack, args.busy_minutes) if args.busy_minutes else None
         asleep = sleeping_engine(stack, args.sleep_minutes) if args.sleep_minutes else None

@@ -26,6 +26,7 @@ from tests.vllm.conftest import ENGINES, Served, serve
 pytestmark = pytest.mark.timeout(1200)
 LABELS = {"engine": "0", "model_name": "glyph"}
 STEPS = "vllm:iteration_tokens_total"
+SLEEP = "vllm:engine_sleep_state"
 
 
 @pytest.fixture(scope="module", params=ENGINES)
@@ -54,9 +55,10 @@ def samples(url: str) -> dict[str, list[tuple[dict[str, str], float]]]:
     return out
 
 
-def value(url: str, name: str) -> float:
-    found = [v for labels, v in samples(url).get(name, []) if labels == LABELS]
-    assert len(found) == 1, f"{name}{LABELS}: {found}"
+def value(url: str, name: str, **extra: str) -> float:
+    wanted = {**LABELS, **extra}
+    found = [v for labels, v in samples(url).get(name, []) if labels == wanted]
+    assert len(found) == 1, f"{name}{wanted}: {found}"
     return found[0]
 
 
@@ -138,11 +140,15 @@ def test_a_request_to_a_sleeping_engine_waits_until_wake_up(served: Served) -> N
         assert result == {}, "a request to a sleeping engine waits, without an error"
         assert status(url, "/health") == 200
         assert value(url, "vllm:num_requests_waiting") == 0
+        # what tells the exporter that the request held is not a hang
+        assert value(url, SLEEP, sleep_state="awake") == 0
+        assert value(url, SLEEP, sleep_state="weights_offloaded") == 1
     finally:
         assert httpx.post(f"{url}/wake_up", timeout=60).status_code == 200
     thread.join(60)
     assert result == {"status": 200}
     assert httpx.get(f"{url}/is_sleeping", timeout=10).json() == {"is_sleeping": False}
+    assert value(url, SLEEP, sleep_state="awake") == 1
 
 
 def test_a_hung_engine_keeps_health_and_holds_requests(served: Served) -> None:

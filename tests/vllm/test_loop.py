@@ -4,7 +4,8 @@ Prometheus and Alertmanager with the shipped rules and routes, one stack through
 vLLM starts once here and once per restart (20-45 s each on a quiet machine), so one stack
 plays the cases in turn: asleep (never restarted), busy with 20 streams (never flagged), a
 hang with a request in flight, an idle hang with a user request sent after, the EngineCore
-killed (the API exits 0 by itself), and the API killed (its orphans stopped before the start).
+killed (the API exits 0 by itself), the API killed (its orphans stopped before the start),
+and, last, the engine killed under VLLM_KEEP_ALIVE_ON_ENGINE_DEATH (the API stays up, 503).
 """
 
 from __future__ import annotations
@@ -33,6 +34,7 @@ from glyph_guard_demo.testkit.vllm_server import START_TIMEOUT, vllm_component
 pytestmark = [pytest.mark.vllm, pytest.mark.e2e, pytest.mark.timeout(1200)]
 HUNG = "GlyphComponentHung"
 RECOVERY = START_TIMEOUT + 120
+KEEP_ALIVE = "VLLM_KEEP_ALIVE_ON_ENGINE_DEATH"
 
 
 @pytest.fixture(scope="module")
@@ -255,3 +257,41 @@ def test_api_killed_its_orphans_are_stopped_before_the_new_start(
         assert not proc.is_running() or proc.status() == psutil.STATUS_ZOMBIE
     wait_healthy(probe, "api", RECOVERY)
     wait_for(lambda: probe.exporter_value("glyph_component_leftover_processes", "api") == 0, 30)
+
+
+def test_engine_death_with_keep_alive_the_api_answering_503_is_restarted(
+    stack: tuple[LocalStack, StackReader, Component],
+) -> None:
+    """VLLM_KEEP_ALIVE_ON_ENGINE_DEATH=1: the API outlives its dead engine, answering 503 to
+    /health and 500 to a chat, indefinitely; only the health model can see it."""
+    running_stack, probe, api = stack
+    assert running_stack.files is not None
+    deployment = running_stack.files.deployment
+    data = yaml.safe_load(deployment.read_text())
+    data["components"]["api"]["remediation"]["restart"]["env"][KEEP_ALIVE] = "1"
+    deployment.write_text(yaml.safe_dump(data))
+    remediator = running_stack.services["remediator"]
+    assert remediator.pid is not None
+    os.kill(remediator.pid, signal.SIGHUP)  # the next start takes the new environment
+    wait_for(lambda: "reload: config applied" in remediator.log.read_text(errors="replace"), 30)
+    began = time.time()
+    answer = httpx.post(
+        f"{running_stack.urls['remediator']}/components/api/restart",
+        headers={"Authorization": f"Bearer {running_stack.token()}"},
+        timeout=10,
+    )
+    assert answer.status_code == 202, answer.text
+    assert next_restart(probe, began)["outcome"] == "succeeded"
+    settle(probe)
+    main, _ = tree(api)
+    assert main.environ().get(KEEP_ALIVE) == "1"
+
+    began = time.time()
+    engine_core(api).kill()
+    url = api.base_url()
+    wait_for(lambda: httpx.get(f"{url}/health", timeout=5).status_code == 503, 30)
+    assert chat(url, timeout=30).status_code == 500
+    action = next_restart(probe, began)
+    assert action["outcome"] == "succeeded", action
+    assert main.pid in action["details"]["stopped_pids"], action["details"]  # not gone by itself
+    settle(probe)
