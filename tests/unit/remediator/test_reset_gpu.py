@@ -10,11 +10,13 @@ import pytest
 
 from glyph_guard.common.config import Budget, Component, ConfigError, parse_config
 from glyph_guard.remediator.actions.reset_gpu import gpu_lane, refusal, reset_argv
-from glyph_guard.remediator.gpu_health import GpuState, restart_hold
+from glyph_guard.common.xid_watch import XidWatch
+from glyph_guard.remediator.gpu_health import GpuHealth, GpuState, restart_hold
 from glyph_guard.remediator.intake import ComponentView, Context, judge_alert
 from glyph_guard.remediator.models import Alert
 from glyph_guard.remediator.policy import ComponentState
 from glyph_guard_demo.testkit.doubles.harness import alert
+from glyph_guard_demo.testkit.fake_nvml import FakeDevice, FakeNvml
 
 NOW = 5_000.0
 
@@ -179,6 +181,21 @@ def test_the_hold_is_per_gpu_where_the_config_says(
     gpus: list[GpuState], used: tuple[int, ...], held: bool
 ) -> None:
     assert (restart_hold(gpus, used) is not None) == held
+
+
+def test_the_hold_follows_the_gpu_that_needs_a_reset_and_a_reset_lifts_it() -> None:
+    fake = FakeNvml([FakeDevice("GPU-aaaa"), FakeDevice("GPU-bbbb")])
+    health = GpuHealth(XidWatch(fake, rediscover_seconds=0))
+    health.watch.poll(wait_ms=0)
+    fake.xid(0, 48)  # double-bit ECC on GPU 0: it needs a reset
+    health.watch.poll(wait_ms=0)
+    assert health.hold((1,)) is None  # a component on GPU 1 restarts
+    assert health.hold((0,)) is not None
+    assert health.hold() is not None  # a component whose GPUs are not configured waits
+    health.reset_done(1)
+    assert health.hold((0,)) is not None
+    health.reset_done(0)  # the reset_gpu action reset it
+    assert health.hold((0,)) is None and health.hold() is None
 
 
 @pytest.mark.parametrize(
