@@ -9,8 +9,8 @@ from typing import Any
 import pytest
 
 from glyph_guard.common.config import Budget, Component, ConfigError, parse_config
-from glyph_guard.remediator.actions.reset_gpu import gpu_lane, refusal, reset_argv
 from glyph_guard.common.xid_watch import XidWatch
+from glyph_guard.remediator.actions.reset_gpu import gpu_lane, refusal, reset_argv
 from glyph_guard.remediator.gpu_health import GpuHealth, GpuState, restart_hold
 from glyph_guard.remediator.intake import ComponentView, Context, judge_alert
 from glyph_guard.remediator.models import Alert
