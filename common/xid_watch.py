@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 
 from glyph_guard.common.nvml import NvmlSession
@@ -33,6 +34,8 @@ class XidWatch:
         self._rediscover = rediscover_seconds
         self._rediscovered_at = float("-inf")  # monotonic
         self._replacing = threading.Lock()  # xids: the watching thread and reacquired() replace it
+        self._release = threading.Event()  # set: leave NVML closed (a GPU reset needs that)
+        self._closed = threading.Event()  # the watching thread closed its session for it
         # Replaced whole by the watching thread, read whole by anyone.
         self.xids: dict[str, GpuXids] = {}
         self.lost: frozenset[str] = frozenset()  # UUIDs of devices that do not answer
@@ -88,8 +91,28 @@ class XidWatch:
             self.reacquired(frozenset(back))
         self.lost = lost
 
+    @contextlib.contextmanager
+    def released(self, timeout: float = 5.0) -> Iterator[None]:
+        """NVML left closed by this watch while the body runs: nvidia-smi refuses to reset a GPU
+        that any NVML client holds open. XIDs that come meanwhile are not seen."""
+        if self._thread is None:
+            yield
+            return
+        self._release.set()
+        try:
+            self._closed.wait(timeout)
+            yield
+        finally:
+            self._closed.clear()
+            self._release.clear()
+
     def _forever(self) -> None:
         while not self._stopping.is_set():
+            if self._release.is_set():
+                self._session.close()
+                self._closed.set()
+                self._stopping.wait(0.05)
+                continue
             try:
                 waited = self.poll()
             except Exception:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Collection, Iterable
 from dataclasses import dataclass
 
@@ -59,6 +60,10 @@ class GpuHealth:
 
     def hold(self, used: Collection[int] = ()) -> str | None:
         return restart_hold(self.states(), used)
+
+    def released(self) -> contextlib.AbstractContextManager[None]:
+        """The watch leaves NVML closed while the body runs (a GPU reset needs that)."""
+        return self.watch.released()
 
     def reset_done(self, index: int) -> None:
         """GPU index was reset (the reset_gpu action): restarts on it may help again."""

@@ -79,7 +79,7 @@ class Orchestrator:
             config.remediator.gpu_reset,
             lambda: self.config.components,
             users,
-            self.gpu_health.reset_done,
+            self.gpu_health,
         )
         self._runner: Runner | None = None
         self._seen = SeenAlerts()

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import threading
+from collections.abc import Iterator
 from typing import Any, Protocol, runtime_checkable
 
 from glyph_guard.common.nvml import NvmlSession, load_pynvml
@@ -17,6 +19,9 @@ class GpuHolders(Protocol):
 class GpuUsers(Protocol):
     def on(self, index: int) -> frozenset[int] | None:
         """PIDs of the compute and graphics processes of GPU index, or None when unreadable."""
+
+    def released(self) -> contextlib.AbstractContextManager[None]:
+        """NVML left closed while the body runs (a GPU reset needs every client gone)."""
 
 
 class NvmlHolders:
@@ -48,3 +53,9 @@ class NvmlHolders:
             )
         pids = lists[index] if index < len(lists) else None
         return None if pids is None else frozenset(pids)
+
+    @contextlib.contextmanager
+    def released(self) -> Iterator[None]:
+        with self._lock:  # whoever asks meanwhile waits for the reset to end
+            self._session.close()
+            yield

@@ -4,12 +4,13 @@ names, only when no process holds them, with a timeout."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import shutil
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 from glyph_guard.common.config import Component, GpuReset
 from glyph_guard.common.processes import ProcessTable
@@ -77,6 +78,14 @@ def resolve(name: str) -> tuple[str | None, str]:
     return (found, "") if found else (None, f"{name!r} not found on PATH")
 
 
+class GpuWatch(Protocol):
+    """What watches the GPUs' health (gpu_health.GpuHealth)."""
+
+    def released(self) -> contextlib.AbstractContextManager[None]: ...
+
+    def reset_done(self, index: int) -> None: ...
+
+
 class GpuResetter:
     """Resets a component's configured GPUs once nothing holds them; nvidia-smi is resolved once."""
 
@@ -85,13 +94,13 @@ class GpuResetter:
         settings: GpuReset,
         components: Callable[[], Sequence[Component]],
         users: GpuUsers,
-        reset_done: Callable[[int], None],
+        watch: GpuWatch,
     ) -> None:
         self.executable, self.missing = resolve(settings.nvidia_smi)
         self.timeout = settings.timeout_seconds
         self._components = components
         self._users = users
-        self._reset_done = reset_done
+        self._watch = watch
 
     def _running_on(self, index: int) -> dict[str, frozenset[int]]:
         """Our components configured on GPU index, and the PIDs of those that run."""
@@ -113,13 +122,16 @@ class GpuResetter:
             return ActionResult("failed", f"cannot reset: {self.missing}", details)
         runs: list[dict[str, Any]] = []
         details["runs"] = runs
-        for index in component.gpus:
-            run = await self._run(reset_argv(self.executable, index))
-            runs.append(run)
-            if run.get("exit_code") != 0:
-                why = run.get("error") or f"exited {run['exit_code']}"
-                return ActionResult("failed", f"resetting GPU {index}: {why}", details)
-            self._reset_done(index)
+        with contextlib.ExitStack() as nvml_closed:  # nvidia-smi refuses while we hold NVML
+            await asyncio.to_thread(nvml_closed.enter_context, self._watch.released())
+            await asyncio.to_thread(nvml_closed.enter_context, self._users.released())
+            for index in component.gpus:
+                run = await self._run(reset_argv(self.executable, index))
+                runs.append(run)
+                if run.get("exit_code") != 0:
+                    why = run.get("error") or f"exited {run['exit_code']}"
+                    return ActionResult("failed", f"resetting GPU {index}: {why}", details)
+                self._watch.reset_done(index)
         return ActionResult("succeeded", f"GPU {_list(component.gpus)} reset", details)
 
     async def _run(self, argv: list[str]) -> dict[str, Any]:

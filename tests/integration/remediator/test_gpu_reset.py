@@ -15,9 +15,11 @@ import pytest
 
 from glyph_guard.common.config import Deployment, GpuReset
 from glyph_guard.common.nvml import load_pynvml
+from glyph_guard.common.xid_watch import XidWatch
 from glyph_guard.remediator.actions.base import ActionResult
 from glyph_guard.remediator.actions.gpu import NvmlHolders
 from glyph_guard.remediator.actions.reset_gpu import GpuResetter, reset_argv
+from glyph_guard.remediator.gpu_health import GpuHealth
 from glyph_guard_demo.testkit.doubles.harness import (
     Remediator,
     alert,
@@ -27,7 +29,7 @@ from glyph_guard_demo.testkit.doubles.harness import (
     payload,
 )
 from glyph_guard_demo.testkit.fake_nvml import GIB, FakeDevice, FakeNvml
-from glyph_guard_demo.testkit.support import free_port, spawned
+from glyph_guard_demo.testkit.support import free_port, spawned, wait_for
 
 
 class NvidiaSmi:
@@ -77,9 +79,22 @@ def deployment(
     return make_config(tmp_path, {"api": component}, gpu_reset=gpu_reset)
 
 
-def reset_now(config: Deployment, nvml: FakeNvml, done: list[int]) -> ActionResult:
+class Watch(GpuHealth):
+    """The remediator's GPU health on the fake, noting which GPUs it was told were reset."""
+
+    def __init__(self, nvml: FakeNvml) -> None:
+        super().__init__(XidWatch(nvml, rediscover_seconds=0))
+        self.done: list[int] = []
+
+    def reset_done(self, index: int) -> None:
+        self.done.append(index)
+        super().reset_done(index)
+
+
+def reset_now(config: Deployment, nvml: FakeNvml, watch: Watch | None = None) -> ActionResult:
+    watch = watch or Watch(nvml)
     resetter = GpuResetter(
-        config.remediator.gpu_reset, lambda: config.components, NvmlHolders(nvml), done.append
+        config.remediator.gpu_reset, lambda: config.components, NvmlHolders(nvml), watch
     )
     return asyncio.run(resetter.reset(config.components[0]))
 
@@ -148,59 +163,86 @@ def test_a_process_holding_the_gpu_refuses_the_reset(tmp_path: Path) -> None:
 
 
 def test_our_component_running_on_the_gpu_refuses_the_reset(tmp_path: Path) -> None:
-    smi, mark, done = NvidiaSmi(tmp_path), marker(), []
+    smi, mark = NvidiaSmi(tmp_path), marker()
     config = deployment(tmp_path, smi, mark, [0], ["reset_gpu"])
+    watch = Watch(fake_gpus(smi))
     with spawned([sys.executable, "-c", "import time; time.sleep(60)", mark]) as proc:
-        result = reset_now(config, fake_gpus(smi), done)
+        result = reset_now(config, fake_gpus(smi), watch)
         assert proc.proc.poll() is None  # still runs: a reset never stops anything
     assert (result.outcome, result.details["refused"]) == ("refused", "component_running")
     assert "component(s) api configured on GPU 0 run" in result.reason
-    assert (smi.calls(), done) == ([], [])
+    assert (smi.calls(), watch.done) == ([], [])
 
 
 def test_a_lost_gpu_cannot_be_shown_free(tmp_path: Path) -> None:
-    smi, done = NvidiaSmi(tmp_path), []
+    smi = NvidiaSmi(tmp_path)
     nvml = fake_gpus(smi)
     nvml.lose(0)
-    result = reset_now(deployment(tmp_path, smi, marker(), [0], ["reset_gpu"]), nvml, done)
+    result = reset_now(deployment(tmp_path, smi, marker(), [0], ["reset_gpu"]), nvml)
     assert (result.outcome, result.details["refused"]) == ("refused", "gpu_unreadable")
     assert smi.calls() == []
 
 
 def test_a_failing_reset_is_recorded_as_failed(tmp_path: Path) -> None:
-    smi, done = NvidiaSmi(tmp_path, exit_code=3), []
-    config = deployment(tmp_path, smi, marker(), [0, 1], ["reset_gpu"])
-    result = reset_now(config, fake_gpus(smi), done)
+    smi = NvidiaSmi(tmp_path, exit_code=3)
+    nvml = fake_gpus(smi)
+    watch = Watch(nvml)
+    result = reset_now(deployment(tmp_path, smi, marker(), [0, 1], ["reset_gpu"]), nvml, watch)
     assert (result.outcome, result.reason) == ("failed", "resetting GPU 0: exited 3")
     [run] = result.details["runs"]  # it stops at the first failure
     assert "Unable to reset" in run["output"]
     assert smi.calls() == [[str(smi.path), "--gpu-reset", "-i", "0"]]
-    assert done == []
+    assert watch.done == []
 
 
 def test_a_reset_that_hangs_is_killed_at_its_timeout(tmp_path: Path) -> None:
-    smi, done = NvidiaSmi(tmp_path, sleep=60), []
+    smi = NvidiaSmi(tmp_path, sleep=60)
+    nvml = fake_gpus(smi)
+    watch = Watch(nvml)
     config = deployment(tmp_path, smi, marker(), [0], ["reset_gpu"], timeout_seconds=0.5)
-    result = reset_now(config, fake_gpus(smi), done)
+    result = reset_now(config, nvml, watch)
     assert result.outcome == "failed"
     assert result.reason == "resetting GPU 0: did not finish within 0.5 s; killed"
     [run] = result.details["runs"]
     assert run["exit_code"] < 0 and run["seconds"] < 30
-    assert done == []
+    assert watch.done == []
 
 
-def test_gpu_health_learns_of_the_reset(tmp_path: Path) -> None:
-    smi, done = NvidiaSmi(tmp_path), []
-    result = reset_now(
-        deployment(tmp_path, smi, marker(), [0], ["reset_gpu"]), fake_gpus(smi), done
-    )
-    assert (result.outcome, done) == ("succeeded", [0])
+class Closing(Watch):
+    """Notes how many NVML sessions were open (the fake counts them) when told of a reset."""
+
+    def __init__(self, nvml: FakeNvml) -> None:
+        super().__init__(nvml)
+        self.nvml = nvml
+        self.open_sessions: int | None = None
+
+    def reset_done(self, index: int) -> None:
+        self.open_sessions = self.nvml.references
+        super().reset_done(index)
+
+
+def test_the_reset_runs_with_our_nvml_closed_and_lifts_the_gpus_hold(tmp_path: Path) -> None:
+    smi = NvidiaSmi(tmp_path)
+    nvml = fake_gpus(smi)
+    watch = Closing(nvml)
+    watch.start()  # the XID watch's thread, on the fake
+    try:
+        wait_for(lambda: any(events.devices for events in nvml.event_sets), 10)
+        nvml.xid(0, 48)  # double-bit ECC: GPU 0 needs a reset
+        wait_for(lambda: watch.hold((0,)) is not None, 10)
+        assert watch.hold((1,)) is None
+        result = reset_now(deployment(tmp_path, smi, marker(), [0], ["reset_gpu"]), nvml, watch)
+        assert (result.outcome, watch.done, watch.open_sessions) == ("succeeded", [0], 0)
+        assert watch.hold((0,)) is None
+        wait_for(lambda: nvml.references >= 1, 10)  # the watch took NVML up again
+    finally:
+        watch.stop()
 
 
 def test_no_nvidia_smi_fails_with_why(tmp_path: Path) -> None:
-    smi, done = NvidiaSmi(tmp_path), []
+    smi = NvidiaSmi(tmp_path)
     config = deployment(tmp_path, smi, marker(), [0], ["reset_gpu"], nvidia_smi="/nonexistent/smi")
-    result = reset_now(config, fake_gpus(smi), done)
+    result = reset_now(config, fake_gpus(smi))
     assert (result.outcome, result.reason) == (
         "failed",
         "cannot reset: /nonexistent/smi is not an executable file",
@@ -221,7 +263,7 @@ def test_real_reset_argv_would_be_valid() -> None:
         module.nvmlShutdown()
     except module.NVMLError as exc:
         pytest.skip(f"no usable NVIDIA driver here: {exc}")
-    resetter = GpuResetter(GpuReset(), lambda: (), NvmlHolders(module), lambda _index: None)
+    resetter = GpuResetter(GpuReset(), lambda: (), NvmlHolders(module), GpuHealth())
     assert resetter.executable == executable
     for index in range(count):
         argv = reset_argv(executable, index)
