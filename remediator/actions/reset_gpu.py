@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import os
 import shutil
 import time
@@ -17,6 +18,7 @@ from glyph_guard.common.processes import ProcessTable
 from glyph_guard.remediator.actions.base import ActionResult
 from glyph_guard.remediator.actions.gpu import GpuUsers
 
+log = logging.getLogger("glyph_remediator")
 OUTPUT_TAIL_CHARS = 2048
 GPU_COMPONENT = "gpu"  # the `component` label of the GPU alerts (rules.yml, glyph-gpu-health)
 
@@ -98,6 +100,10 @@ class GpuResetter:
     ) -> None:
         self.executable, self.missing = resolve(settings.nvidia_smi)
         self.timeout = settings.timeout_seconds
+        if self.executable is None and any(
+            "reset_gpu" in c.remediation.actions for c in components()
+        ):
+            log.warning("reset_gpu is enabled but cannot run: %s", self.missing)
         self._components = components
         self._users = users
         self._watch = watch
