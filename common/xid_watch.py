@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 
 from glyph_guard.common.nvml import NvmlSession
@@ -32,6 +33,9 @@ class XidWatch:
         self._thread: threading.Thread | None = None
         self._rediscover = rediscover_seconds
         self._rediscovered_at = float("-inf")  # monotonic
+        self._replacing = threading.Lock()  # xids: the watching thread and reacquired() replace it
+        self._release = threading.Event()  # set: leave NVML closed (a GPU reset needs that)
+        self._closed = threading.Event()  # the watching thread closed its session for it
         # Replaced whole by the watching thread, read whole by anyone.
         self.xids: dict[str, GpuXids] = {}
         self.lost: frozenset[str] = frozenset()  # UUIDs of devices that do not answer
@@ -57,27 +61,58 @@ class XidWatch:
         events = self._session.wait_xids(wait_ms)
         if events:
             now = self._clock()
-            xids = dict(self.xids)
-            for index, xid in events:
-                uuid = self._session.known[index][0]
-                xids[uuid] = xids.get(uuid, GpuXids()).add(xid, now)
-                log.warning("GPU %d (%s): XID %d", index, uuid, xid)
-            self.xids = xids
+            with self._replacing:
+                xids = dict(self.xids)
+                for index, xid in events:
+                    uuid = self._session.known[index][0]
+                    xids[uuid] = xids.get(uuid, GpuXids()).add(xid, now)
+                    log.warning("GPU %d (%s): XID %d", index, uuid, xid)
+                self.xids = xids
         if self.lost and time.monotonic() - self._rediscovered_at >= self._rediscover:
             self._rediscovered_at = time.monotonic()
             self._session.close()  # initialise afresh next time, to find the lost GPU
         return events is not None
+
+    @property
+    def indices(self) -> dict[str, int]:
+        """UUID -> index (nvidia-smi -i) of the GPUs NVML named."""
+        return {uuid: index for index, (uuid, _) in dict(self._session.known).items() if uuid}
+
+    def reacquired(self, uuids: frozenset[str]) -> None:
+        """These GPUs were reset: what their XIDs asked for is done."""
+        with self._replacing:
+            self.xids = {u: x.reacquired() if u in uuids else x for u, x in self.xids.items()}
 
     def _note_presence(self) -> None:
         present = self._session.present()
         lost = frozenset(self._session.known[i][0] for i, ok in present.items() if not ok)
         back = {self._session.known[i][0] for i, ok in present.items() if ok} & self.lost
         if back:  # reset or reloaded: what its XIDs asked for is done
-            self.xids = {u: x.reacquired() if u in back else x for u, x in self.xids.items()}
+            self.reacquired(frozenset(back))
         self.lost = lost
+
+    @contextlib.contextmanager
+    def released(self, timeout: float = 5.0) -> Iterator[None]:
+        """NVML left closed by this watch while the body runs: nvidia-smi refuses to reset a GPU
+        that any NVML client holds open. XIDs that come meanwhile are not seen."""
+        if self._thread is None:
+            yield
+            return
+        self._release.set()
+        try:
+            self._closed.wait(timeout)
+            yield
+        finally:
+            self._closed.clear()
+            self._release.clear()
 
     def _forever(self) -> None:
         while not self._stopping.is_set():
+            if self._release.is_set():
+                self._session.close()
+                self._closed.set()
+                self._stopping.wait(0.05)
+                continue
             try:
                 waited = self.poll()
             except Exception:

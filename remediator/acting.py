@@ -14,6 +14,7 @@ from glyph_guard.common.lineage import LineageBook
 from glyph_guard.remediator.actions.base import ActionResult, Started, Toolkit
 from glyph_guard.remediator.actions.dispatch import perform
 from glyph_guard.remediator.actions.gpu import GpuHolders
+from glyph_guard.remediator.actions.reset_gpu import GpuResetter
 from glyph_guard.remediator.actions.verify import healthy_now
 from glyph_guard.remediator.carryover import interrupted
 from glyph_guard.remediator.lane import Lane, Running, Trigger
@@ -31,9 +32,10 @@ class Runner:
         gpu: GpuHolders,
         record_start: Callable[[str, Started], Awaitable[None]],
         ended: Ended,
+        gpu_reset: GpuResetter | None = None,
     ) -> None:
         client = httpx.AsyncClient(trust_env=False)
-        self._kit = Toolkit(client, log_dir, gpu, record_start=record_start)
+        self._kit = Toolkit(client, log_dir, gpu, record_start=record_start, gpu_reset=gpu_reset)
         self._ended = ended
         self._tasks: set[asyncio.Task[None]] = set()
 

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+import contextlib
+from collections.abc import Collection, Iterable
 from dataclasses import dataclass
 
 from glyph_guard.common.nvml import load_pynvml
@@ -17,14 +18,17 @@ class GpuState:
     uuid: str
     lost: bool = False  # NVML cannot reach it (fallen off the bus, reset required)
     required: XidAction | None = None  # the most demanding action its XIDs asked for
+    index: int | None = None  # nvidia-smi's index, when NVML named the GPU
 
 
-def restart_hold(gpus: Iterable[GpuState]) -> str | None:
+def restart_hold(gpus: Iterable[GpuState], used: Collection[int] = ()) -> str | None:
     """Why a restart cannot help now (a GPU needs a reset or a reboot), or None when it can.
 
-    Every GPU of the host counts: a component's processes are gone when its restart is asked
-    for, so which GPU it used cannot be read then."""
-    for gpu in sorted(gpus, key=lambda g: g.uuid):
+    used: the GPUs the component uses (config `gpus`); only those count, and a GPU whose index
+    is unknown. Empty: every GPU of the host counts (a component's processes are gone when its
+    restart is asked for, so which GPU it used cannot be read then)."""
+    counted = [g for g in gpus if not used or g.index is None or g.index in used]
+    for gpu in sorted(counted, key=lambda g: g.uuid):
         name = gpu.uuid or "(unnamed)"
         if gpu.lost:
             return f"GPU {name} is lost: it needs a reset or a reboot before restarts can help"
@@ -46,11 +50,21 @@ class GpuHealth:
         self.watch.stop()
 
     def states(self) -> list[GpuState]:
-        xids, lost = self.watch.xids, self.watch.lost
+        xids, lost, indices = self.watch.xids, self.watch.lost, self.watch.indices
         return [
-            GpuState(uuid, uuid in lost, xids[uuid].required if uuid in xids else None)
+            GpuState(
+                uuid, uuid in lost, xids[uuid].required if uuid in xids else None, indices.get(uuid)
+            )
             for uuid in sorted(set(xids) | lost)
         ]
 
-    def hold(self) -> str | None:
-        return restart_hold(self.states())
+    def hold(self, used: Collection[int] = ()) -> str | None:
+        return restart_hold(self.states(), used)
+
+    def released(self) -> contextlib.AbstractContextManager[None]:
+        """The watch leaves NVML closed while the body runs (a GPU reset needs that)."""
+        return self.watch.released()
+
+    def reset_done(self, index: int) -> None:
+        """GPU index was reset (the reset_gpu action): restarts on it may help again."""
+        self.watch.reacquired(frozenset(u for u, i in self.watch.indices.items() if i == index))

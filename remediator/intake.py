@@ -87,6 +87,9 @@ def judge_alert(
         cancel = tuple(a for a, k in view.waiting.items() if k == key) if view else ()
         withdrawn = f"cancelled waiting {', '.join(cancel)}" if cancel else None
         return Judgement("skipped", Reason.RESOLVED, False, withdrawn, name, cancel=cancel)
+    if view is None and labels.get("action") == "reset_gpu":
+        detail = f"no component allows reset_gpu on GPU {echo(labels.get('gpu'))}"
+        return Judgement("skipped", Reason.GPU_RESET_OFF, False, detail)
     if view is None:
         detail = f"component label {echo(labels.get('component'))} names no configured component"
         return Judgement("skipped", Reason.UNKNOWN_COMPONENT, False, detail)

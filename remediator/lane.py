@@ -15,7 +15,8 @@ from glyph_guard.remediator.models import ComponentStatus
 from glyph_guard.remediator.policy import ComponentState, Origin
 from glyph_guard.remediator.store.records import DecisionRow
 
-ACTION_ORDER = ("restart", "clean_cache")  # a restart waiting goes before cleaning
+# a GPU reset waiting goes before a restart (which it may let succeed), a restart before cleaning
+ACTION_ORDER = ("reset_gpu", "restart", "clean_cache")
 
 
 class Conflict(Exception):

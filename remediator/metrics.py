@@ -171,6 +171,12 @@ class Metrics:
             ["component"],
             registry=r,
         )
+        self.gpu_resets = Counter(
+            PREFIX + "gpu_resets",
+            "reset_gpu actions finished, by outcome (refused: a process held the GPU).",
+            ["component", "outcome"],
+            registry=r,
+        )
         for reason in sorted(SKIPPED):
             self.skipped.labels(reason)
         for reason in sorted(DEFERRED):
@@ -190,6 +196,8 @@ class Metrics:
         if action == "restart":
             self.restarts.labels(component, result.outcome).inc()
             self.restart_duration.labels(component).observe(took)
+        elif action == "reset_gpu":
+            self.gpu_resets.labels(component, result.outcome).inc()
         else:
             self.cache_files.labels(component).inc(result.details.get("files_deleted", 0))
             self.cache_bytes.labels(component).inc(result.details.get("bytes_freed", 0))

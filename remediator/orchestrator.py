@@ -7,12 +7,13 @@ import contextlib
 import logging
 from dataclasses import replace
 
-from glyph_guard.common.config import Deployment
+from glyph_guard.common.config import Component, Deployment
 from glyph_guard.common.reloading import reloaded
 from glyph_guard.remediator import policy
 from glyph_guard.remediator.acting import Runner
 from glyph_guard.remediator.actions.base import ActionResult, Started
-from glyph_guard.remediator.actions.gpu import GpuHolders, NvmlHolders
+from glyph_guard.remediator.actions.gpu import GpuHolders, GpuUsers, NvmlHolders
+from glyph_guard.remediator.actions.reset_gpu import GpuResetter, gpu_lane
 from glyph_guard.remediator.actions.tree import watch_lineages
 from glyph_guard.remediator.carryover import carry_over
 from glyph_guard.remediator.clock import Clock, SystemClock, from_wall
@@ -73,6 +74,13 @@ class Orchestrator:
         store.count_errors(lambda operation: self.metrics.store_errors.labels(operation).inc())
         self._gpu = gpu or NvmlHolders()
         self.gpu_health = GpuHealth()  # restart alerts wait while a GPU needs a reset
+        users = self._gpu if isinstance(self._gpu, GpuUsers) else NvmlHolders()
+        self.gpu_reset = GpuResetter(
+            config.remediator.gpu_reset,
+            lambda: self.config.components,
+            users,
+            self.gpu_health,
+        )
         self._runner: Runner | None = None
         self._seen = SeenAlerts()
         self._next_id = 1
@@ -87,8 +95,9 @@ class Orchestrator:
         self.config, self.budget = config, config.remediator.budget
         return kept
 
-    def _context(self) -> Context:
-        now, hold = self.clock.monotonic(), self.gpu_health.hold()
+    def _context(self, component: Component | None = None) -> Context:
+        gpus = component.gpus if component is not None else ()
+        now, hold = self.clock.monotonic(), self.gpu_health.hold(gpus)
         return Context(self.budget, self.dry_run, self.config.host, now, hold)
 
     # -- life cycle -----------------------------------------------------------------------------
@@ -119,7 +128,9 @@ class Orchestrator:
         await self.store.write(ops)
         self.gpu_health.start()
         log_dir = self.config.remediator.log_dir
-        self._runner = Runner(log_dir, self._gpu, self._record_start, self._ended)
+        self._runner = Runner(
+            log_dir, self._gpu, self._record_start, self._ended, gpu_reset=self.gpu_reset
+        )
         for lane in self.lanes.values():
             self._loops.append(asyncio.create_task(self._work(lane), name=f"lane-{lane.name}"))
         components = [lane.component for lane in self.lanes.values()]
@@ -162,11 +173,13 @@ class Orchestrator:
         try:
             verdicts = []
             for alert in alerts:
-                key, lane = key_of(alert), self.lanes.get(alert.labels.get("component") or "")
+                name = alert.labels.get("component") or ""
+                key, lane = key_of(alert), self.lanes.get(name) or self._gpu_lane(alert.labels)
                 failed_at = from_wall(self.clock, alert.startsAt.timestamp())
                 seen = self._seen.seen(key, stored)
                 view = lane.view() if lane else None
-                got = judge_alert(alert, view, self._context(), seen=seen, failed_at=failed_at)
+                ctx = self._context(lane.component if lane else None)
+                got = judge_alert(alert, view, ctx, seen=seen, failed_at=failed_at)
                 if got.seen:
                     self._seen.remember(key)
                     ops.append(records.mark_seen(key, wall))
@@ -199,7 +212,8 @@ class Orchestrator:
         self, lane: Lane, command: str, *, pause: Pause | None = None, note: str | None = None
     ) -> tuple[Disposition, str, int | None]:
         """An operator's switch or action: judged like an alert; free of back-off and budget."""
-        got = judge_operator(lane.view(), self._context(), command, pause=pause, note=note)
+        ctx = self._context(lane.component)
+        got = judge_operator(lane.view(), ctx, command, pause=pause, note=note)
         if got.refused:
             raise Conflict(got.detail)
         row = decision_row(got, "operator")
@@ -247,6 +261,11 @@ class Orchestrator:
         trigger = Trigger("retry", retry, self.clock.monotonic(), action_id, recheck)
         if lane.wait("restart", trigger):
             ops.append(saved_intent(self.clock, lane, "restart", trigger))
+
+    def _gpu_lane(self, labels: dict[str, str]) -> Lane | None:
+        """A GPU alert's reset_gpu goes to the lane of the component configured on that GPU."""
+        name = gpu_lane(labels, self.config.components)
+        return self.lanes.get(name) if name is not None else None
 
     # -- acting ---------------------------------------------------------------------------------
 
@@ -324,13 +343,18 @@ class Orchestrator:
         while (turn := lane.next_wanted()) is not None:
             action, trigger = turn
             origin, failed_at = trigger.origin, trigger.failed_at
-            got = judge_turn(lane.view(), self._context(), action, origin, failed_at)
+            got = judge_turn(lane.view(), self._context(lane.component), action, origin, failed_at)
             if got.not_before is not None:
                 return got.not_before
             now = self.clock.monotonic()
             if got.launch and trigger.recheck and await self._runner.recovered(lane, turn, now):
                 got = judge_turn(
-                    lane.view(), self._context(), action, origin, failed_at, recovered=True
+                    lane.view(),
+                    self._context(lane.component),
+                    action,
+                    origin,
+                    failed_at,
+                    recovered=True,
                 )
             ops: list[Write] = []
             if got.launch and lane.next_wanted() == turn:  # else an operator's restart took it

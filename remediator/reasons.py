@@ -28,6 +28,7 @@ class Reason(str, Enum):
     RECOVERED = "recovered"  # healthy again when its turn came: nothing to do
     TRUNCATED = "truncated"  # beyond the delivery bound (max_alerts_per_delivery)
     GPU_NEEDS_RESET = "gpu_needs_reset"  # a restart cannot help until a GPU is reset (gpu_health)
+    GPU_RESET_OFF = "gpu_reset_off"  # a GPU alert's reset_gpu: no component allows it on that GPU
 
 
 DEFERRED = frozenset({Reason.COOLDOWN, Reason.BACKOFF, Reason.BUSY})

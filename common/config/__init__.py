@@ -36,6 +36,7 @@ from glyph_guard.common.config.exporter import ExporterSettings, Intervals, Leak
 from glyph_guard.common.config.remediator import (
     BasicAuth,
     Budget,
+    GpuReset,
     RemediatorSettings,
     Retention,
 )
@@ -54,6 +55,7 @@ __all__ = [
     "EngineEndpoint",
     "ExporterSettings",
     "Frozen",
+    "GpuReset",
     "Intervals",
     "LeakSettings",
     "Listen",

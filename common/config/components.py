@@ -173,7 +173,7 @@ RestartMethod = Annotated[
 class Remediation(Frozen):
     """What the remediator may do to a component, and how."""
 
-    actions: tuple[Literal["restart", "clean_cache"], ...] = ("restart",)
+    actions: tuple[Literal["restart", "clean_cache", "reset_gpu"], ...] = ("restart",)
     restart: RestartMethod | None = None
     stop_grace_seconds: Annotated[float, Field(ge=0, le=600)] = 10.0
     release_timeout_seconds: Annotated[float, Field(gt=0, le=600)] = 30.0
@@ -221,6 +221,11 @@ class Component(Frozen):
     memory_limit_bytes: Annotated[int, Field(gt=0)] | None = Field(
         default=None, description="limit for the RSS leak trend; default: host memory"
     )
+    gpus: tuple[Annotated[int, Field(ge=0, le=255)], ...] = Field(
+        default=(),
+        description="indices (nvidia-smi -i) of the GPUs the component uses; empty: not said,"
+        " a GPU anywhere on the host that needs a reset holds its restarts",
+    )
     remediation: Remediation = Remediation(actions=())
 
     @field_validator("caches", mode="before")
@@ -241,6 +246,10 @@ class Component(Frozen):
             raise ValueError("probe names must be unique")
         if "clean_cache" in self.remediation.actions and not self.caches:
             raise ValueError("the 'clean_cache' action needs 'caches'")
+        if len(set(self.gpus)) != len(self.gpus):
+            raise ValueError("gpus: each GPU index once")
+        if "reset_gpu" in self.remediation.actions and not self.gpus:
+            raise ValueError("the 'reset_gpu' action needs 'gpus' (the GPUs it may reset)")
         return self
 
     def base_url(self) -> str:

@@ -69,6 +69,26 @@ class Retention(Frozen):
     max_rows: Annotated[int, Field(ge=100)] = 100_000
 
 
+class GpuReset(Frozen):
+    """How the optional reset_gpu action runs nvidia-smi (components enable it in their actions)."""
+
+    nvidia_smi: Annotated[str, Field(min_length=1, pattern=r"^[^\x00]+$")] = Field(
+        default="nvidia-smi",
+        description="the nvidia-smi executable: an absolute path, or a name looked up on PATH"
+        " once at start",
+    )
+    timeout_seconds: Annotated[float, Field(gt=0, le=600)] = Field(
+        default=120.0,
+        description="how long one `nvidia-smi --gpu-reset` may take before it is killed",
+    )
+
+    @model_validator(mode="after")
+    def _path_or_name(self) -> GpuReset:
+        if "/" in self.nvidia_smi and not self.nvidia_smi.startswith("/"):
+            raise ValueError("nvidia_smi: an absolute path, or a bare name looked up on PATH")
+        return self
+
+
 class RemediatorSettings(Frozen):
     """The remediator's own section."""
 
@@ -88,6 +108,7 @@ class RemediatorSettings(Frozen):
     )
     retention: Retention = Retention()
     max_alerts_per_delivery: Annotated[int, Field(ge=1, le=100_000)] = 1000
+    gpu_reset: GpuReset = GpuReset()
 
     @property
     def address(self) -> tuple[str, int]:

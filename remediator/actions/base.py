@@ -5,12 +5,15 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import httpx
 
 from glyph_guard.common.lineage import LineageBook
 from glyph_guard.remediator.actions.gpu import GpuHolders
+
+if TYPE_CHECKING:
+    from glyph_guard.remediator.actions.reset_gpu import GpuResetter
 
 Outcome = Literal[
     "succeeded",
@@ -19,6 +22,7 @@ Outcome = Literal[
     "unhealthy_after_start",
     "failed",
     "interrupted",
+    "refused",  # not tried: what it would act on is not safe to act on now (details say why)
 ]
 
 
@@ -62,3 +66,4 @@ class Toolkit:
     record_start: Callable[[str, Started], Awaitable[None]] = _forget
     # the sessions and groups each component's processes led while alive, whoever started them
     lineages: LineageBook = field(default_factory=LineageBook)
+    gpu_reset: GpuResetter | None = None  # the reset_gpu action (None: not available)

@@ -19,6 +19,10 @@ async def perform(
     """Do the action; also return the process started, for the next restart to sweep."""
     if action == "clean_cache":
         return await asyncio.to_thread(clean_cache, component, time.time()), previous
+    if action == "reset_gpu":
+        if kit.gpu_reset is None:
+            return ActionResult("failed", "reset_gpu is not available here"), previous
+        return await kit.gpu_reset.reset(component), previous
     method = component.remediation.restart
     if isinstance(method, CommandRestart):
         result, started = await restart_command(component, method, previous, kit)

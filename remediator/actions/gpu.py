@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import threading
-from typing import Any, Protocol
+from collections.abc import Iterator
+from typing import Any, Protocol, runtime_checkable
 
 from glyph_guard.common.nvml import NvmlSession, load_pynvml
 
@@ -11,6 +13,15 @@ from glyph_guard.common.nvml import NvmlSession, load_pynvml
 class GpuHolders(Protocol):
     def __call__(self) -> frozenset[int] | None:
         """PIDs holding GPU memory now, or None when that cannot be known."""
+
+
+@runtime_checkable
+class GpuUsers(Protocol):
+    def on(self, index: int) -> frozenset[int] | None:
+        """PIDs of the compute and graphics processes of GPU index, or None when unreadable."""
+
+    def released(self) -> contextlib.AbstractContextManager[None]:
+        """NVML left closed while the body runs (a GPU reset needs every client gone)."""
 
 
 class NvmlHolders:
@@ -31,3 +42,20 @@ class NvmlHolders:
         if lists and not known:
             return None
         return frozenset(pid for pids in known for pid in pids)
+
+    def on(self, index: int) -> frozenset[int] | None:
+        with self._lock:
+            if self._session.open():
+                return None
+            lists = self._session.each_device(
+                lambda i, handle: self._session.processes(handle) if i == index else None,
+                lambda _index: None,
+            )
+        pids = lists[index] if index < len(lists) else None
+        return None if pids is None else frozenset(pids)
+
+    @contextlib.contextmanager
+    def released(self) -> Iterator[None]:
+        with self._lock:  # whoever asks meanwhile waits for the reset to end
+            self._session.close()
+            yield

@@ -28,7 +28,7 @@ from glyph_guard_demo.stack.services import find_binary
 from glyph_guard_demo.testkit.support import REPO, free_port, spawned, wait_for, webhooks_settled
 
 PROMETHEUS = REPO / "deploy" / "prometheus"
-ACTIONS = {"restart", "clean_cache"}
+ACTIONS = {"restart", "clean_cache", "reset_gpu"}
 DURATION = re.compile(r"(\d+)(ms|y|w|d|h|m|s)")
 UNIT_SECONDS = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800, "y": 31536000}
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import threading
 from collections import deque
 from dataclasses import dataclass, field
+from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
 
@@ -36,13 +37,19 @@ class FakeDevice:
     processes: list[tuple[int, int | None]] = field(default_factory=list)
     failures: dict[str, int] = field(default_factory=dict)  # function name -> NVML error code
     lost: bool = False
+    resets: int = 0  # how many times it was reset (see FakeNvml's resets file)
 
 
 class FakeNvml:
     """Plays NVML at the pynvml boundary; errors are pynvml's own NVMLError classes."""
 
-    def __init__(self, devices: list[FakeDevice], *, library: bool = True) -> None:
+    def __init__(
+        self, devices: list[FakeDevice], *, library: bool = True, resets: Path | None = None
+    ) -> None:
         self.devices = devices
+        # resets: a file where another process (the nvidia-smi double of a test) writes the
+        # index of each GPU it reset, one a line; read at the next call, as a driver would show it
+        self.resets = resets
         self.library = library
         self.driver_loaded = True
         self.references = 0  # nvmlInit and nvmlShutdown count, as NVML's do
@@ -86,7 +93,17 @@ class FakeNvml:
     def _fail(self, code: int) -> None:
         raise pynvml.NVMLError(code)
 
+    def _take_resets(self) -> None:
+        if self.resets is None or not self.resets.exists():
+            return
+        for line in self.resets.read_text(encoding="utf-8").split():
+            device = self.devices[int(line)]
+            device.lost, device.processes, device.failures = False, [], {}
+            device.resets += 1
+        self.resets.write_text("", encoding="utf-8")
+
     def _ready(self) -> None:
+        self._take_resets()
         if not self.initialised:
             self._fail(pynvml.NVML_ERROR_UNINITIALIZED)
 

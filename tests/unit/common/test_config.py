@@ -95,7 +95,8 @@ def test_check_config_without_file_prints_builtin() -> None:
         ),
         (
             MINIMAL + "    remediation: {actions: [reboot]}\n",
-            "components.api.remediation.actions[0]: Input should be 'restart' or 'clean_cache'",
+            "components.api.remediation.actions[0]:"
+            " Input should be 'restart', 'clean_cache' or 'reset_gpu'",
         ),
         (
             MINIMAL + "    remediation: {restart: {backend: systemd, unit: 'a;b'}}\n",
