@@ -61,6 +61,10 @@ class GpuHealth:
     def hold(self, used: Collection[int] = ()) -> str | None:
         return restart_hold(self.states(), used)
 
+    def required(self, index: int) -> XidAction | None:
+        """The most demanding action the XIDs of GPU index asked for (None: none seen)."""
+        return next((g.required for g in self.states() if g.index == index), None)
+
     def released(self) -> contextlib.AbstractContextManager[None]:
         """The watch leaves NVML closed while the body runs (a GPU reset needs that)."""
         return self.watch.released()

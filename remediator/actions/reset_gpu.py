@@ -44,15 +44,22 @@ def gpu_lane(labels: Mapping[str, str], components: Sequence[Component]) -> str 
 class Refusal:
     """Why a GPU may not be reset now: a reason of its own, and a sentence."""
 
-    reason: str  # gpu_unreadable, gpu_in_use, component_running
+    reason: str  # needs_reboot, gpu_unreadable, gpu_in_use, component_running
     detail: str
 
 
 def refusal(
-    index: int, holders: frozenset[int] | None, running: Mapping[str, frozenset[int]]
+    index: int,
+    holders: frozenset[int] | None,
+    running: Mapping[str, frozenset[int]],
+    required: str | None = None,
 ) -> Refusal | None:
-    """Whether GPU index may be reset, from what holds it: NVML's compute and graphics
-    processes (None: unreadable) and our components configured on it that run (name -> PIDs)."""
+    """Whether GPU index may be reset, from what its XIDs asked for (required) and what holds
+    it: NVML's compute and graphics processes (None: unreadable) and our components configured
+    on it that run (name -> PIDs)."""
+    if required == "reboot":
+        why = f"an XID on GPU {index} asks for a reboot of the node: a reset cannot help"
+        return Refusal("needs_reboot", why)
     if holders is None:
         why = f"NVML cannot list the processes of GPU {index}, so it cannot be shown to be free"
         return Refusal("gpu_unreadable", why)
@@ -86,6 +93,8 @@ class GpuWatch(Protocol):
     def released(self) -> contextlib.AbstractContextManager[None]: ...
 
     def reset_done(self, index: int) -> None: ...
+
+    def required(self, index: int) -> str | None: ...
 
 
 class GpuResetter:
@@ -121,7 +130,8 @@ class GpuResetter:
         for index in component.gpus:
             holders = await asyncio.to_thread(self._users.on, index)
             running = await asyncio.to_thread(self._running_on, index)
-            if (refused := refusal(index, holders, running)) is not None:
+            required = self._watch.required(index)
+            if (refused := refusal(index, holders, running, required)) is not None:
                 details["refused"] = refused.reason
                 return ActionResult("refused", refused.detail, details)
         if self.executable is None:

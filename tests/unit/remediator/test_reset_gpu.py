@@ -131,26 +131,31 @@ def test_which_lane_a_gpu_alert_goes_to(labels: dict[str, str], lane: str | None
     assert gpu_lane(labels, ON_0) == lane
 
 
-# name, GPU index, NVML's processes on it, our components on it that run -> refusal reason
-REFUSALS: list[tuple[str, frozenset[int] | None, dict[str, frozenset[int]], str | None]] = [
-    ("free", frozenset(), {}, None),
-    ("free, our component on it stopped", frozenset(), {"api": frozenset()}, None),
-    ("NVML cannot say", None, {}, "gpu_unreadable"),
-    ("a compute or graphics process", frozenset({4242}), {}, "gpu_in_use"),
-    ("our component runs", frozenset(), {"api": frozenset({77})}, "component_running"),
-    ("both", frozenset({4242}), {"api": frozenset({77})}, "gpu_in_use"),
+Running = dict[str, frozenset[int]]
+# name, NVML's processes on GPU 0, our components on it that run, what its XIDs asked for
+# -> refusal reason
+REFUSALS: list[tuple[str, frozenset[int] | None, Running, str | None, str | None]] = [
+    ("free", frozenset(), {}, None, None),
+    ("free after a reset XID", frozenset(), {}, "reset_gpu", None),
+    ("free, our component on it stopped", frozenset(), {"api": frozenset()}, None, None),
+    ("NVML cannot say", None, {}, None, "gpu_unreadable"),
+    ("a compute or graphics process", frozenset({4242}), {}, None, "gpu_in_use"),
+    ("our component runs", frozenset(), {"api": frozenset({77})}, None, "component_running"),
+    ("both", frozenset({4242}), {"api": frozenset({77})}, None, "gpu_in_use"),
+    ("free, but an XID asks for a reboot", frozenset(), {}, "reboot", "needs_reboot"),
+    ("lost after a reboot XID", None, {}, "reboot", "needs_reboot"),
 ]
 
 
 @pytest.mark.parametrize(
-    ("holders", "running", "reason"),
+    ("holders", "running", "required", "reason"),
     [case[1:] for case in REFUSALS],
     ids=[case[0] for case in REFUSALS],
 )
 def test_when_a_gpu_may_be_reset(
-    holders: frozenset[int] | None, running: dict[str, frozenset[int]], reason: str | None
+    holders: frozenset[int] | None, running: Running, required: str | None, reason: str | None
 ) -> None:
-    got = refusal(0, holders, running)
+    got = refusal(0, holders, running, required)
     assert (got.reason if got else None) == reason
     if got is not None:
         assert "GPU 0" in got.detail
