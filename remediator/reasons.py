@@ -28,7 +28,8 @@ class Reason(str, Enum):
     RECOVERED = "recovered"  # healthy again when its turn came: nothing to do
     TRUNCATED = "truncated"  # beyond the delivery bound (max_alerts_per_delivery)
     GPU_NEEDS_RESET = "gpu_needs_reset"  # a restart cannot help until a GPU is reset (gpu_health)
+    WAITING_FOR_IDLE = "waiting_for_idle"  # deferred: a planned restart waits for an idle engine
 
 
-DEFERRED = frozenset({Reason.COOLDOWN, Reason.BACKOFF, Reason.BUSY})
+DEFERRED = frozenset({Reason.COOLDOWN, Reason.BACKOFF, Reason.BUSY, Reason.WAITING_FOR_IDLE})
 SKIPPED = frozenset(Reason) - DEFERRED - {Reason.ACTED, Reason.OPERATOR}

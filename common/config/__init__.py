@@ -36,6 +36,7 @@ from glyph_guard.common.config.exporter import ExporterSettings, Intervals, Leak
 from glyph_guard.common.config.remediator import (
     BasicAuth,
     Budget,
+    PlannedRestarts,
     RemediatorSettings,
     Retention,
 )
@@ -59,6 +60,7 @@ __all__ = [
     "Listen",
     "Matcher",
     "NamedList",
+    "PlannedRestarts",
     "Probe",
     "Remediation",
     "RemediatorSettings",
