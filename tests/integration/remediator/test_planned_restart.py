@@ -87,7 +87,7 @@ class Request(threading.Thread):
 def serving(tmp_path: Path) -> Iterator[tuple[str, Remediator]]:
     port = free_port()
     url = f"http://127.0.0.1:{port}"
-    planned = {"max_wait_seconds": 600, "poll_seconds": 0.2}
+    planned = {"max_wait_seconds": 3600, "poll_seconds": 0.2}
     config = make_config(tmp_path, {"api": api_component(port)}, planned_restarts=planned)
     with spawned(api_argv(port)), Remediator(config) as rem:
         wait_for(lambda: healthy(url), 60)
@@ -112,7 +112,11 @@ def test_a_planned_restart_waits_for_the_request_in_flight_then_restarts_at_idle
         wait_for(lambda: running(url), 30)
         answer = rem.post(payload(leak_alert("3600", urgency="planned")))
         assert answer.json()["alerts"][0]["reason"] == "waiting_for_idle"
-        assert rem.status()["waiting"] == ["restart"]
+        status = rem.status()
+        assert status["waiting"] == ["restart"]
+        [waits] = status["waiting_for"]
+        assert waits["reason"] == "waiting_for_idle"
+        assert 1700 < waits["until"] - time.time() <= 1800  # half the forecast's lower bound
         time.sleep(2)  # ten polls see the engine busy
         assert rem.actions() == [], "nothing acts while a request runs"
         [action] = rem.finished_actions(1, timeout=90)

@@ -15,6 +15,8 @@ from glyph_guard.remediator.models import Alert
 from glyph_guard.remediator.planning import Turn, planned_turn, planned_wait
 from glyph_guard.remediator.policy import ComponentState
 from glyph_guard.remediator.reasons import DEFERRED, Reason
+from glyph_guard.remediator.report import Turn as Turn_
+from glyph_guard.remediator.report import Waiting, waiting_turns
 from glyph_guard.remediator.store.records import DecisionRow
 from glyph_guard_demo.testkit.doubles.harness import alert
 
@@ -198,3 +200,24 @@ def test_an_urgent_request_takes_the_place_of_a_planned_one_waiting() -> None:
 def test_a_bad_setting_is_named(field: str, value: object) -> None:
     with pytest.raises(ConfigError, match=f"planned_restarts.{field}"):
         parse_config({"remediator": {"planned_restarts": {field: value}}}, "test")
+
+
+@pytest.mark.parametrize(
+    ("state", "busy", "expected"),
+    [
+        (ComponentState(), None, Turn_("wait", Reason.WAITING_FOR_IDLE, NOW + 50)),
+        (ComponentState(), "restart", Turn_("wait", Reason.BUSY, None)),
+        (
+            ComponentState(last_restart_at=NOW - 5),  # the cooldown holds it first
+            None,
+            Turn_("wait", Reason.COOLDOWN, NOW + 25),
+        ),
+        (ComponentState(paused=True), None, Turn_("skip", Reason.PAUSED, None)),
+    ],
+)
+def test_the_status_says_waiting_for_idle_until_the_deadline(
+    state: ComponentState, busy: str | None, expected: Turn_
+) -> None:
+    waiting = {"restart": Waiting("alert", NOW - 10, NOW + 50)}
+    turns = waiting_turns(state, Budget(), NOW, waiting, busy=busy, dry_run=False)
+    assert turns == {"restart": expected}
