@@ -32,8 +32,13 @@ def trigger_from_wall(clock: Clock, data: dict[str, Any]) -> Trigger:
         from_wall(clock, float(data["failed_at"])),
         data.get("retry_of"),
         bool(data.get("recheck")),
-        None if data.get("idle_until") is None else from_wall(clock, float(data["idle_until"])),
+        None if data.get("idle_until") is None else _deadline(clock, float(data["idle_until"])),
     )
+
+
+def _deadline(clock: Clock, stamp: float) -> float:
+    """A persisted deadline as a monotonic instant: unlike a past event, it may lie ahead."""
+    return clock.monotonic() + (stamp - clock.wall())
 
 
 def saved_state(clock: Clock, lane: Lane) -> Write:

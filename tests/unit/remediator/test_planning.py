@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import sys
 from dataclasses import replace
 from typing import Any
@@ -9,6 +10,7 @@ from typing import Any
 import pytest
 
 from glyph_guard.common.config import Budget, ConfigError, PlannedRestarts, parse_config
+from glyph_guard.remediator.codec import saved_intent, trigger_from_wall
 from glyph_guard.remediator.intake import ComponentView, Context, judge_alert
 from glyph_guard.remediator.lane import Lane, Trigger
 from glyph_guard.remediator.models import Alert
@@ -221,3 +223,43 @@ def test_the_status_says_waiting_for_idle_until_the_deadline(
     waiting = {"restart": Waiting("alert", NOW - 10, NOW + 50)}
     turns = waiting_turns(state, Budget(), NOW, waiting, busy=busy, dry_run=False)
     assert turns == {"restart": expected}
+
+
+class _Stepped:
+    def __init__(self, wall: float, mono: float) -> None:
+        self.at = (wall, mono)
+
+    def wall(self) -> float:
+        return self.at[0]
+
+    def monotonic(self) -> float:
+        return self.at[1]
+
+
+class _Db:
+    """Takes the one statement a Write runs."""
+
+    values: tuple[Any, ...] = ()
+
+    def execute(self, sql: str, values: tuple[Any, ...]) -> _Db:
+        self.values = values
+        return self
+
+    def close(self) -> None:
+        pass
+
+
+@pytest.mark.parametrize("deadline", [NOW + 900, None])
+def test_a_waiting_planned_restart_keeps_its_deadline_across_a_restart_of_the_remediator(
+    deadline: float | None,
+) -> None:
+    before = _Stepped(1_800_000_000.0, NOW)
+    lane = Lane(engine_component())
+    trigger = Trigger(
+        "alert", DecisionRow("deferred", "waiting_for_idle"), NOW, idle_until=deadline
+    )
+    db = _Db()
+    saved_intent(before, lane, "restart", trigger)(db)
+    after = _Stepped(1_800_000_000.0 + 100, 50.0)  # 100 s later, a new process's clock
+    carried = trigger_from_wall(after, json.loads(db.values[2]))
+    assert carried.idle_until == (None if deadline is None else 50.0 + 800)
