@@ -17,6 +17,7 @@ from glyph_guard.remediator.actions.gpu import GpuHolders
 from glyph_guard.remediator.actions.reset_gpu import GpuResetter
 from glyph_guard.remediator.actions.verify import healthy_now
 from glyph_guard.remediator.carryover import interrupted
+from glyph_guard.remediator.idleness import engine_idle
 from glyph_guard.remediator.lane import Lane, Running, Trigger
 
 log = logging.getLogger("glyph_remediator")
@@ -76,6 +77,10 @@ class Runner:
             return await healthy_now(self._kit.client, lane.component)
         finally:
             lane.finish(checking)
+
+    async def engine_idle(self, lane: Lane) -> bool | None:
+        """Whether the component's engine is idle now (None: its metrics cannot be read)."""
+        return await engine_idle(self._kit.client, lane.component)
 
     async def stop(self) -> None:
         """Interrupt what runs (each still ends in a record), then close the client."""

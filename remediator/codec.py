@@ -32,7 +32,13 @@ def trigger_from_wall(clock: Clock, data: dict[str, Any]) -> Trigger:
         from_wall(clock, float(data["failed_at"])),
         data.get("retry_of"),
         bool(data.get("recheck")),
+        None if data.get("idle_until") is None else _deadline(clock, float(data["idle_until"])),
     )
+
+
+def _deadline(clock: Clock, stamp: float) -> float:
+    """A persisted deadline as a monotonic instant: unlike a past event, it may lie ahead."""
+    return clock.monotonic() + (stamp - clock.wall())
 
 
 def saved_state(clock: Clock, lane: Lane) -> Write:
@@ -45,4 +51,6 @@ def saved_intent(clock: Clock, lane: Lane, action: str, trigger: Trigger) -> Wri
     """The write that remembers an action is wanted, so a restart of the remediator takes it up."""
     data = dataclasses.asdict(trigger)
     data["failed_at"] = to_wall(clock, trigger.failed_at)
+    if trigger.idle_until is not None:
+        data["idle_until"] = to_wall(clock, trigger.idle_until)
     return put_intent(lane.name, action, data, clock.wall())

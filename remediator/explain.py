@@ -29,6 +29,9 @@ WHY: Mapping[str, str] = {
     Reason.DRY_RUN: "the remediator runs in dry-run mode: it records, never acts",
     Reason.RECOVERED: "the component was healthy again when the alert's turn came",
     Reason.TRUNCATED: "the alert was beyond the delivery's bound and not judged",
+    Reason.WAITING_FOR_IDLE: (
+        "it waited: a planned restart waits for an idle engine, at the latest until its deadline"
+    ),
 }
 
 

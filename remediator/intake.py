@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Literal
 
-from glyph_guard.common.config import Budget, Component
-from glyph_guard.remediator import policy
+from glyph_guard.common.config import Budget, Component, PlannedRestarts
+from glyph_guard.remediator import planning, policy
 from glyph_guard.remediator.models import Alert
 from glyph_guard.remediator.policy import ComponentState
 from glyph_guard.remediator.reasons import Reason
@@ -25,6 +25,7 @@ class ComponentView:
     busy: str | None = None  # the action running
     busy_action_id: int | None = None
     waiting: Mapping[str, Key] = field(default_factory=dict)  # action -> the alert it is for
+    planned: frozenset[str] = frozenset()  # waiting actions that wait for an idle engine
 
 
 @dataclass(frozen=True)
@@ -36,6 +37,7 @@ class Context:
     host: str | None  # this agent's host (config `host`), or None: any host label is ours
     now: float
     gpu_hold: str | None = None  # why restarts cannot help now (gpu_health.restart_hold)
+    planned: PlannedRestarts = field(default_factory=PlannedRestarts)
 
 
 @dataclass(frozen=True)
@@ -56,6 +58,7 @@ class Judgement:
     cancel: tuple[str, ...] = ()  # waiting actions a resolved alert withdraws
     refused: bool = False  # an operator's request that cannot be honoured now (detail: why)
     not_before: float | None = None  # deferred on its turn: when to judge it again
+    idle_until: float | None = None  # deferred, planned: waits for an idle engine until then
 
 
 def echo(value: str | None) -> str:
@@ -106,12 +109,32 @@ def judge_alert(
         return Judgement(
             "skipped", Reason.COALESCED, True, detail, name, action, view.busy_action_id
         )
-    if action in view.waiting:
+    wait = None
+    if action == "restart" and view.component.engine is not None:
+        wait = planning.planned_wait(labels, alert.annotations, ctx.planned)
+    if action in view.waiting and (wait is not None or action not in view.planned):
         detail = f"joins the waiting {action}"
         return Judgement("skipped", Reason.COALESCED, True, detail, name, action)
     if action == "restart" and ctx.gpu_hold is not None:  # not seen: acts once the GPU is back
         return Judgement("skipped", Reason.GPU_NEEDS_RESET, False, ctx.gpu_hold, name, action)
-    return _by_policy(view, ctx, action, "alert", failed_at)
+    got = _by_policy(view, ctx, action, "alert", failed_at)
+    return got if wait is None else _planned(got, ctx.now, wait)
+
+
+def _planned(got: Judgement, now: float, wait: float) -> Judgement:
+    """A restart the policy allows, held until the engine is idle or wait seconds pass (an
+    urgent alert meanwhile acts at once: it does not join this one)."""
+    if not (got.launch or got.enqueue):
+        return got
+    return replace(
+        got,
+        verdict="deferred",
+        reason=Reason.WAITING_FOR_IDLE if got.launch else got.reason,
+        detail=f"planned: waits up to {wait:.0f} s for an idle engine",
+        launch=False,
+        enqueue=True,
+        idle_until=now + wait,
+    )
 
 
 SWITCHES = {"pause": policy.pause, "resume": policy.resume, "reset": policy.reset}

@@ -32,6 +32,7 @@ class Trigger:
     failed_at: float  # when the failure that asks began (monotonic)
     retry_of: int | None = None  # the failed action a retry repeats
     recheck: bool = False  # when its turn comes, act only if the component is still unhealthy
+    idle_until: float | None = None  # planned: waits for an idle engine until then (monotonic)
 
     @property
     def key(self) -> Key:
@@ -80,6 +81,7 @@ class Lane:
             self.busy,
             self.running.action_id if self.running else None,
             {action: trigger.key for action, trigger in self.wanted.items()},
+            frozenset(a for a, t in self.wanted.items() if t.idle_until is not None),
         )
 
     def restore(
@@ -144,8 +146,13 @@ class Lane:
         self.finish(running)
 
     def wait(self, action: str, trigger: Trigger) -> bool:
-        """Queue an action for its turn; False: one already waits (it keeps its first trigger)."""
+        """Queue an action for its turn; False: one already waits (it keeps its first trigger,
+        unless that one waits for an idle engine and this one does not)."""
         self._wake.set()
+        waiting = self.wanted.get(action)
+        if waiting is not None and waiting.idle_until is not None and trigger.idle_until is None:
+            self.wanted[action] = trigger
+            return True
         return self.wanted.setdefault(action, trigger) is trigger
 
     def drop(self, actions: tuple[str, ...] | list[str]) -> list[str]:

@@ -123,7 +123,7 @@ class WaitingAction(BaseModel):
 
     action: str
     origin: str
-    reason: str  # what holds it: cooldown, backoff, busy, paused, gave_up, ready
+    reason: str  # what holds it: cooldown, backoff, busy, waiting_for_idle, paused, gave_up, ready
     until: float | None  # when it may start (None: when what holds it ends)
 
 

@@ -9,7 +9,7 @@ from dataclasses import replace
 
 from glyph_guard.common.config import Component, Deployment
 from glyph_guard.common.reloading import reloaded
-from glyph_guard.remediator import policy
+from glyph_guard.remediator import planning, policy
 from glyph_guard.remediator.acting import Runner
 from glyph_guard.remediator.actions.base import ActionResult, Started
 from glyph_guard.remediator.actions.gpu import GpuHolders, GpuUsers, NvmlHolders
@@ -98,7 +98,8 @@ class Orchestrator:
     def _context(self, component: Component | None = None) -> Context:
         gpus = component.gpus if component is not None else ()
         now, hold = self.clock.monotonic(), self.gpu_health.hold(gpus)
-        return Context(self.budget, self.dry_run, self.config.host, now, hold)
+        planned = self.config.remediator.planned_restarts
+        return Context(self.budget, self.dry_run, self.config.host, now, hold, planned)
 
     # -- life cycle -----------------------------------------------------------------------------
 
@@ -245,7 +246,9 @@ class Orchestrator:
             launched.append((lane, self._launch(lane, got.action, trigger, ops)))
             return
         if got.action is not None and got.enqueue:
-            trigger = Trigger(origin, row, failed_at, recheck=got.recheck)
+            trigger = Trigger(
+                origin, row, failed_at, recheck=got.recheck, idle_until=got.idle_until
+            )
             lane.wait(got.action, trigger)
             ops.append(saved_intent(self.clock, lane, got.action, trigger))
             self.metrics.deferred.labels(got.reason).inc()
@@ -269,16 +272,21 @@ class Orchestrator:
 
     # -- acting ---------------------------------------------------------------------------------
 
-    def _launch(self, lane: Lane, action: str, trigger: Trigger, ops: list[Write]) -> Running:
-        """Take the lane's slot for an action and put its intent and records in the batch."""
+    def _launch(
+        self, lane: Lane, action: str, trigger: Trigger, ops: list[Write], note: str | None = None
+    ) -> Running:
+        """Take the lane's slot for an action and put its intent and records in the batch (note:
+        what the acted record says, in place of the trigger's detail)."""
         action_id, self._next_id = self._next_id, self._next_id + 1
         wall, joined = self.clock.wall(), lane.wanted.get(action)
-        if joined is not None and joined is not trigger:  # an operator's restart takes its place
-            joins = f"joins an operator's {action}"
+        if joined is not None and joined is not trigger:  # an operator's or urgent alert's takes it
+            joins = f"joins an {trigger.origin}'s {action}"
             row = replace(joined.row, verdict="skipped", reason=Reason.COALESCED, detail=joins)
             ops.append(records.record_decision(row, wall))
         running = lane.launch(action, trigger, action_id, self.clock.monotonic())
-        detail = f"retry of action {trigger.retry_of}" if trigger.retry_of else trigger.row.detail
+        detail = note or (
+            f"retry of action {trigger.retry_of}" if trigger.retry_of else trigger.row.detail
+        )
         row = replace(
             trigger.row,
             action=action,
@@ -356,9 +364,18 @@ class Orchestrator:
                     failed_at,
                     recovered=True,
                 )
+            note = None
+            if got.launch and trigger.idle_until is not None:  # planned: idle, or its deadline
+                idle = await self._runner.engine_idle(lane)
+                poll = self.config.remediator.planned_restarts.poll_seconds
+                now = self.clock.monotonic()
+                when, again = planning.planned_turn(now, trigger.idle_until, idle, poll)
+                if when == "wait":
+                    return again
+                note = planning.acted_note(when)
             ops: list[Write] = []
             if got.launch and lane.next_wanted() == turn:  # else an operator's restart took it
-                self._persist(ops, [(lane, self._launch(lane, action, trigger, ops))])
+                self._persist(ops, [(lane, self._launch(lane, action, trigger, ops, note))])
             elif not got.launch:
                 self._seen.settle(trigger.key)
                 row = replace(

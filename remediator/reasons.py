@@ -29,7 +29,8 @@ class Reason(str, Enum):
     TRUNCATED = "truncated"  # beyond the delivery bound (max_alerts_per_delivery)
     GPU_NEEDS_RESET = "gpu_needs_reset"  # a restart cannot help until a GPU is reset (gpu_health)
     GPU_RESET_OFF = "gpu_reset_off"  # a GPU alert's reset_gpu: no component allows it on that GPU
+    WAITING_FOR_IDLE = "waiting_for_idle"  # deferred: a planned restart waits for an idle engine
 
 
-DEFERRED = frozenset({Reason.COOLDOWN, Reason.BACKOFF, Reason.BUSY})
+DEFERRED = frozenset({Reason.COOLDOWN, Reason.BACKOFF, Reason.BUSY, Reason.WAITING_FOR_IDLE})
 SKIPPED = frozenset(Reason) - DEFERRED - {Reason.ACTED, Reason.OPERATOR}

@@ -27,6 +27,7 @@ class Waiting:
 
     origin: str
     failed_at: float  # monotonic
+    idle_until: float | None = None  # planned: waits for an idle engine until then (monotonic)
 
 
 def turn(
@@ -65,6 +66,8 @@ def waiting_turns(
         turns[action] = turn(
             state, budget, now, action, origin=origin, dry_run=dry_run, failed_at=why.failed_at
         )
+        if turns[action].verdict == "act" and why.idle_until is not None:
+            turns[action] = Turn("wait", Reason.WAITING_FOR_IDLE, why.idle_until)
     return turns
 
 

@@ -55,7 +55,7 @@ async def report(
     """The component's status, what waits and until when; its health when a client is given."""
     now = orchestrator.clock.monotonic()
     state = lane.state
-    waiting = {a: Waiting(t.origin, t.failed_at) for a, t in lane.wanted.items()}
+    waiting = {a: Waiting(t.origin, t.failed_at, t.idle_until) for a, t in lane.wanted.items()}
     turns = waiting_turns(
         state, orchestrator.budget, now, waiting, busy=lane.busy, dry_run=orchestrator.dry_run
     )

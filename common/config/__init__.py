@@ -37,6 +37,7 @@ from glyph_guard.common.config.remediator import (
     BasicAuth,
     Budget,
     GpuReset,
+    PlannedRestarts,
     RemediatorSettings,
     Retention,
 )
@@ -61,6 +62,7 @@ __all__ = [
     "Listen",
     "Matcher",
     "NamedList",
+    "PlannedRestarts",
     "Probe",
     "Remediation",
     "RemediatorSettings",

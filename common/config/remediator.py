@@ -62,6 +62,19 @@ class Budget(Frozen):
         return self
 
 
+class PlannedRestarts(Frozen):
+    """Restarts an alert labelled `urgency: planned` asks for: at an idle engine, by a deadline."""
+
+    max_wait_seconds: Annotated[float, Field(gt=0, le=7 * 86400)] = Field(
+        default=3600.0,
+        description="the longest a planned restart waits for an idle engine (the alert's"
+        " forecast may shorten it)",
+    )
+    poll_seconds: Annotated[float, Field(gt=0, le=300)] = Field(
+        default=2.0, description="how often a planned restart reads whether the engine is idle"
+    )
+
+
 class Retention(Frozen):
     """How long the remediator keeps payloads, decisions and seen alerts (actions stay)."""
 
@@ -102,6 +115,7 @@ class RemediatorSettings(Frozen):
     log_dir: Path = Path("/var/log/glyph-guard")
     max_body_bytes: Annotated[int, Field(ge=1024, le=64 * 1024 * 1024)] = 1024 * 1024
     budget: Budget = Budget()
+    planned_restarts: PlannedRestarts = PlannedRestarts()
     dry_run: bool = False
     store_timeout_seconds: Annotated[float, Field(gt=0, le=60)] = Field(
         default=2.0, description="longest wait for one SQLite operation before acting without it"
