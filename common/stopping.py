@@ -1,4 +1,4 @@
-"""Stopping process trees as systemd does: TERM every member, wait, KILL what is left."""
+"""Stopping process trees as systemd does: TERM (the main processes first), wait, KILL the rest."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import contextlib
 import os
 import signal
 import time
-from collections.abc import Iterable, Mapping
+from collections.abc import Collection, Iterable, Mapping
 from dataclasses import dataclass
 
 import psutil
@@ -15,6 +15,7 @@ from glyph_guard.common.processes import protected_pids
 
 POLL_SECONDS = 0.05
 KILL_WAIT_SECONDS = 5.0
+REST_SECONDS = 1.0  # at least this (within the grace) for the rest, once the main processes end
 
 
 @dataclass(frozen=True)
@@ -86,15 +87,29 @@ def stop_processes(
     grace: float,
     kill_wait: float = KILL_WAIT_SECONDS,
     descendants: bool = True,
+    first: Collection[int] = (),
 ) -> StopReport:
-    """SIGTERM all at once, SIGKILL whatever is left after grace (with any new children of it,
-    unless descendants is False: then exactly the given processes are signalled)."""
-    for proc in handles.values():
+    """SIGTERM all, SIGKILL whatever is left after grace (with any new children of it, unless
+    descendants is False: then exactly the given processes are signalled).
+
+    The processes in `first` (a service's main processes) are sent SIGTERM alone, and the rest
+    only once those have ended or the grace is over (then they still get REST_SECONDS): a vLLM
+    API drains its requests in flight (`--shutdown-timeout`) and stops its own engine, which a
+    SIGTERM of its own would abort.
+    """
+    deadline = time.monotonic() + grace
+    leading = [p for pid, p in handles.items() if pid in first]
+    for proc in leading:
         _signal(proc, signal.SIGTERM)
-    living = wait_gone(handles.values(), grace)
+    wait_gone(leading, grace)
+    for pid, proc in handles.items():
+        if pid not in first and alive(proc):
+            _signal(proc, signal.SIGTERM)
+    rest = max(deadline - time.monotonic(), min(grace, REST_SECONDS) if leading else 0.0)
+    living = wait_gone(handles.values(), rest)
     targets = {p.pid: p for p in living}
     if descendants:
-        targets.update(collect(targets))
+        targets.update((pid, p) for pid, p in collect(targets).items() if alive(p))
     for proc in targets.values():
         _signal(proc, signal.SIGKILL)
     survivors = wait_gone(targets.values(), kill_wait)

@@ -90,7 +90,7 @@ def _stop(
             holders = collect(foreign, descendants=False)  # the holder only, not its children
     if method.stop is not None:
         details["stop_command"] = _run_stop(method, remediation.stop_grace_seconds)
-    report = stop_processes(handles, remediation.stop_grace_seconds)
+    report = stop_processes(handles, remediation.stop_grace_seconds, first=tree.roots)
     stopped, killed, survivors = set(report.targeted), set(report.killed), set(report.survivors)
     if holders:
         held = stop_processes(holders, remediation.stop_grace_seconds, descendants=False)
