@@ -45,7 +45,8 @@ def sample_liveness(
     readings = []
     for c in components:
         tree = trees[c.name]
-        lineages.observe(c.name, tree.pids, now)
+        created = {p.pid: p.create_time for p in tree.processes}
+        lineages.observe(c.name, created, now, created)
         leftovers = lineages.leftovers(c.name, tree.pids).values()
         readings.append(summarise(c, tree, leftovers))
     return tuple(readings)
