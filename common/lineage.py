@@ -105,13 +105,20 @@ class LineageBook:
             else:
                 book[(kind, number)] = Lineage(kind, number, created[number], born, now)
 
-    def leftovers(self, component: str, alive: Iterable[int] = ()) -> dict[int, psutil.Process]:
+    def leftovers(
+        self, component: str, alive: Iterable[int] = (), among: Iterable[int] | None = None
+    ) -> dict[int, psutil.Process]:
         """Processes still in the component's remembered sessions and groups, created while
-        it was seen alive, that are not among its live processes now (orphans)."""
-        with self._lock:
-            return self._leftovers(component, set(alive))
+        it was seen alive, that are not among its live processes now (orphans).
 
-    def _leftovers(self, component: str, alive: set[int]) -> dict[int, psutil.Process]:
+        among: the host's PIDs as the caller has just listed them; listed here when None.
+        """
+        with self._lock:
+            return self._leftovers(component, set(alive), among)
+
+    def _leftovers(
+        self, component: str, alive: set[int], among: Iterable[int] | None
+    ) -> dict[int, psutil.Process]:
         book = self._entries.get(component)
         if not book:
             return {}
@@ -121,7 +128,7 @@ class LineageBook:
         skip = self._protected | alive
         found: dict[int, psutil.Process] = {}
         held: set[tuple[Kind, int]] = set()
-        for pid in psutil.pids():
+        for pid in psutil.pids() if among is None else among:
             ids = None if pid in skip else _ids(pid)
             if ids is None:
                 continue

@@ -47,7 +47,7 @@ def sample_liveness(
         tree = trees[c.name]
         created = {p.pid: p.create_time for p in tree.processes}
         lineages.observe(c.name, created, now, created)
-        leftovers = lineages.leftovers(c.name, tree.pids).values()
+        leftovers = lineages.leftovers(c.name, created, table.listed).values()
         readings.append(summarise(c, tree, leftovers))
     return tuple(readings)
 
