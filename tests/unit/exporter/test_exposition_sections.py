@@ -54,7 +54,7 @@ def test_each_change_is_served_and_equals_the_registry_encoding(accept: str) -> 
     exposition = Exposition(source)
     body, content_type = exposition.body(accept)
     assert body == expected(source, accept)
-    assert content_type.startswith(accept.split(";")[0])
+    assert content_type.startswith(accept.split(";", maxsplit=1)[0])
     assert exposition.body(accept)[0] == body  # served again, unchanged
 
     # a GPU's load alone changes (its health section does not)
