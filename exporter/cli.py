@@ -31,6 +31,7 @@ from glyph_guard.exporter.metrics import SnapshotCollector
 from glyph_guard.exporter.nvml import NvmlReader
 from glyph_guard.exporter.sampler import Sampler
 from glyph_guard.exporter.server import MetricsServer
+from glyph_guard.exporter.snapshot import Readings
 
 log = logging.getLogger("glyph-exporter")
 
@@ -42,7 +43,10 @@ class Exporter:
         self.config = config
         self.sampler = Sampler(config, nvml)
         self.registry = CollectorRegistry(auto_describe=False)
-        snapshot = lambda: self.sampler.snapshot()  # noqa: E731, PLW0108 (replaced on reload)
+
+        def snapshot() -> Readings:
+            return self.sampler.snapshot()  # the sampler is replaced on reload
+
         self.registry.register(SnapshotCollector(snapshot))
         host, port = config.exporter.address
         self.server = MetricsServer(host, port, self.registry, Exposition(snapshot))

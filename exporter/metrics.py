@@ -164,7 +164,10 @@ def gpu_families(
 
 
 def gpu_health_families(gpu: GpuSnapshot) -> Iterator[Metric]:
-    """What NVIDIA's health tooling watches; a family the device does not support is absent."""
+    """What NVIDIA's health tooling watches; a family the device does not support is absent.
+
+    Reads of each device only what _health_readings names (the scrape re-encodes these
+    families when those change)."""
     labels = ["gpu", "uuid", "name"]
     power_limit = _gauge(
         "gpu_power_limit_watts", "Power limit the driver enforces (NVML enforced limit).", labels
