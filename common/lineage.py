@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import os
 import threading
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field, replace
 from typing import Literal
 
@@ -57,21 +57,37 @@ class LineageBook:
 
     _entries: dict[str, dict[tuple[Kind, int], Lineage]] = field(default_factory=dict)
     _own: tuple[int, int] = field(default_factory=lambda: (os.getsid(0), os.getpgid(0)))
+    _protected: frozenset[int] = field(default_factory=protected_pids)  # as ProcessTable's
     _lock: threading.Lock = field(default_factory=threading.Lock)
 
-    def observe(self, component: str, pids: Iterable[int], now: float) -> None:
-        """Remember the sessions and groups the component's live processes lead."""
-        with self._lock:
-            self._observe(component, set(pids), now)
+    def observe(
+        self,
+        component: str,
+        pids: Iterable[int],
+        now: float,
+        created: Mapping[int, float] | None = None,
+    ) -> None:
+        """Remember the sessions and groups the component's live processes lead.
 
-    def _observe(self, component: str, members: set[int], now: float) -> None:
+        created: create times the caller has already read (its tree's); the others are read.
+        """
+        with self._lock:
+            self._observe(component, set(pids), now, created or {})
+
+    def _observe(
+        self, component: str, members: set[int], now: float, known: Mapping[int, float]
+    ) -> None:
         book = self._entries.setdefault(component, {})
         created: dict[int, float] = {}
         for pid in members:
+            if pid in known:
+                created[pid] = known[pid]
+                continue
             try:
                 created[pid] = psutil.Process(pid).create_time()
             except psutil.Error:
                 continue
+        first: dict[tuple[Kind, int], float] = {}  # each led lineage: its first member's birth
         for pid, born in created.items():
             ids = _ids(pid)
             if ids is None:
@@ -81,29 +97,38 @@ class LineageBook:
                 if number not in created or number in self._own or number <= 1:
                     continue  # led by a process not the component's (a shell, us): never
                 key = (kind, number)
-                old = book.get(key)
-                if old is not None and abs(old.leader_created - created[number]) <= CLOCK_SLACK:
-                    book[key] = replace(old, since=min(old.since, born), until=now)
-                else:
-                    book[key] = Lineage(kind, number, created[number], born, now)
+                first[key] = min(born, first.get(key, born))
+        for (kind, number), born in first.items():
+            old = book.get((kind, number))
+            if old is not None and abs(old.leader_created - created[number]) <= CLOCK_SLACK:
+                book[(kind, number)] = replace(old, since=min(old.since, born), until=now)
+            else:
+                book[(kind, number)] = Lineage(kind, number, created[number], born, now)
 
-    def leftovers(self, component: str, alive: Iterable[int] = ()) -> dict[int, psutil.Process]:
+    def leftovers(
+        self, component: str, alive: Iterable[int] = (), among: Iterable[int] | None = None
+    ) -> dict[int, psutil.Process]:
         """Processes still in the component's remembered sessions and groups, created while
-        it was seen alive, that are not among its live processes now (orphans)."""
-        with self._lock:
-            return self._leftovers(component, set(alive))
+        it was seen alive, that are not among its live processes now (orphans).
 
-    def _leftovers(self, component: str, alive: set[int]) -> dict[int, psutil.Process]:
+        among: the host's PIDs as the caller has just listed them; listed here when None.
+        """
+        with self._lock:
+            return self._leftovers(component, set(alive), among)
+
+    def _leftovers(
+        self, component: str, alive: set[int], among: Iterable[int] | None
+    ) -> dict[int, psutil.Process]:
         book = self._entries.get(component)
         if not book:
             return {}
         lineages = [entry for entry in book.values() if not entry.disowned()]
         sessions = {e.id: e for e in lineages if e.kind == "session"}
         groups = {e.id: e for e in lineages if e.kind == "group"}
-        skip = protected_pids() | alive
+        skip = self._protected | alive
         found: dict[int, psutil.Process] = {}
         held: set[tuple[Kind, int]] = set()
-        for pid in psutil.pids():
+        for pid in psutil.pids() if among is None else among:
             ids = None if pid in skip else _ids(pid)
             if ids is None:
                 continue

@@ -160,12 +160,14 @@ class ProcessTable:
     protected: frozenset[int] = field(default_factory=protected_pids)
     _seen: dict[int, _Seen] = field(default_factory=dict)
     _passes: int = 0
+    listed: list[int] = field(default_factory=list)  # every PID in /proc at the last refresh
 
     def refresh(self) -> None:
         """List the processes; read parent and command line of the new ones."""
         now = time.time()
         current: dict[int, _Seen] = {}
-        for pid in psutil.pids():
+        self.listed = psutil.pids()
+        for pid in self.listed:
             old = self._seen.get(pid)
             settled = old is not None and now - old.proc.create_time() > FRESH_SECONDS
             if old is not None and settled and (not old.may_exec or _same_argv(old)):

@@ -26,10 +26,12 @@ from glyph_guard.common.nvml import load_pynvml
 from glyph_guard.common.reloading import reloaded
 from glyph_guard.common.sdnotify import notify, watchdog_interval
 from glyph_guard.exporter import __version__
+from glyph_guard.exporter.exposition import Exposition
 from glyph_guard.exporter.metrics import SnapshotCollector
 from glyph_guard.exporter.nvml import NvmlReader
 from glyph_guard.exporter.sampler import Sampler
 from glyph_guard.exporter.server import MetricsServer
+from glyph_guard.exporter.snapshot import Readings
 
 log = logging.getLogger("glyph-exporter")
 
@@ -41,9 +43,13 @@ class Exporter:
         self.config = config
         self.sampler = Sampler(config, nvml)
         self.registry = CollectorRegistry(auto_describe=False)
-        self.registry.register(SnapshotCollector(lambda: self.sampler.snapshot()))  # noqa: PLW0108 (replaced on reload)
+
+        def snapshot() -> Readings:
+            return self.sampler.snapshot()  # the sampler is replaced on reload
+
+        self.registry.register(SnapshotCollector(snapshot))
         host, port = config.exporter.address
-        self.server = MetricsServer(host, port, self.registry)
+        self.server = MetricsServer(host, port, self.registry, Exposition(snapshot))
 
     def start(self) -> None:
         self.sampler.start()

@@ -45,8 +45,9 @@ def sample_liveness(
     readings = []
     for c in components:
         tree = trees[c.name]
-        lineages.observe(c.name, tree.pids, now)
-        leftovers = lineages.leftovers(c.name, tree.pids).values()
+        created = {p.pid: p.create_time for p in tree.processes}
+        lineages.observe(c.name, created, now, created)
+        leftovers = lineages.leftovers(c.name, created, table.listed).values()
         readings.append(summarise(c, tree, leftovers))
     return tuple(readings)
 

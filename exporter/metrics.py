@@ -23,6 +23,7 @@ from glyph_guard.exporter.snapshot import (
     ComponentLimits,
     ComponentLiveness,
     EngineProgress,
+    GpuDevice,
     GpuSnapshot,
     GpuUnclaimed,
     GpuUsage,
@@ -118,6 +119,11 @@ def gpu_families(
         "gpu_memory_reserved_bytes", "Device memory reserved by the driver and firmware.", labels
     )
     utilization = _gauge("gpu_utilization_ratio", "GPU busy share of the last period.", labels)
+    memory_utilization = _gauge(
+        "gpu_memory_utilization_ratio",
+        "Share of the last period the device memory was read or written (NVML utilization).",
+        labels,
+    )
     temperature = _gauge("gpu_temperature_celsius", "GPU core temperature.", labels)
     power = _gauge("gpu_power_watts", "Power draw.", labels)
     per_component = _gauge(
@@ -131,7 +137,6 @@ def gpu_families(
         "by a crash).",
         labels,
     )
-    health = list(gpu_health_families(gpu))
     for device in gpu.devices:
         values = [str(device.index), device.uuid, device.name]
         info.add_metric([*values, gpu.driver_version], 1.0)
@@ -141,6 +146,7 @@ def gpu_families(
             (used, device.memory_used_bytes),
             (reserved, device.memory_reserved_bytes),
             (utilization, device.utilization_ratio),
+            (memory_utilization, device.memory_utilization_ratio),
             (temperature, device.temperature_celsius),
             (power, device.power_watts),
         ):
@@ -153,19 +159,16 @@ def gpu_families(
     for o in orphans:
         if o.used_bytes is not None and o.gpu in devices:
             orphan.add_metric(devices[o.gpu], o.used_bytes)
-    yield from (info, readable, total, used, reserved, utilization, temperature, power)
-    yield from (per_component, orphan)
-    yield from health
+    yield from (info, readable, total, used, reserved, utilization, memory_utilization)
+    yield from (temperature, power, per_component, orphan)
 
 
 def gpu_health_families(gpu: GpuSnapshot) -> Iterator[Metric]:
-    """What NVIDIA's health tooling watches; a family the device does not support is absent."""
+    """What NVIDIA's health tooling watches; a family the device does not support is absent.
+
+    Reads of each device only what _health_readings names (the scrape re-encodes these
+    families when those change)."""
     labels = ["gpu", "uuid", "name"]
-    memory_utilization = _gauge(
-        "gpu_memory_utilization_ratio",
-        "Share of the last period the device memory was read or written (NVML utilization).",
-        labels,
-    )
     power_limit = _gauge(
         "gpu_power_limit_watts", "Power limit the driver enforces (NVML enforced limit).", labels
     )
@@ -225,7 +228,6 @@ def gpu_health_families(gpu: GpuSnapshot) -> Iterator[Metric]:
     for device in gpu.devices:
         values = [str(device.index), device.uuid, device.name]
         for family, value in (
-            (memory_utilization, device.memory_utilization_ratio),
             (power_limit, device.power_limit_watts),
             (retired, _flag(device.retired_pages_pending)),
             (replays, device.pcie_replays),
@@ -248,7 +250,7 @@ def gpu_health_families(gpu: GpuSnapshot) -> Iterator[Metric]:
             last_at.add_metric(values, seen.last_at)
         if seen.required is not None:
             required.add_metric([*values, seen.required], 1.0)
-    yield from (memory_utilization, power_limit, ecc, retired, remap_pending)
+    yield from (power_limit, ecc, retired, remap_pending)
     yield from (remap_failed, clock_event, replays, xids, last, last_at, required)
 
 
@@ -476,17 +478,51 @@ def self_families(runs: Iterable[CollectorRun], gpu: GpuSnapshot) -> Iterator[Me
     yield from (build, nvml, duration, errors, last)
 
 
+Section = tuple[str, object, Callable[[], Iterator[Metric]]]
+
+
+def sections(s: Readings) -> tuple[Section, ...]:
+    """The families of one snapshot in parts: a name, the readings the part is a pure
+    function of (equal readings, equal families), and the part's families."""
+    gpu, devices = s.gpu, s.gpu.devices
+    return (
+        ("liveness", (s.liveness, s.ports), lambda: liveness_families(s.liveness, s.ports)),
+        (
+            "gpu",
+            (gpu.available, gpu.driver_version, devices, s.gpu_memory, s.gpu_orphans),
+            lambda: gpu_families(gpu, s.gpu_memory, s.gpu_orphans),
+        ),
+        ("gpu_health", tuple(map(_health_readings, devices)), lambda: gpu_health_families(gpu)),
+        ("probes", s.probes, lambda: probe_families(s.probes)),
+        ("probe_info", s.probe_kinds, lambda: probe_info_families(s.probe_kinds)),
+        ("engines", s.engines, lambda: engine_families(s.engines)),
+        ("limits", s.limits, lambda: limit_families(s.limits)),
+        ("caches", s.caches, lambda: cache_families(s.caches)),
+        ("leaks", s.leaks, lambda: leak_families(s.leaks)),
+        ("self", (s.collectors, gpu.available), lambda: self_families(s.collectors, gpu)),
+    )
+
+
+def _health_readings(d: GpuDevice) -> object:
+    """What gpu_health_families reads of a device (these change seldom, unlike its load)."""
+    return (
+        d.index,
+        d.uuid,
+        d.name,
+        d.power_limit_watts,
+        d.retired_pages_pending,
+        d.pcie_replays,
+        d.ecc_errors,
+        d.remapped_rows,
+        d.clock_events,
+        d.xids,
+    )
+
+
 def families(snapshot: Readings) -> Iterator[Metric]:
     """Every family of one snapshot."""
-    yield from liveness_families(snapshot.liveness, snapshot.ports)
-    yield from gpu_families(snapshot.gpu, snapshot.gpu_memory, snapshot.gpu_orphans)
-    yield from probe_families(snapshot.probes)
-    yield from probe_info_families(snapshot.probe_kinds)
-    yield from engine_families(snapshot.engines)
-    yield from limit_families(snapshot.limits)
-    yield from cache_families(snapshot.caches)
-    yield from leak_families(snapshot.leaks)
-    yield from self_families(snapshot.collectors, snapshot.gpu)
+    for _, _, make in sections(snapshot):
+        yield from make()
 
 
 class SnapshotCollector(Collector):

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import time
+from dataclasses import dataclass
 from typing import Any
 
 from glyph_guard.common.nvml import NvmlSession, Unreadable
@@ -23,12 +25,32 @@ CLOCK_EVENTS = (
 )
 
 
+# Counters and states that change seldom (ECC counts, retired pages, remapped rows, the power
+# limit, PCIe replays) are read this often, not every cycle; the XIDs that come with a failing
+# GPU arrive at once through the event thread.
+SELDOM_SECONDS = 30.0
+
+
+@dataclass(frozen=True)
+class _Seldom:
+    """The fields of one device read every SELDOM_SECONDS."""
+
+    read_at: float  # monotonic
+    power_limit_watts: float | None
+    ecc_errors: tuple[EccCount, ...]
+    retired_pages_pending: bool | None
+    remapped_rows: RemappedRows | None
+    pcie_replays: int | None
+
+
 class NvmlReader:
     """Reads every device into a GpuSnapshot; errors become states, never exceptions."""
 
-    def __init__(self, nvml: Any | None) -> None:
+    def __init__(self, nvml: Any | None, seldom_seconds: float = SELDOM_SECONDS) -> None:
         self._session = NvmlSession(nvml)
         self.events = XidWatch(nvml)  # XIDs arrive on its own thread; read() only looks
+        self._seldom_seconds = seldom_seconds
+        self._seldom: dict[str, _Seldom] = {}  # by UUID; forgotten when the device is lost
 
     def read(self) -> GpuSnapshot:
         """Read every device once."""
@@ -64,10 +86,9 @@ class NvmlReader:
             nvml.nvmlDeviceGetTemperature, handle, nvml.NVML_TEMPERATURE_GPU
         )
         power_mw = session.optional(nvml.nvmlDeviceGetPowerUsage, handle)
-        limit_mw = session.optional(nvml.nvmlDeviceGetEnforcedPowerLimit, handle)
-        pending = session.optional(nvml.nvmlDeviceGetRetiredPagesPendingStatus, handle)
-        rows = session.optional(nvml.nvmlDeviceGetRemappedRows, handle)
-        replays = session.optional(nvml.nvmlDeviceGetPcieReplayCounter, handle)
+        seldom = self._seldom.get(uuid)
+        if seldom is None or time.monotonic() - seldom.read_at >= self._seldom_seconds:
+            seldom = self._seldom[uuid] = self._read_seldom(handle)
         processes = session.processes(handle)
         return GpuDevice(
             index=index,
@@ -81,18 +102,35 @@ class NvmlReader:
             memory_utilization_ratio=None if utilization is None else utilization.memory / 100.0,
             temperature_celsius=None if temperature is None else float(temperature),
             power_watts=None if power_mw is None else power_mw / 1000.0,
+            power_limit_watts=seldom.power_limit_watts,
+            ecc_errors=seldom.ecc_errors,
+            retired_pages_pending=seldom.retired_pages_pending,
+            remapped_rows=seldom.remapped_rows,
+            clock_events=self._clock_events(handle),
+            pcie_replays=seldom.pcie_replays,
+            xids=self.events.xids.get(uuid, GpuXids()),
+            processes=None
+            if processes is None
+            else tuple(GpuProcess(pid, memory) for pid, memory in sorted(processes.items())),
+        )
+
+    def _read_seldom(self, handle: Any) -> _Seldom:
+        session = self._session
+        nvml = session.nvml
+        assert nvml is not None
+        limit_mw = session.optional(nvml.nvmlDeviceGetEnforcedPowerLimit, handle)
+        pending = session.optional(nvml.nvmlDeviceGetRetiredPagesPendingStatus, handle)
+        rows = session.optional(nvml.nvmlDeviceGetRemappedRows, handle)
+        replays = session.optional(nvml.nvmlDeviceGetPcieReplayCounter, handle)
+        return _Seldom(
+            read_at=time.monotonic(),
             power_limit_watts=None if limit_mw is None else limit_mw / 1000.0,
             ecc_errors=self._ecc(handle),
             retired_pages_pending=None if pending is None else bool(pending),
             remapped_rows=None
             if rows is None
             else RemappedRows(pending=bool(rows[2]), failed=bool(rows[3])),
-            clock_events=self._clock_events(handle),
             pcie_replays=None if replays is None else int(replays),
-            xids=self.events.xids.get(uuid, GpuXids()),
-            processes=None
-            if processes is None
-            else tuple(GpuProcess(pid, memory) for pid, memory in sorted(processes.items())),
         )
 
     def _ecc(self, handle: Any) -> tuple[EccCount, ...]:
@@ -130,5 +168,6 @@ class NvmlReader:
 
     def _lost_device(self, index: int) -> GpuDevice:
         uuid, name = self._session.known.get(index, ("", ""))
+        self._seldom.pop(uuid, None)  # once back (reset, reloaded), read them all afresh
         xids = self.events.xids.get(uuid, GpuXids()) if uuid else GpuXids()
         return GpuDevice(index=index, uuid=uuid, name=name, readable=False, xids=xids)

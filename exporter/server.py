@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gzip
 import logging
 import selectors
 import socket
@@ -13,6 +14,9 @@ from typing import Any
 from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
 
 from prometheus_client import CollectorRegistry, make_wsgi_app
+from prometheus_client.exposition import gzip_accepted
+
+from glyph_guard.exporter.exposition import Exposition
 
 INDEX = b"""<!doctype html>
 <html><head><title>glyph-exporter</title></head>
@@ -150,12 +154,25 @@ class _V6Server(_BoundedServer):
     address_family = socket.AF_INET6
 
 
-def make_app(registry: CollectorRegistry) -> WSGIApp:
-    """/metrics from the registry, / as a link page, 404 elsewhere."""
+def make_app(registry: CollectorRegistry, exposition: Exposition) -> WSGIApp:
+    """/metrics from the exposition (from the registry for what only prometheus_client's own
+    app answers: a name[] filter, a method other than GET), / as a link page, 404 elsewhere."""
     metrics = make_wsgi_app(registry)
 
     def app(environ: dict[str, Any], start_response: StartResponse) -> Iterable[bytes]:
         path = environ.get("PATH_INFO", "/")
+        if (
+            path == "/metrics"
+            and environ["REQUEST_METHOD"] == "GET"
+            and not environ.get("QUERY_STRING")
+        ):
+            text, content_type = exposition.body(environ.get("HTTP_ACCEPT", ""))
+            headers = [("Content-Type", content_type)]
+            if gzip_accepted(environ.get("HTTP_ACCEPT_ENCODING", "")):
+                text = gzip.compress(text)
+                headers.append(("Content-Encoding", "gzip"))
+            start_response("200 OK", headers)
+            return [text]
         if path == "/metrics":
             body: Iterable[bytes] = metrics(environ, start_response)
             return body
@@ -171,10 +188,12 @@ def make_app(registry: CollectorRegistry) -> WSGIApp:
 class MetricsServer:
     """The bounded HTTP server on its own thread; port 0 picks a free one."""
 
-    def __init__(self, host: str, port: int, registry: CollectorRegistry) -> None:
+    def __init__(
+        self, host: str, port: int, registry: CollectorRegistry, exposition: Exposition
+    ) -> None:
         server_class = _V6Server if ":" in host else _BoundedServer
         self._server: _BoundedServer = make_server(
-            host, port, make_app(registry), server_class, handler_class=_QuietHandler
+            host, port, make_app(registry, exposition), server_class, handler_class=_QuietHandler
         )
         self._thread = threading.Thread(target=self._server.serve, name="metrics-http", daemon=True)
 

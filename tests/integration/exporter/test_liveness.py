@@ -9,6 +9,9 @@ import uuid
 
 import psutil
 
+from glyph_guard.common.lineage import LineageBook
+from glyph_guard.common.processes import ProcessTable
+from glyph_guard.exporter.liveness import sample_liveness
 from glyph_guard_demo.testkit.exporter_fixtures import deployment, running_exporter, scrape
 from glyph_guard_demo.testkit.support import free_port, python_argv, sample, spawned, wait_for
 
@@ -130,3 +133,29 @@ def test_exporter_does_not_match_itself() -> None:
             5,
         )
         assert value(exporter, "glyph_component_up", component="svc") == 0
+
+
+# A leader (the component's main process) whose child outlives it in the leader's session.
+LEADER_WITH_CHILD = """
+import subprocess, sys, time
+child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(120)"])
+print(child.pid, flush=True)
+time.sleep(120)
+"""
+
+
+def test_a_child_left_in_the_dead_leaders_session_is_a_leftover_of_the_component() -> None:
+    marker = f"glyph-test-{uuid.uuid4().hex}"
+    config = deployment({"api": {"match": {"cmdline": marker}}})
+    table, book = ProcessTable(), LineageBook()
+    with spawned(python_argv(LEADER_WITH_CHILD, marker), stdout=-1) as leader:
+        assert leader.proc.stdout is not None
+        child = int(leader.proc.stdout.readline())
+        leader.proc.stdout.close()
+        (api,) = sample_liveness(table, config.components, book)
+        assert api.pids == {leader.pid, child} and api.leftover_processes == 0
+        os.kill(leader.pid, signal.SIGKILL)
+        leader.proc.wait(5)
+        wait_for(lambda: psutil.Process(child).ppid() != leader.pid, 5)
+        (api,) = sample_liveness(table, config.components, book)
+        assert not api.up and api.leftover_processes == 1 and api.leftover_rss_bytes > 0

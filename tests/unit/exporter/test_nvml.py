@@ -326,3 +326,28 @@ def test_xids_with_their_action() -> None:
     assert registry.get_sample_value(required, {**first, "xid_action": "reboot"}) == 1
     reader.close()
     assert fake.references == 0
+
+
+def test_seldom_changing_fields_are_read_every_interval_and_afresh_after_a_loss() -> None:
+    fake = two_devices()
+    reader = NvmlReader(fake, seldom_seconds=3600)
+    assert reader.read().devices[1].pcie_replays == 0
+    fake.devices[1].pcie_replays = 9
+    fake.devices[1].remapped_rows = (0, 0, 1, 0)
+    fake.devices[1].used = 3 * GIB
+    kept = reader.read().devices[1]
+    assert kept.memory_used_bytes == 3 * GIB  # read every cycle
+    assert kept.pcie_replays == 0 and kept.remapped_rows is not None  # not yet due
+    assert not kept.remapped_rows.pending
+
+    fake.devices[1].lost = True  # a reset: what it counted is read again once it is back
+    reader.read()
+    fake.devices[1].lost = False
+    back = reader.read().devices[1]
+    assert back.pcie_replays == 9 and back.remapped_rows is not None
+    assert back.remapped_rows.pending
+
+    every_cycle = NvmlReader(fake, seldom_seconds=0)
+    every_cycle.read()
+    fake.devices[0].pcie_replays = 4
+    assert every_cycle.read().devices[0].pcie_replays == 4
