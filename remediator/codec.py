@@ -32,6 +32,7 @@ def trigger_from_wall(clock: Clock, data: dict[str, Any]) -> Trigger:
         from_wall(clock, float(data["failed_at"])),
         data.get("retry_of"),
         bool(data.get("recheck")),
+        bool(data.get("about_health")),
     )
 
 

@@ -31,6 +31,7 @@ class Trigger:
     failed_at: float  # when the failure that asks began (monotonic)
     retry_of: int | None = None  # the failed action a retry repeats
     recheck: bool = False  # when its turn comes, act only if the component is still unhealthy
+    about_health: bool = False  # the alert is about health: healthy now clears it (incarnation)
 
     @property
     def key(self) -> Key:
