@@ -10,6 +10,11 @@ from typing import Literal
 ABOUT_LABEL = "about"  # a rule's label saying what its alert is about
 HEALTH = "health"  # about the component's health: healthy now (the shared model) clears it
 RECHECK_SECONDS = 1.0  # how often a new incarnation still starting is looked at again
+# startsAt is when the rule fired (Prometheus sends its FiredAt); what it saw is older by up to
+# an exporter sample, a scrape and an evaluation (1 s each as shipped): a process started this
+# long before startsAt may be one the rule never saw. Every alert the remediator acts on is
+# about a process that ran longer than this (an engine hang, a leak; a death needs none).
+STARTS_AT_LAG_SECONDS = 3.0
 
 
 @dataclass(frozen=True)
@@ -28,8 +33,9 @@ def about_health(labels: Mapping[str, str]) -> bool:
 
 
 def new_incarnation(started_at: float | None, failed_at: float) -> bool:
-    """Whether the processes running now started after the alert's failure began."""
-    return started_at is not None and started_at > failed_at
+    """Whether the processes running now started after what the alert saw (failed_at: its
+    startsAt)."""
+    return started_at is not None and started_at > failed_at - STARTS_AT_LAG_SECONDS
 
 
 def needs_health(*, about_health: bool, started_at: float | None, failed_at: float) -> bool:
@@ -56,7 +62,7 @@ def judge_now(
     if started_at is None:
         return Standing("act", "no process of the component runs now")
     if new_incarnation(started_at, failed_at):
-        after = f"started {started_at - failed_at:.1f} s after the alert's failure began"
+        after = f"started {started_at - failed_at:+.1f} s from the alert's startsAt"
         if healthy:
             return Standing("recovered", f"a new incarnation ({after}) is healthy now")
         age = max(0.0, now - started_at)

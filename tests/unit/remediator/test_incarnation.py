@@ -4,13 +4,19 @@ from __future__ import annotations
 
 import pytest
 
-from glyph_guard.remediator.incarnation import about_health, judge_now, needs_health
+from glyph_guard.remediator.incarnation import (
+    STARTS_AT_LAG_SECONDS,
+    about_health,
+    judge_now,
+    needs_health,
+)
 
 FAILED_AT = 1000.0  # the alert's startsAt (monotonic)
 ALLOWANCE = 60.0  # the component's start-up allowance
 NOW = 1100.0
 
 OLD = 500.0  # an incarnation that ran before the failure began
+SEEN = FAILED_AT - STARTS_AT_LAG_SECONDS  # one that ran when the rule's data was sampled
 NEW = 1080.0  # one started 80 s after it: 20 s ago at NOW
 FRESH = 1090.0  # 10 s ago at NOW: inside its allowance
 LONG_AGO = NOW - ALLOWANCE - 1  # a new incarnation past its allowance
@@ -27,12 +33,12 @@ LONG_AGO = NOW - ALLOWANCE - 1  # a new incarnation past its allowance
         (True, OLD, False, NOW, "act", None),
         (False, OLD, True, NOW, "act", None),
         (False, OLD, False, NOW, "act", None),
-        (True, FAILED_AT, True, NOW, "recovered", None),  # started at the failure: not after it
-        (False, FAILED_AT, True, NOW, "act", None),
+        (True, SEEN, True, NOW, "recovered", None),
+        (False, SEEN, True, NOW, "act", None),  # it ran when the rule looked: the one it is about
         # a new incarnation (restarted by someone else): healthy is recovered, whatever the alert
         (True, NEW, True, NOW, "recovered", None),
         (False, NEW, True, NOW, "recovered", None),
-        (False, FAILED_AT + 0.01, True, NOW, "recovered", None),
+        (False, FAILED_AT - 1, True, NOW, "recovered", None),  # after the data the rule saw
         # still starting: left alone, looked at again a second later
         (True, FRESH, False, NOW, "wait", NOW + 1),
         (False, FRESH, False, NOW, "wait", NOW + 1),
