@@ -148,6 +148,11 @@ class Lane:
         self._wake.set()
         return self.wanted.setdefault(action, trigger) is trigger
 
+    def restate(self, action: str, trigger: Trigger) -> None:
+        """The waiting action's trigger as it now stands (the same request, recorded anew)."""
+        if action in self.wanted:
+            self.wanted[action] = trigger
+
     def drop(self, actions: tuple[str, ...] | list[str]) -> list[str]:
         """Withdraw waiting actions; those that were waiting."""
         return [a for a in actions if self.wanted.pop(a, None) is not None]

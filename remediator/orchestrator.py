@@ -346,6 +346,7 @@ class Orchestrator:
             elif got.launch and _guarded(action, trigger):
                 standing = await self._standing(lane, turn)
                 if standing.verdict == "wait":
+                    await self._starting(lane, turn, standing.detail)
                     return standing.not_before
                 why = standing.detail
                 if standing.verdict == "recovered":
@@ -368,6 +369,18 @@ class Orchestrator:
                 self._apply(lane, got, row, origin, failed_at, ops, [])
                 await self.store.write(ops)
         return None
+
+    async def _starting(self, lane: Lane, turn: tuple[str, Trigger], detail: str) -> None:
+        """Record, once, that an alert's restart waits while a new incarnation starts."""
+        action, trigger = turn
+        if trigger.row.reason == Reason.STARTING:
+            return
+        row = replace(
+            trigger.row, action=action, verdict="deferred", reason=Reason.STARTING, detail=detail
+        )
+        lane.restate(action, replace(trigger, row=row))
+        self.metrics.deferred.labels(Reason.STARTING).inc()
+        await self.store.write([records.record_decision(row, self.clock.wall())])
 
     async def _standing(self, lane: Lane, turn: tuple[str, Trigger]) -> Standing:
         """An alert's restart judged against the component as it is now (incarnation)."""

@@ -16,6 +16,7 @@ class Reason(str, Enum):
     COOLDOWN = "cooldown"  # deferred: a restart just finished; looked at again when it ends
     BACKOFF = "backoff"  # deferred: consecutive restarts wait longer and longer
     BUSY = "busy"  # deferred: another action on the component runs
+    STARTING = "starting"  # deferred: a new incarnation starts (incarnation); acts if it fails to
     COALESCED = "coalesced"  # joins the same action, running or waiting
     DUPLICATE = "duplicate"  # this alert (fingerprint and startsAt) was judged before
     RESOLVED = "resolved"  # resolved alerts never act (they cancel what they left waiting)
@@ -30,5 +31,5 @@ class Reason(str, Enum):
     GPU_NEEDS_RESET = "gpu_needs_reset"  # a restart cannot help until a GPU is reset (gpu_health)
 
 
-DEFERRED = frozenset({Reason.COOLDOWN, Reason.BACKOFF, Reason.BUSY})
+DEFERRED = frozenset({Reason.COOLDOWN, Reason.BACKOFF, Reason.BUSY, Reason.STARTING})
 SKIPPED = frozenset(Reason) - DEFERRED - {Reason.ACTED, Reason.OPERATOR}

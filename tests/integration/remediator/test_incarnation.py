@@ -87,7 +87,8 @@ def test_a_new_incarnation_still_starting_is_left_to_start(tmp_path: Path) -> No
             with Remediator(config) as rem:
                 rem.post(late_alert(failed, "health"))
                 assert not healthy(port), "the test meant it to arrive while it starts"
-                wait_for(lambda: rem.status()["waiting"] == ["restart"], 5)
+                waits = decided(rem, "starting", timeout=5)
+                assert "a new incarnation" in waits["detail"] and rem.status()["waiting"]
                 decision = decided(rem, "recovered", timeout=20)
                 assert healthy(port), "recovered before it served"
                 rem.idle()

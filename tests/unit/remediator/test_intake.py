@@ -243,8 +243,10 @@ def test_every_reason_has_its_series_from_the_start() -> None:
             == 0
         )
     intake_reasons = {case[-1][1] for case in CASES}
-    # the orchestrator's own; gpu_needs_reset: tests/unit/remediator/test_gpu_health.py
-    assert set(Reason) - intake_reasons == {"operator", "recovered", "truncated", "gpu_needs_reset"}
+    # the orchestrator's own; gpu_needs_reset: tests/unit/remediator/test_gpu_health.py;
+    # starting: tests/unit/remediator/test_incarnation.py
+    orchestrators = {"operator", "recovered", "truncated", "gpu_needs_reset", "starting"}
+    assert set(Reason) - intake_reasons == orchestrators
 
 
 # name, command, view, dry_run -> verdict, reason, refused, launch, state after (None: unchanged)
