@@ -1,5 +1,4 @@
-"""Whether an alert's restart still concerns the component as it is now, purely: the incarnation
-that runs (when its processes started), its health now, and when the alert's failure began."""
+"""Whether an alert's restart still concerns the component now: its incarnation, its health."""
 
 from __future__ import annotations
 
