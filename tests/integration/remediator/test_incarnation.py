@@ -88,7 +88,7 @@ def test_a_new_incarnation_still_starting_is_left_to_start(tmp_path: Path) -> No
                 rem.post(late_alert(failed, "health"))
                 assert not healthy(port), "the test meant it to arrive while it starts"
                 waits = decided(rem, "starting", timeout=5)
-                assert "a new incarnation" in waits["detail"] and rem.status()["waiting"]
+                assert "a new incarnation" in waits["detail"], waits
                 decision = decided(rem, "recovered", timeout=20)
                 assert healthy(port), "recovered before it served"
                 rem.idle()
