@@ -10,17 +10,19 @@ from pathlib import Path
 
 import httpx
 
+from glyph_guard.common.health import check
 from glyph_guard.common.lineage import LineageBook
 from glyph_guard.remediator.actions.base import ActionResult, Started, Toolkit
 from glyph_guard.remediator.actions.dispatch import perform
 from glyph_guard.remediator.actions.gpu import GpuHolders
 from glyph_guard.remediator.actions.reset_gpu import GpuResetter
-from glyph_guard.remediator.actions.verify import healthy_now
+from glyph_guard.remediator.actions.verify import healthy_now, processes_now
 from glyph_guard.remediator.carryover import interrupted
 from glyph_guard.remediator.idleness import engine_idle
 from glyph_guard.remediator.lane import Lane, Running, Trigger
 
 log = logging.getLogger("glyph_remediator")
+NeedsHealth = Callable[[float | None], bool]
 Ended = Callable[[Lane, Running, ActionResult, "Started | None"], Awaitable[None]]
 
 
@@ -81,6 +83,21 @@ class Runner:
     async def engine_idle(self, lane: Lane) -> bool | None:
         """Whether the component's engine is idle now (None: its metrics cannot be read)."""
         return await engine_idle(self._kit.client, lane.component)
+
+    async def observe(
+        self, lane: Lane, turn: tuple[str, Trigger], now: float, needs_health: NeedsHealth
+    ) -> tuple[float | None, bool]:
+        """When the component's running processes started (wall clock; None: none runs) and,
+        if needs_health says so for that time, whether it is healthy now; holding its slot."""
+        checking = lane.launch(*turn, None, now)
+        try:
+            started = (await processes_now(lane.component)).start_time
+            if not needs_health(started):
+                return started, False
+            health, _ = await check(self._kit.client, lane.component)
+            return started, health.healthy
+        finally:
+            lane.finish(checking)
 
     async def stop(self) -> None:
         """Interrupt what runs (each still ends in a record), then close the client."""

@@ -33,6 +33,7 @@ def trigger_from_wall(clock: Clock, data: dict[str, Any]) -> Trigger:
         data.get("retry_of"),
         bool(data.get("recheck")),
         None if data.get("idle_until") is None else _deadline(clock, float(data["idle_until"])),
+        bool(data.get("about_health")),
     )
 
 

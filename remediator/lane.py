@@ -33,6 +33,7 @@ class Trigger:
     retry_of: int | None = None  # the failed action a retry repeats
     recheck: bool = False  # when its turn comes, act only if the component is still unhealthy
     idle_until: float | None = None  # planned: waits for an idle engine until then (monotonic)
+    about_health: bool = False  # the alert is about health: healthy now clears it (incarnation)
 
     @property
     def key(self) -> Key:
@@ -154,6 +155,11 @@ class Lane:
             self.wanted[action] = trigger
             return True
         return self.wanted.setdefault(action, trigger) is trigger
+
+    def restate(self, action: str, trigger: Trigger) -> None:
+        """The waiting action's trigger as it now stands (the same request, recorded anew)."""
+        if action in self.wanted:
+            self.wanted[action] = trigger
 
     def drop(self, actions: tuple[str, ...] | list[str]) -> list[str]:
         """Withdraw waiting actions; those that were waiting."""

@@ -9,7 +9,7 @@ from dataclasses import replace
 
 from glyph_guard.common.config import Component, Deployment
 from glyph_guard.common.reloading import reloaded
-from glyph_guard.remediator import planning, policy
+from glyph_guard.remediator import incarnation, planning, policy
 from glyph_guard.remediator.acting import Runner
 from glyph_guard.remediator.actions.base import ActionResult, Started
 from glyph_guard.remediator.actions.gpu import GpuHolders, GpuUsers, NvmlHolders
@@ -19,6 +19,7 @@ from glyph_guard.remediator.carryover import carry_over
 from glyph_guard.remediator.clock import Clock, SystemClock, from_wall
 from glyph_guard.remediator.codec import saved_intent, saved_state
 from glyph_guard.remediator.gpu_health import GpuHealth
+from glyph_guard.remediator.incarnation import Standing
 from glyph_guard.remediator.intake import (
     Context,
     Judgement,
@@ -186,7 +187,8 @@ class Orchestrator:
                     ops.append(records.mark_seen(key, wall))
                 row = decision_row(got, "alert", alert, digest)
                 if lane is not None:
-                    self._apply(lane, got, row, "alert", failed_at, ops, launched)
+                    about = incarnation.about_health(alert.labels)
+                    self._apply(lane, got, row, "alert", failed_at, ops, launched, about)
                 else:
                     self.metrics.skipped.labels(got.reason).inc()
                     ops.append(records.record_decision(row, wall))
@@ -235,6 +237,7 @@ class Orchestrator:
         failed_at: float,
         ops: list[Write],
         launched: Launched,
+        about_health: bool = False,
     ) -> None:
         """Carry a judgement out on its lane; its records go into the batch."""
         if got.state is not None:
@@ -242,12 +245,21 @@ class Orchestrator:
             ops.append(saved_state(self.clock, lane))
         ops.extend(records.drop_intent(lane.name, a) for a in lane.drop(got.cancel))
         if got.action is not None and got.launch:
-            trigger = Trigger(origin, row, failed_at)
+            trigger = Trigger(origin, row, failed_at, about_health=about_health)
+            if _guarded(got.action, trigger):  # judged against what is true now first (_run_due)
+                lane.wait(got.action, trigger)
+                ops.append(saved_intent(self.clock, lane, got.action, trigger))
+                return
             launched.append((lane, self._launch(lane, got.action, trigger, ops)))
             return
         if got.action is not None and got.enqueue:
             trigger = Trigger(
-                origin, row, failed_at, recheck=got.recheck, idle_until=got.idle_until
+                origin,
+                row,
+                failed_at,
+                recheck=got.recheck,
+                idle_until=got.idle_until,
+                about_health=about_health,
             )
             lane.wait(got.action, trigger)
             ops.append(saved_intent(self.clock, lane, got.action, trigger))
@@ -273,9 +285,9 @@ class Orchestrator:
     # -- acting ---------------------------------------------------------------------------------
 
     def _launch(
-        self, lane: Lane, action: str, trigger: Trigger, ops: list[Write], note: str | None = None
+        self, lane: Lane, action: str, trigger: Trigger, ops: list[Write], why: str | None = None
     ) -> Running:
-        """Take the lane's slot for an action and put its intent and records in the batch (note:
+        """Take the lane's slot for an action and put its intent and records in the batch (why:
         what the acted record says, in place of the trigger's detail)."""
         action_id, self._next_id = self._next_id, self._next_id + 1
         wall, joined = self.clock.wall(), lane.wanted.get(action)
@@ -284,9 +296,8 @@ class Orchestrator:
             row = replace(joined.row, verdict="skipped", reason=Reason.COALESCED, detail=joins)
             ops.append(records.record_decision(row, wall))
         running = lane.launch(action, trigger, action_id, self.clock.monotonic())
-        detail = note or (
-            f"retry of action {trigger.retry_of}" if trigger.retry_of else trigger.row.detail
-        )
+        retry = f"retry of action {trigger.retry_of}" if trigger.retry_of else None
+        detail = retry or why or trigger.row.detail
         row = replace(
             trigger.row,
             action=action,
@@ -354,7 +365,7 @@ class Orchestrator:
             got = judge_turn(lane.view(), self._context(lane.component), action, origin, failed_at)
             if got.not_before is not None:
                 return got.not_before
-            now = self.clock.monotonic()
+            now, why = self.clock.monotonic(), None
             if got.launch and trigger.recheck and await self._runner.recovered(lane, turn, now):
                 got = judge_turn(
                     lane.view(),
@@ -364,7 +375,6 @@ class Orchestrator:
                     failed_at,
                     recovered=True,
                 )
-            note = None
             if got.launch and trigger.idle_until is not None:  # planned: idle, or its deadline
                 idle = await self._runner.engine_idle(lane)
                 poll = self.config.remediator.planned_restarts.poll_seconds
@@ -372,10 +382,20 @@ class Orchestrator:
                 when, again = planning.planned_turn(now, trigger.idle_until, idle, poll)
                 if when == "wait":
                     return again
-                note = planning.acted_note(when)
+                why = planning.acted_note(when)
+            if got.launch and _guarded(action, trigger):
+                standing = await self._standing(lane, turn)
+                if standing.verdict == "wait":
+                    await self._starting(lane, turn, standing.detail)
+                    return standing.not_before
+                why = "; ".join(w for w in (why, standing.detail) if w) or None
+                if standing.verdict == "recovered":
+                    ctx = self._context(lane.component)
+                    got = judge_turn(lane.view(), ctx, action, origin, failed_at, recovered=True)
+                    got = replace(got, detail=standing.detail)
             ops: list[Write] = []
             if got.launch and lane.next_wanted() == turn:  # else an operator's restart took it
-                self._persist(ops, [(lane, self._launch(lane, action, trigger, ops, note))])
+                self._persist(ops, [(lane, self._launch(lane, action, trigger, ops, why))])
             elif not got.launch:
                 self._seen.settle(trigger.key)
                 row = replace(
@@ -389,6 +409,44 @@ class Orchestrator:
                 await self.store.write(ops)
         return None
 
+    async def _starting(self, lane: Lane, turn: tuple[str, Trigger], detail: str) -> None:
+        """Record, once, that an alert's restart waits while a new incarnation starts."""
+        action, trigger = turn
+        if trigger.row.reason == Reason.STARTING:
+            return
+        row = replace(
+            trigger.row, action=action, verdict="deferred", reason=Reason.STARTING, detail=detail
+        )
+        lane.restate(action, replace(trigger, row=row))
+        self.metrics.deferred.labels(Reason.STARTING).inc()
+        await self.store.write([records.record_decision(row, self.clock.wall())])
+
+    async def _standing(self, lane: Lane, turn: tuple[str, Trigger]) -> Standing:
+        """An alert's restart judged against the component as it is now (incarnation)."""
+        assert self._runner is not None
+        trigger = turn[1]
+
+        def started(wall: float | None) -> float | None:
+            return None if wall is None else from_wall(self.clock, wall)
+
+        def needs_health(wall: float | None) -> bool:
+            return incarnation.needs_health(
+                about_health=trigger.about_health,
+                started_at=started(wall),
+                failed_at=trigger.failed_at,
+            )
+
+        now = self.clock.monotonic()
+        wall, healthy = await self._runner.observe(lane, turn, now, needs_health)
+        return incarnation.judge_now(
+            about_health=trigger.about_health,
+            failed_at=trigger.failed_at,
+            started_at=started(wall),
+            healthy=healthy,
+            allowance=lane.component.remediation.startup_timeout_seconds,
+            now=self.clock.monotonic(),
+        )
+
     # -- what operators and metrics see ---------------------------------------------------------
 
     def status(self, lane: Lane) -> ComponentStatus:
@@ -397,3 +455,9 @@ class Orchestrator:
     def gauges(self) -> list[ComponentGauges]:
         now = self.clock.monotonic()
         return [lane.gauges(self.budget, now) for lane in self.lanes.values()]
+
+
+def _guarded(action: str, trigger: Trigger) -> bool:
+    """An alert's restart is judged against what is true now before it acts (a cooldown's
+    recheck, about the incarnation the remediator just replaced, asks only for health)."""
+    return action == "restart" and trigger.origin == "alert" and not trigger.recheck

@@ -16,6 +16,7 @@ class Reason(str, Enum):
     COOLDOWN = "cooldown"  # deferred: a restart just finished; looked at again when it ends
     BACKOFF = "backoff"  # deferred: consecutive restarts wait longer and longer
     BUSY = "busy"  # deferred: another action on the component runs
+    STARTING = "starting"  # deferred: a new incarnation starts (incarnation); acts if it fails to
     COALESCED = "coalesced"  # joins the same action, running or waiting
     DUPLICATE = "duplicate"  # this alert (fingerprint and startsAt) was judged before
     RESOLVED = "resolved"  # resolved alerts never act (they cancel what they left waiting)
@@ -32,5 +33,7 @@ class Reason(str, Enum):
     WAITING_FOR_IDLE = "waiting_for_idle"  # deferred: a planned restart waits for an idle engine
 
 
-DEFERRED = frozenset({Reason.COOLDOWN, Reason.BACKOFF, Reason.BUSY, Reason.WAITING_FOR_IDLE})
+DEFERRED = frozenset(
+    {Reason.COOLDOWN, Reason.BACKOFF, Reason.BUSY, Reason.WAITING_FOR_IDLE, Reason.STARTING}
+)
 SKIPPED = frozenset(Reason) - DEFERRED - {Reason.ACTED, Reason.OPERATOR}

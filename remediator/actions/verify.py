@@ -11,7 +11,7 @@ import httpx
 
 from glyph_guard.common.config import Component
 from glyph_guard.common.health import check
-from glyph_guard.common.processes import ProcessTable
+from glyph_guard.common.processes import ProcessTable, ProcessTree
 
 POLL_SECONDS = 0.25
 SETTLE_SECONDS = 1.0  # without probes: how long the started process must stay up
@@ -86,12 +86,16 @@ async def _settle(
     )
 
 
-async def healthy_now(client: httpx.AsyncClient, component: Component) -> bool:
-    """The component has a process and is healthy, right now."""
+async def processes_now(component: Component) -> ProcessTree:
+    """The component's processes, right now."""
     table = ProcessTable()
     await asyncio.to_thread(table.refresh)
-    tree = (await asyncio.to_thread(table.find, [component]))[component.name]
-    if not tree.processes:
+    return (await asyncio.to_thread(table.find, [component]))[component.name]
+
+
+async def healthy_now(client: httpx.AsyncClient, component: Component) -> bool:
+    """The component has a process and is healthy, right now."""
+    if not (await processes_now(component)).processes:
         return False
     health, _ = await check(client, component)
     return health.healthy

@@ -111,7 +111,7 @@ def test_tree_whose_child_outlives_its_parent_is_cleaned_completely(tmp_path: Pa
         old = report(state)
         wait_for(lambda: healthy(port), 10)
 
-        rem.post(payload())
+        rem.restart()  # an alert about this healthy incarnation would find it recovered
         [action] = rem.finished_actions(1)
 
         assert action["outcome"] == "succeeded", action
@@ -240,8 +240,11 @@ def test_concurrent_alerts_coalesce_into_exactly_one_restart(tmp_path: Path) -> 
         [action] = rem.actions()
         assert action["outcome"] == "succeeded"
         coalesced = [d for d in rem.decisions() if d["reason"] == "coalesced"]
-        assert {d["action_id"] for d in coalesced} == {action["id"]}
-        assert rem.reasons()[-1] == "skipped:duplicate"
+        # those that came while the first was judged against the component now (before the
+        # restart had an id) joined it then
+        assert {d["action_id"] for d in coalesced} <= {action["id"], None}
+        assert rem.reasons().count("skipped:duplicate") == 1  # the repeat (its acted row may
+        # come after it: an alert's restart is recorded when it begins)
 
 
 def test_state_survives_a_remediator_restart(tmp_path: Path) -> None:
@@ -319,7 +322,7 @@ def test_gpu_memory_of_the_old_tree_is_waited_for(tmp_path: Path) -> None:
         Remediator(config, gpu=driver) as rem,
     ):
         driver.pids = frozenset({report(state)["pid"]})
-        rem.post(payload())
+        rem.restart()  # an alert about this healthy incarnation would find it recovered
         [action] = rem.finished_actions(1)
         assert action["outcome"] == "succeeded"
         assert action["details"]["nvml"] is True
@@ -335,7 +338,7 @@ def test_gpu_memory_never_released_fails_to_stop(tmp_path: Path) -> None:
         Remediator(config, gpu=lambda: frozenset({service.pid})) as rem,
     ):
         wait_for(lambda: healthy(port), 10)
-        rem.post(payload())
+        rem.restart()  # an alert about this healthy incarnation would find it recovered
         [action] = rem.finished_actions(1)
         assert action["outcome"] == "failed_to_stop"
         assert f"GPU memory still held by PID {service.pid}" in action["reason"]

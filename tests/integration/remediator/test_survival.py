@@ -20,6 +20,7 @@ import psutil
 import pytest
 
 from glyph_guard.common.config import Deployment, dump_config
+from glyph_guard.remediator.incarnation import STARTS_AT_LAG_SECONDS
 from glyph_guard_demo.testkit.doubles.harness import (
     TOKEN,
     Remediator,
@@ -195,6 +196,7 @@ def test_stopped_mid_restart_it_restarts_exactly_once_more(
     old = service_argv(port, mark.replace("\\", ""), *term)
     with spawned(old):
         wait_for(lambda: healthy(port), 10)
+        time.sleep(STARTS_AT_LAG_SECONDS)  # it ran when the rule looked: the one the alert is about
         process = Process(config, tmp_path).start()
         try:
             assert process.post(now_alert()) == ["acted"]  # e.g. hung: restart

@@ -245,9 +245,10 @@ def test_every_reason_has_its_series_from_the_start() -> None:
     intake_reasons = {case[-1][1] for case in CASES}
     # the orchestrator's own; gpu_needs_reset: tests/unit/remediator/test_gpu_health.py;
     # gpu_reset_off: tests/unit/remediator/test_reset_gpu.py;
-    # waiting_for_idle: tests/unit/remediator/test_planning.py
+    # waiting_for_idle: tests/unit/remediator/test_planning.py;
+    # starting: tests/unit/remediator/test_incarnation.py
     others = {"operator", "recovered", "truncated", "gpu_needs_reset", "gpu_reset_off"}
-    assert set(Reason) - intake_reasons == others | {"waiting_for_idle"}
+    assert set(Reason) - intake_reasons == others | {"waiting_for_idle", "starting"}
 
 
 # name, command, view, dry_run -> verdict, reason, refused, launch, state after (None: unchanged)

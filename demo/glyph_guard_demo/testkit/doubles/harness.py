@@ -212,6 +212,10 @@ class Remediator:
     def post(self, body: dict[str, Any]) -> httpx.Response:
         return self.http.post("/alerts", json=body)
 
+    def restart(self, component: str = "api") -> httpx.Response:
+        """An operator's restart: acts on the component as it runs now (no alert to judge)."""
+        return self.http.post(f"/components/{component}/restart")
+
     def actions(self, component: str | None = None, limit: int = 100) -> list[dict[str, Any]]:
         params: dict[str, Any] = {"limit": limit}
         if component:
