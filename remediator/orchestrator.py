@@ -247,8 +247,7 @@ class Orchestrator:
         if got.action is not None and got.launch:
             trigger = Trigger(origin, row, failed_at, about_health=about_health)
             if _guarded(got.action, trigger):  # judged against what is true now first (_run_due)
-                lane.wait(got.action, trigger)
-                ops.append(saved_intent(self.clock, lane, got.action, trigger))
+                self._wait(lane, got.action, trigger, ops)
                 return
             launched.append((lane, self._launch(lane, got.action, trigger, ops)))
             return
@@ -261,12 +260,26 @@ class Orchestrator:
                 idle_until=got.idle_until,
                 about_health=about_health,
             )
-            lane.wait(got.action, trigger)
-            ops.append(saved_intent(self.clock, lane, got.action, trigger))
+            self._wait(lane, got.action, trigger, ops)
             self.metrics.deferred.labels(got.reason).inc()
         elif origin != "operator":
             self.metrics.skipped.labels(got.reason).inc()
         ops.append(records.record_decision(row, self.clock.wall()))
+
+    def _wait(self, lane: Lane, action: str, trigger: Trigger, ops: list[Write]) -> None:
+        """Queue an action for its turn; a waiting request it takes the place of (a planned
+        restart, for an urgent one) is recorded as joining it."""
+        waiting = lane.wanted.get(action)
+        lane.wait(action, trigger)
+        if waiting is not None and lane.wanted.get(action) is trigger:
+            ops.append(self._joins(waiting, trigger, action))
+        ops.append(saved_intent(self.clock, lane, action, trigger))
+
+    def _joins(self, joined: Trigger, trigger: Trigger, action: str) -> Write:
+        """The record of a waiting request that another one's action takes up."""
+        joins = f"joins an {trigger.origin}'s {action}"
+        row = replace(joined.row, verdict="skipped", reason=Reason.COALESCED, detail=joins)
+        return records.record_decision(row, self.clock.wall())
 
     def _retry(
         self, lane: Lane, row: DecisionRow, action_id: int, recheck: bool, ops: list[Write]
@@ -292,9 +305,7 @@ class Orchestrator:
         action_id, self._next_id = self._next_id, self._next_id + 1
         wall, joined = self.clock.wall(), lane.wanted.get(action)
         if joined is not None and joined is not trigger:  # an operator's or urgent alert's takes it
-            joins = f"joins an {trigger.origin}'s {action}"
-            row = replace(joined.row, verdict="skipped", reason=Reason.COALESCED, detail=joins)
-            ops.append(records.record_decision(row, wall))
+            ops.append(self._joins(joined, trigger, action))
         running = lane.launch(action, trigger, action_id, self.clock.monotonic())
         retry = f"retry of action {trigger.retry_of}" if trigger.retry_of else None
         detail = retry or why or trigger.row.detail

@@ -8,12 +8,14 @@ import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
 
+from glyph_guard.remediator.incarnation import STARTS_AT_LAG_SECONDS
 from glyph_guard_demo.testkit.doubles.harness import Remediator, alert, make_config, payload
 from glyph_guard_demo.testkit.standin_fixtures import chat, metric
 from glyph_guard_demo.testkit.support import free_port, spawned, wait_for
@@ -58,8 +60,15 @@ def healthy(url: str) -> bool:
         return False
 
 
+def begun_now() -> str:
+    """A startsAt for a failure of the running incarnation (one started later is a new one)."""
+    return datetime.now(UTC).isoformat()
+
+
 def leak_alert(lower_bound: str, **labels: str) -> dict[str, Any]:
-    item = alert(fingerprint="1eak0001", alertname="GlyphMemoryLeak", **labels)
+    item = alert(
+        fingerprint="1eak0001", alertname="GlyphMemoryLeak", starts_at=begun_now(), **labels
+    )
     item["annotations"]["exhaustion_lower_bound_seconds"] = lower_bound
     return item
 
@@ -91,6 +100,8 @@ def serving(tmp_path: Path) -> Iterator[tuple[str, Remediator]]:
     config = make_config(tmp_path, {"api": api_component(port)}, planned_restarts=planned)
     with spawned(api_argv(port)), Remediator(config) as rem:
         wait_for(lambda: healthy(url), 60)
+        # an alert begun this soon after the start would be about a new incarnation
+        time.sleep(STARTS_AT_LAG_SECONDS + 0.5)
         yield url, rem
 
 
@@ -152,7 +163,9 @@ def test_an_urgent_alert_does_not_wait_behind_a_planned_one(tmp_path: Path) -> N
         request.start()
         wait_for(lambda: running(url), 30)
         rem.post(payload(leak_alert("3600", urgency="planned")))
-        imminent = alert(fingerprint="1eak0002", alertname="GlyphMemoryExhaustionImminent")
+        imminent = alert(
+            fingerprint="1eak0002", alertname="GlyphMemoryExhaustionImminent", starts_at=begun_now()
+        )
         answer = rem.post(payload(imminent))
         assert answer.json()["alerts"][0]["verdict"] == "acted"
         [action] = rem.finished_actions(1, timeout=90)
