@@ -192,7 +192,12 @@ class LeakDetector:
         sigma = 1.4826 * median(abs(x - centre) for x in diffs) / math.sqrt(2)
         sharp = max(6 * sigma, 0.005 * abs(ys[-1]))
         offset = len(ts) - len(diffs)
-        drops = [ts[offset + i] for i, x in enumerate(diffs) if x < -sharp]
+        # a drop inside a bin splits over two bin steps: count the run once
+        drops = [
+            ts[offset + i]
+            for i, x in enumerate(diffs)
+            if x < -sharp and (i == 0 or diffs[i - 1] >= -sharp)
+        ]
         gaps = sorted(b - a for a, b in pairwise(drops))
         if len(gaps) < 3:
             return sigma, None
