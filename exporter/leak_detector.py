@@ -175,11 +175,11 @@ class LeakDetector:
         rising = [e for e in judged if e.verdict == RISING]
         if settled >= s.min_history_seconds:
             stair = self._stair(noise, period)
-            rising = [stair, *rising] if stair else rising
+            rising += [stair] if stair else []
         self._verdicts.append(bool(rising))
         # a majority of the latest verdicts must agree: one odd bin does not tip it
         self._suspected = bool(rising) and 2 * sum(self._verdicts) > self.settings.confirm_bins
-        # a stair, else the longest window, says best how fast it grows
+        # the longest window, else a stair, says best how fast it grows
         self._evidence = rising[0] if rising else (judged[0] if judged else None)
         self._slope = self._evidence.slope_bytes_per_second if self._evidence else None
 
