@@ -247,6 +247,7 @@ def generated(split: str, count: int, jobs: int) -> None:
     print(
         "detector CPU time per update (least of 2 runs):"
         f" mean {1e6 * sum(costs) / len(costs):.0f} us,"
+        f" p50 {1e6 * _quantile(ordered, 0.5):.0f} us,"
         f" p99 {1e6 * _quantile(ordered, 0.99):.0f} us,"
         f" p99.9 {1e6 * _quantile(ordered, 0.999):.0f} us,"
         f" max {1e6 * ordered[-1]:.0f} us over {len(costs)} updates"
