@@ -83,6 +83,10 @@ class LeakDetector:
         self._lows: list[float] = []
         self._bins: list[int] = []  # the index of each closed bin
         self._floor_cache: dict[tuple[int, int, float], float | None] = {}
+        self._histories: dict[float, tuple[tuple[int, int, int, float], _History]] = {}
+        self._stair_steps: (
+            tuple[tuple[int, int, int, float, int], list[tuple[float, float]], float] | None
+        ) = None
         self._open_index: int | None = None
         self._open_t: list[float] = []
         self._open_v: list[float] = []
@@ -162,14 +166,12 @@ class LeakDetector:
         assert self._segment_start is not None
         now = self._ts[-1]
         settled = now - self._segment_start - s.warmup_seconds
-        judged: list[LeakEvidence] = []
+        judged: list[LeakEvidence] = []  # the longest window first
         noise, period = self._bin_noise_and_period()
-        for span in self._windows:
-            if settled < span + s.min_history_seconds:
-                break
-            evidence = self._window_evidence(now, span, noise, period)
-            if evidence is not None:
-                judged.append(evidence)
+        for span in reversed(self._windows):
+            if settled >= span + s.min_history_seconds:
+                evidence = self._window_evidence(now, span, noise, period, whole=not judged)
+                judged += [evidence] if evidence else []
         rising = [e for e in judged if e.verdict == RISING]
         if settled >= s.min_history_seconds:
             stair = self._stair(noise, period)
@@ -177,8 +179,8 @@ class LeakDetector:
         self._verdicts.append(bool(rising))
         # a majority of the latest verdicts must agree: one odd bin does not tip it
         self._suspected = bool(rising) and 2 * sum(self._verdicts) > self.settings.confirm_bins
-        # the longest window says best how fast it grows
-        self._evidence = rising[-1] if rising else (judged[-1] if judged else None)
+        # the longest window, else a stair, says best how fast it grows
+        self._evidence = rising[0] if rising else (judged[0] if judged else None)
         self._slope = self._evidence.slope_bytes_per_second if self._evidence else None
 
     def _bin_noise_and_period(self) -> tuple[float, float | None]:
@@ -192,7 +194,12 @@ class LeakDetector:
         sigma = 1.4826 * median(abs(x - centre) for x in diffs) / math.sqrt(2)
         sharp = max(6 * sigma, 0.005 * abs(ys[-1]))
         offset = len(ts) - len(diffs)
-        drops = [ts[offset + i] for i, x in enumerate(diffs) if x < -sharp]
+        # a drop inside a bin splits over two bin steps: count the run once
+        drops = [
+            ts[offset + i]
+            for i, x in enumerate(diffs)
+            if x < -sharp and (i == 0 or diffs[i - 1] >= -sharp)
+        ]
         gaps = sorted(b - a for a, b in pairwise(drops))
         if len(gaps) < 3:
             return sigma, None
@@ -243,11 +250,16 @@ class LeakDetector:
         last = self._bins[-1]
         begin = math.ceil((self._segment_start + s.grace_seconds) / s.bin_seconds) + reach
         first = reach * math.ceil(begin / reach)  # on a fixed grid: each floor is taken once
-        floors = self._floors(range(first, last + 1, reach), reach, quantile)
-        steps = [(t, b - a) for (_, a), (t, b) in pairwise(floors)]
+        # the floors change once a block (or when old bins are let go): keep their steps
+        key = (first, reach * (last // reach), reach, quantile, self._bins[0])
+        if self._stair_steps is None or self._stair_steps[0] != key:
+            floors = self._floors(range(first, key[1] + 1, reach), reach, quantile)
+            found = [(t, b - a) for (_, a), (t, b) in pairwise(floors)]
+            self._stair_steps = (key, found, _step_noise([x for _, x in found]))
+        _, steps, step_noise = self._stair_steps
         if len(steps) < 4:
             return None
-        noise = max(_step_noise([x for _, x in steps]), 1.43 * bin_noise / math.sqrt(reach))
+        noise = max(step_noise, 1.43 * bin_noise / math.sqrt(reach))
         least = max(s.min_sigmas * noise, s.min_rise_bytes / 3)
         chunks: list[tuple[float, float]] = []  # (time, size) of runs of big rises
         run = 0
@@ -287,9 +299,29 @@ class LeakDetector:
             STAIR,
         )
 
+    def _history(
+        self, span: float, *, begin: float, start: int, width: int, reach: int, quantile: float
+    ) -> _History:
+        """The floors older than a window (ending at its start), on a grid of fixed block
+        ends: they change once a block, so what is measured on them is kept until then."""
+        first = width * math.ceil((begin / self.settings.bin_seconds + reach) / width)
+        key = (first, width * math.floor(start / width), reach, quantile)
+        kept = self._histories.get(span)
+        if kept is None or kept[0] != key:
+            floors = self._floors(range(first, key[1] + 1, width), reach, quantile)
+            ys = [y for _, y in floors]
+            high = _quantile(ys, self.settings.history_quantile) if ys else None
+            history = _History(
+                floors, [b - a for a, b in pairwise(ys)], high, _fall_back(floors, span)
+            )
+            kept = self._histories[span] = (key, history)
+        return kept[1]
+
     def _window_evidence(
-        self, now: float, span: float, bin_noise: float, period: float | None
+        self, now: float, span: float, bin_noise: float, period: float | None, *, whole: bool
     ) -> LeakEvidence | None:
+        """The window's evidence; unless `whole`, None as soon as the floors' shape fails
+        (before the costlier comparison with the older history)."""
         s = self.settings
         assert self._segment_start is not None
         width = max(1, round(span / s.blocks / s.bin_seconds))  # in bins
@@ -305,12 +337,29 @@ class LeakDetector:
         slope = _theil_sen(floors)
         values = [y for _, y in floors]
         rise = values[-1] - values[0]
-        begin = max(self._segment_start, now - s.history_seconds)
-        first = start - width * math.floor((start - begin / s.bin_seconds - reach) / width)
-        older = self._floors(range(first, start + 1, width), reach, quantile)
         steps = [b - a for a, b in pairwise(values)]
+        rises = sorted((x for x in steps if x > 0), reverse=True)
+        top = sum(rises[:2]) / sum(rises) if rises and sum(rises) > 0 else 1.0
+        (t0, y0), (th, yh), (t1, y1) = floors[0], floors[len(floors) // 2], floors[-1]
+        shape = None
+        if slope < s.min_rate_bytes_per_second or slope * span < s.min_rise_bytes:
+            shape = "below the rate floor"
+        elif sum(1 for x in steps if x < 0) > 1 or -sum(x for x in steps if x < 0) > 0.25 * rise:
+            shape = "floors fall back"
+        elif (y1 - yh) / (t1 - th) < s.min_late_fraction * (yh - y0) / (th - t0):
+            shape = "levelling off"
+        elif top > s.max_top_steps_share:
+            shape = "one or two steps"
+        if shape and not whole:
+            return None
+        begin = max(self._segment_start, now - s.history_seconds)
+        history = self._history(
+            span, begin=begin, start=start, width=width, reach=reach, quantile=quantile
+        )
+        older = history.floors
+        joint = [values[0] - older[-1][1]] if older else []
         noise = max(
-            _step_noise([b - a for a, b in pairwise(y for _, y in older + floors)]),
+            _step_noise(history.steps + joint + steps),
             1.43 * bin_noise / math.sqrt(reach),  # a low quantile of white noise
         )
         mean = sum(t for t, _ in floors) / len(floors)
@@ -320,32 +369,33 @@ class LeakDetector:
         scatter = 1.4826 * median(abs(r - centre) for r in resid)
         stderr = max(scatter, noise, 1e-9) / spread
         sigmas = slope / stderr
-        rises = sorted((x for x in steps if x > 0), reverse=True)
-        top = sum(rises[:2]) / sum(rises) if rises and sum(rises) > 0 else 1.0
-        high = _quantile([y for _, y in older], s.history_quantile) if older else None
-        above = None if high is None else values[-1] - high
+        above = None if history.high is None else values[-1] - history.high
 
         def verdict(reason: str) -> LeakEvidence:
             return LeakEvidence(span, slope, stderr, rise, sigmas, above, top, reason)
 
-        if slope < s.min_rate_bytes_per_second or slope * span < s.min_rise_bytes:
-            return verdict("below the rate floor")
-        if sum(1 for x in steps if x < 0) > 1 or -sum(x for x in steps if x < 0) > 0.25 * rise:
-            return verdict("floors fall back")
-        (t0, y0), (th, yh), (t1, y1) = floors[0], floors[len(floors) // 2], floors[-1]
-        if (y1 - yh) / (t1 - th) < s.min_late_fraction * (yh - y0) / (th - t0):
-            return verdict("levelling off")
-        if top > s.max_top_steps_share:
-            return verdict("one or two steps")
+        if shape:
+            return verdict(shape)
         if sigmas < s.min_sigmas:
             return verdict("not significant")
         if above is None or len(older) * width * s.bin_seconds < s.min_history_seconds:
             return verdict("too little older history")
         if above < s.min_sigmas / 2 * noise:
             return verdict("not above the older history")
-        if _fall_back(older + floors[:1], span) > s.max_fall_back_fraction * rise:
+        fall = max((y - y0 for t, y in reversed(older) if t >= t0 - span), default=0.0)
+        if max(history.fall, fall) > s.max_fall_back_fraction * rise:
             return verdict("fell back as much before")
         return verdict(RISING)
+
+
+@dataclass(frozen=True)
+class _History:
+    """What a window compares its floors with: the older floors of the segment."""
+
+    floors: list[tuple[float, float]]
+    steps: list[float]  # between neighbouring older floors
+    high: float | None  # their history_quantile
+    fall: float  # their largest fall within the window's span
 
 
 RISING = "rising floor"
@@ -360,12 +410,13 @@ def _theil_sen(points: list[tuple[float, float]]) -> float:
 
 def _fall_back(floors: list[tuple[float, float]], span: float) -> float:
     """The largest fall of the floors within `span`: how far the service has come back down."""
+    times = [t for t, _ in floors]
+    ys = [y for _, y in floors]
     worst = 0.0
     for i, (t, y) in enumerate(floors):
-        for u, z in floors[i + 1 :]:
-            if u - t > span:
-                break
-            worst = max(worst, y - z)
+        within = ys[i + 1 : bisect_right(times, t + span, i + 1)]
+        if within:
+            worst = max(worst, y - min(within))
     return worst
 
 

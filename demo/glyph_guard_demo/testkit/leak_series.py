@@ -2,7 +2,9 @@
 
 Shared by the leak detector's tests and bench/leak_eval.py. Every series is one process's
 memory sampled every 15-60 s with jitter, on a background of white noise, slow wander and,
-at random, a warm-up and a small allocator sawtooth. Healthy families never raise the floor
+at random, a warm-up, a small allocator sawtooth and (in RESTART_SHARE of them) one or two
+restarts: memory drops, the new process warms up and grows again, a leak's hold is freed and
+the leak starts over. Healthy families never raise the floor
 the service returns to for longer than a leak of the same rate may go unflagged: cycles
 turn back, plateaus decelerate and stop, steps are few, creep stays under 120 MB/h.
 """
@@ -15,7 +17,7 @@ import math
 import random
 from bisect import bisect_right
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 MB = 1e6
@@ -63,25 +65,52 @@ def last_start(series: Series, t: float) -> float:
     return max((s for s in (series.samples[0][0], *series.restarts) if s <= t), default=0.0)
 
 
+def deadline_for(rate_per_hour: float) -> float:
+    """How soon a leak this fast must be flagged."""
+    return 45 * 60 if rate_per_hour >= 1 * GB else 2 * HOUR
+
+
+def restarted(series: Series, k: int) -> bool:
+    """Whether sample k is the first of a new process (a restart since sample k - 1): where
+    the exporter sees a new process start time and resets the series' detector."""
+    return k > 0 and last_start(series, series.samples[k][0]) > series.samples[k - 1][0]
+
+
 def score_flags(series: Series, flags: Sequence[bool]) -> Outcome:
-    """The judging rule of ../shared/traces/README.md."""
+    """The judging rule of ../shared/traces/README.md, per incarnation of the process.
+
+    A restart frees what the leak held, and the new process leaks again: each incarnation the
+    leak runs in is judged from its onset or the end of its first hour, whichever is later.
+    The delay is the worst over them; one that ends (restarts) before its deadline unflagged
+    is not judged, one that lives past its deadline unflagged is a miss (delay None).
+    """
     onset = series.onset
-    if series.healthy or onset is None:
-        judged_onset, deadline = math.inf, None
-    else:
-        judged_onset = max(onset, last_start(series, onset) + GRACE)
-        deadline = 45 * 60 if (series.rate_per_hour or 0) >= 1 * GB else 2 * HOUR
+    deadline = None
+    if not series.healthy and onset is not None:
+        deadline = deadline_for(series.rate_per_hour or 0)
+    starts = (series.samples[0][0], *series.restarts)
     false = 0
-    first: float | None = None
+    first: dict[float, float] = {}  # incarnation start: its first flag after the onset
     for (t, _), flagged in zip(series.samples, flags, strict=True):
-        if not flagged or t - last_start(series, t) < GRACE:
+        start = last_start(series, t)
+        if not flagged or t - start < GRACE:
             continue
         if onset is None or t < onset:
             false += 1
-        elif first is None:
-            first = t
-    delay = None if first is None else max(0.0, first - judged_onset)
-    return Outcome(false, delay, deadline)
+        else:
+            first.setdefault(start, t)
+    if onset is None or deadline is None:
+        return Outcome(false, None, None)
+    delays = []
+    for start, end in zip(starts, (*starts[1:], series.samples[-1][0]), strict=True):
+        judged = max(onset, start + GRACE)
+        if judged >= end:
+            continue
+        if start in first:
+            delays.append(max(0.0, first[start] - judged))
+        elif end - judged > deadline:
+            return Outcome(false, None, deadline)
+    return Outcome(false, max(delays) if delays else None, deadline)
 
 
 def load_traces(directory: Path) -> list[Series]:
@@ -160,15 +189,26 @@ class _Draft:
     base: float
     noise: float  # as a fraction of the base
     interval: float  # between samples, before jitter
-    parts: list[Shape]
+    parts: list[Shape]  # of the time: traffic, cycles, sawtooth
+    aged: list[Shape] = field(default_factory=list)  # of the process's age: warm-up, growth
+    leaks: list[Shape] = field(default_factory=list)  # of the time, freed by a restart
     white: float = 0.0  # extra white noise, as a fraction of the base
     restarts: tuple[float, ...] = ()
     gaps: tuple[tuple[float, float], ...] = ()
     onset: float | None = None
     rate_per_hour: float | None = None
+    leak_end: float = math.inf  # when the leak stops
 
     def add(self, part: Shape) -> None:
         self.parts.append(part)
+
+    def add_aged(self, part: Shape) -> None:
+        """A part that starts over with each process: its argument is the process's age."""
+        self.aged.append(part)
+
+    def add_leak(self, part: Shape) -> None:
+        """A leak: what it holds is freed at a restart, and the new process leaks again."""
+        self.leaks.append(part)
 
     def build(self, seed: int) -> Series:
         rng = self.rng
@@ -181,7 +221,10 @@ class _Draft:
         t = 0.0
         while t <= self.hours * HOUR:
             if not any(a <= t < b for a, b in self.gaps):
+                start = max((r for r in restarts if r <= t), default=0.0)
                 value = self.base + sum(part(t) for part in self.parts) + noise(t)
+                value += sum(part(t - start) for part in self.aged)
+                value += sum(part(t) - part(start) for part in self.leaks)
                 value += rng.gauss(0, white) if white else 0.0
                 value += sum(w(t - r) for w, r in zip(warm, restarts, strict=True))
                 samples.append((round(t, 1), max(value, 0.05 * self.base)))
@@ -205,7 +248,7 @@ def _draft(rng: random.Random, family: str, *, small: bool = False) -> _Draft:
     noise = _log_uniform(rng, 0.0005, 0.004)
     draft = _Draft(rng, family, rng.uniform(8, 12), base, noise, rng.uniform(15, 60), [])
     if rng.random() < 0.5:
-        draft.add(_warmup(rng, rng.uniform(0.1, 0.5) * base))  # its age is t
+        draft.add_aged(_warmup(rng, rng.uniform(0.1, 0.5) * base))
     if rng.random() < 0.5:
         amplitude = rng.uniform(0.002, 0.02) * base
         draft.add(_sawtooth(rng, amplitude, rng.uniform(1, 15) * 60, draft.hours))
@@ -256,7 +299,7 @@ def plateau_log(d: _Draft) -> None:
     norm = math.log1p(stop / tau)
     most = rng.uniform(100, 400) * MB / HOUR * (tau + HOUR) * norm  # growth that gives it
     growth = min(rng.uniform(0.05, 0.3) * d.base, 3 * GB, most)
-    d.add(lambda t: growth * math.log1p(min(t, stop) / tau) / norm)
+    d.add_aged(lambda t: growth * math.log1p(min(t, stop) / tau) / norm)
 
 
 def plateau_steps(d: _Draft) -> None:
@@ -265,7 +308,7 @@ def plateau_steps(d: _Draft) -> None:
     times = sorted(rng.uniform(0.1, 1.0) * HOUR for _ in range(rng.randint(1, 3)))
     times += sorted(rng.uniform(1.0, d.hours) * HOUR for _ in range(rng.randint(0, 2)))
     sizes = [min(rng.uniform(0.02, 0.15) * d.base, 1.5 * GB) for _ in times]
-    d.add(lambda t: sum(s for at, s in zip(times, sizes, strict=True) if t >= at))
+    d.add_aged(lambda t: sum(s for at, s in zip(times, sizes, strict=True) if t >= at))
 
 
 def creep(d: _Draft) -> None:
@@ -273,7 +316,7 @@ def creep(d: _Draft) -> None:
     rng = d.rng
     tau = rng.uniform(1, 3) * HOUR
     rate = rng.uniform(30, 120) * MB / HOUR * math.exp(HOUR / tau)  # rate at t = 1 h
-    d.add(lambda t: rate * tau * (1 - math.exp(-t / tau)))
+    d.add_aged(lambda t: rate * tau * (1 - math.exp(-t / tau)))
 
 
 def bursts(d: _Draft) -> None:
@@ -304,11 +347,21 @@ def gc_sawtooth(d: _Draft) -> None:
 
 def restarts(d: _Draft) -> None:
     """One to three restarts at least 1.5 h apart, each warming up again."""
+    _restart(d, d.rng.randint(1, 3))
+
+
+def _restart(d: _Draft, count: int) -> None:
+    """Restarts 1.5-3.5 h apart: memory drops, the new process warms up again, what a leak
+    held is freed. On a leak, each leaves the new process time to be judged: its first hour
+    and the deadline before the series (or the leak) ends."""
     rng = d.rng
     at = [rng.uniform(1.5, 3.5) * HOUR]
-    for _ in range(rng.randint(0, 2)):
+    for _ in range(count - 1):
         at.append(at[-1] + rng.uniform(1.5, 3.5) * HOUR)
-    d.restarts = tuple(a for a in at if a < (d.hours - 0.5) * HOUR)
+    last = (d.hours - 0.5) * HOUR
+    if d.rate_per_hour is not None:
+        last = min(d.hours * HOUR, d.leak_end) - GRACE - deadline_for(d.rate_per_hour)
+    d.restarts = tuple(a for a in at if a < last)
 
 
 def gaps(d: _Draft) -> None:
@@ -332,7 +385,7 @@ def small_steps(d: _Draft) -> None:
         steps.append(t)
         rate = late * math.exp(-(t - HOUR) / tau)
         t += rng.expovariate(rate / size)
-    d.add(lambda t: size * bisect_right(steps, t))
+    d.add_aged(lambda t: size * bisect_right(steps, t))
 
 
 def log_arena(d: _Draft) -> None:
@@ -342,7 +395,7 @@ def log_arena(d: _Draft) -> None:
     tau, stop = rng.uniform(5, 40) * 60, rng.uniform(2, 3) * HOUR
     late = rng.uniform(60, 200) * MB / HOUR
     growth = late * (tau + HOUR)  # growth * d/dt log1p(t / tau) at t = 1 h
-    d.add(lambda t: growth * math.log1p(min(t, stop) / tau))
+    d.add_aged(lambda t: growth * math.log1p(min(t, stop) / tau))
 
 
 # ------------------------------------------------------------------------------------------
@@ -359,7 +412,7 @@ def linear(d: _Draft) -> None:
     """A steady leak of 200 MB/h to 3 GB/h."""
     rate = _log_uniform(d.rng, 200 * MB, 3 * GB)
     onset = _leak(d, rate)
-    d.add(lambda t: max(0.0, t - onset) * rate / HOUR)
+    d.add_leak(lambda t: max(0.0, t - onset) * rate / HOUR)
 
 
 def staircase(d: _Draft) -> None:
@@ -369,7 +422,7 @@ def staircase(d: _Draft) -> None:
     rate = _log_uniform(rng, 200 * MB, 1.5 * GB)
     every = (rng.uniform(5, 15) if rate >= GB else rng.uniform(10, 45)) * 60
     onset = _leak(d, rate)
-    d.add(
+    d.add_leak(
         lambda t: (math.floor((t - onset) / every) + 1) * every * rate / HOUR if t >= onset else 0
     )
 
@@ -380,13 +433,13 @@ def under_sawtooth(d: _Draft) -> None:
     sampled six times or more."""
     rng = d.rng
     linear_rate = _log_uniform(rng, 200 * MB, 2 * GB)
-    deadline = 0.75 * HOUR if linear_rate >= GB else 2 * HOUR
+    deadline = deadline_for(linear_rate)
     shortest = max(180.0, 6 * d.interval)
     period = rng.uniform(shortest, max(shortest, deadline / 6))
     amplitude = min(rng.uniform(0.03, 0.15) * d.base, 2 * linear_rate * deadline / HOUR)
     d.add(_sawtooth(rng, amplitude, period, d.hours))
     onset = _leak(d, linear_rate)
-    d.add(lambda t: max(0.0, t - onset) * linear_rate / HOUR)
+    d.add_leak(lambda t: max(0.0, t - onset) * linear_rate / HOUR)
 
 
 def accelerating(d: _Draft) -> None:
@@ -399,28 +452,28 @@ def accelerating(d: _Draft) -> None:
         hours = max(0.0, t - onset) / HOUR
         return start * hours + growth * hours * hours / 2
 
-    d.add(shape)
+    d.add_leak(shape)
 
 
 def slow(d: _Draft) -> None:
     """A leak near the 200 MB/h threshold."""
     rate = d.rng.uniform(200, 260) * MB
     onset = _leak(d, rate)
-    d.add(lambda t: max(0.0, t - onset) * rate / HOUR)
+    d.add_leak(lambda t: max(0.0, t - onset) * rate / HOUR)
 
 
 def small_base(d: _Draft) -> None:
     """A fast leak (1-4 GB/h) from a small base (0.2-1 GB)."""
     rate = _log_uniform(d.rng, 1 * GB, 4 * GB)
     onset = _leak(d, rate)
-    d.add(lambda t: max(0.0, t - onset) * rate / HOUR)
+    d.add_leak(lambda t: max(0.0, t - onset) * rate / HOUR)
 
 
 def early(d: _Draft) -> None:
     """A leak of 200 MB/h to 2 GB/h that starts inside the first hour."""
     rate = _log_uniform(d.rng, 200 * MB, 2 * GB)
     onset = _leak(d, rate, d.rng.uniform(0, HOUR))
-    d.add(lambda t: max(0.0, t - onset) * rate / HOUR)
+    d.add_leak(lambda t: max(0.0, t - onset) * rate / HOUR)
 
 
 def stopping(d: _Draft) -> None:
@@ -428,8 +481,9 @@ def stopping(d: _Draft) -> None:
     rng = d.rng
     rate = _log_uniform(rng, 200 * MB, 2 * GB)
     onset = _leak(d, rate)
-    end = onset + (0.75 if rate >= GB else 2.0) * HOUR + rng.uniform(0.5, 2) * HOUR
-    d.add(lambda t: max(0.0, min(t, end) - onset) * rate / HOUR)
+    end = onset + deadline_for(rate) + rng.uniform(0.5, 2) * HOUR
+    d.leak_end = end
+    d.add_leak(lambda t: max(0.0, min(t, end) - onset) * rate / HOUR)
 
 
 def big_chunks(d: _Draft) -> None:
@@ -439,7 +493,7 @@ def big_chunks(d: _Draft) -> None:
     every = rng.uniform(30, 55) * 60
     size = rng.uniform(200 * MB, min(800 * MB, 0.95 * GB * every / HOUR))
     onset = _leak(d, size * HOUR / every)
-    d.add(lambda t: (math.floor((t - onset) / every) + 1) * size if t >= onset else 0.0)
+    d.add_leak(lambda t: (math.floor((t - onset) / every) + 1) * size if t >= onset else 0.0)
 
 
 def under_bursts(d: _Draft) -> None:
@@ -457,18 +511,23 @@ def under_bursts(d: _Draft) -> None:
     d.add(lambda t: sum(h for a, b, h in events if a <= t < b))
     rate = rng.uniform(200, 500) * MB
     onset = _leak(d, rate)
-    d.add(lambda t: max(0.0, t - onset) * rate / HOUR)
+    d.add_leak(lambda t: max(0.0, t - onset) * rate / HOUR)
 
 
 def sparse_gaps(d: _Draft) -> None:
-    """A slow leak (200-600 MB/h) scraped every 60 s, with two to eight scrape gaps of 2-25 min."""
+    """A slow leak (200-600 MB/h) scraped every 60 s, with two to eight scrape gaps of 2-25 min,
+    at least a scrape apart (two that run together would be one gap of up to 50 min)."""
     rng = d.rng
     d.interval = rng.uniform(55, 65)
     starts = sorted(rng.uniform(1, d.hours - 0.5) * HOUR for _ in range(rng.randint(2, 8)))
-    d.gaps = tuple((s, s + rng.uniform(2, 25) * 60) for s in starts)
+    gaps: list[tuple[float, float]] = []
+    for start in starts:
+        begin = max(start, gaps[-1][1] + 2 * d.interval if gaps else start)
+        gaps.append((begin, begin + rng.uniform(2, 25) * 60))
+    d.gaps = tuple(gaps)
     rate = rng.uniform(200, 600) * MB
     onset = _leak(d, rate)
-    d.add(lambda t: max(0.0, t - onset) * rate / HOUR)
+    d.add_leak(lambda t: max(0.0, t - onset) * rate / HOUR)
 
 
 def deep_sawtooth(d: _Draft) -> None:
@@ -478,13 +537,13 @@ def deep_sawtooth(d: _Draft) -> None:
     within that."""
     rng = d.rng
     rate = _log_uniform(rng, 200 * MB, 1.5 * GB)
-    deadline = 0.75 * HOUR if rate >= GB else 2 * HOUR
+    deadline = deadline_for(rate)
     period = rng.uniform(5 * 60, min(30 * 60, deadline / 4))
     finest = 0.25 * rate * deadline / HOUR * period / (1.15 * d.interval)
     amplitude = min(rng.uniform(0.15, 0.5) * d.base, finest)
     d.add(_sawtooth(rng, amplitude, period, d.hours))
     onset = _leak(d, rate)
-    d.add(lambda t: max(0.0, t - onset) * rate / HOUR)
+    d.add_leak(lambda t: max(0.0, t - onset) * rate / HOUR)
 
 
 HEALTHY: dict[str, Callable[[_Draft], None]] = {
@@ -522,6 +581,7 @@ LEAKS: dict[str, Callable[[_Draft], None]] = {
     )
 }
 FAMILIES = {**HEALTHY, **LEAKS}
+RESTART_SHARE = 0.3  # of the series of every family that also restart now and then
 
 
 def generate(seed: int, family: str | None = None) -> Series:
@@ -532,4 +592,6 @@ def generate(seed: int, family: str | None = None) -> Series:
         family = rng.choice(names)
     draft = _draft(rng, family, small=family == "small_base")
     FAMILIES[family](draft)
+    if family != "restarts" and rng.random() < RESTART_SHARE:
+        _restart(draft, rng.randint(1, 2))
     return draft.build(seed)
