@@ -116,11 +116,13 @@ async def canary_strikes(
     probe: Probe,
     models: ServedModels,
     asleep: Asleep,
+    *,
+    strikes: int = CANARY_STRIKES,
 ) -> AsyncIterator[ProbeResult]:
-    """Each attempt of one canary round: up to CANARY_STRIKES, stopping at the first success.
+    """Each attempt of one canary round: up to `strikes`, stopping at the first success.
     A failure while the engine sleeps (asleep() is asked after it) is no observation: the
     round ends without it."""
-    for _ in range(CANARY_STRIKES):
+    for _ in range(strikes):
         asked = await models.canary_for(client, component, probe)
         result = await run_probe(client, component, asked)
         models.remember(result, asked)
@@ -132,27 +134,46 @@ async def canary_strikes(
 
 
 async def _last_strike(
-    client: httpx.AsyncClient, component: Component, probe: Probe, models: ServedModels
+    client: httpx.AsyncClient,
+    component: Component,
+    probe: Probe,
+    models: ServedModels,
+    strikes: int,
 ) -> ProbeResult | None:
     async def asleep() -> bool:
         return await engine_asleep(client, component)
 
     last = None
-    async for result in canary_strikes(client, component, probe, models, asleep):
+    async for result in canary_strikes(client, component, probe, models, asleep, strikes=strikes):
         last = result
     return last
 
 
 async def check(
-    client: httpx.AsyncClient, component: Component, models: ServedModels | None = None
+    client: httpx.AsyncClient,
+    component: Component,
+    models: ServedModels | None = None,
+    *,
+    glance: float | None = None,
 ) -> tuple[Health, list[ProbeResult]]:
-    """Probe the component now (async) and judge it; a canary gets its strikes."""
+    """Probe the component now (async) and judge it; a canary gets its strikes.
+
+    glance: one attempt per probe, each within that many seconds at most (what the remediator
+    looks at before acting on an alert: answering that fast is healthy again; a slower answer
+    leaves the alert standing, as it stood without the look).
+    """
     models = models or ServedModels()
     asleep = await engine_asleep(client, component)
     probes = counted_probes(component, asleep=asleep)
+    strikes = CANARY_STRIKES
+    if glance is not None:
+        strikes = 1
+        probes = tuple(
+            p.model_copy(update={"timeout_seconds": min(p.timeout_seconds, glance)}) for p in probes
+        )
     asked = await asyncio.gather(
         *(
-            _last_strike(client, component, p, models)
+            _last_strike(client, component, p, models, strikes)
             if p.kind == "canary"
             else run_probe(client, component, p)
             for p in probes

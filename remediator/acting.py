@@ -19,10 +19,11 @@ from glyph_guard.remediator.actions.reset_gpu import GpuResetter
 from glyph_guard.remediator.actions.verify import healthy_now, processes_now
 from glyph_guard.remediator.carryover import interrupted
 from glyph_guard.remediator.idleness import engine_idle
+from glyph_guard.remediator.incarnation import GLANCE_SECONDS, HealthLook
 from glyph_guard.remediator.lane import Lane, Running, Trigger
 
 log = logging.getLogger("glyph_remediator")
-NeedsHealth = Callable[[float | None], bool]
+HealthFor = Callable[[float | None], HealthLook]
 Ended = Callable[[Lane, Running, ActionResult, "Started | None"], Awaitable[None]]
 
 
@@ -85,16 +86,18 @@ class Runner:
         return await engine_idle(self._kit.client, lane.component)
 
     async def observe(
-        self, lane: Lane, turn: tuple[str, Trigger], now: float, needs_health: NeedsHealth
+        self, lane: Lane, turn: tuple[str, Trigger], now: float, health_for: HealthFor
     ) -> tuple[float | None, bool]:
         """When the component's running processes started (wall clock; None: none runs) and,
-        if needs_health says so for that time, whether it is healthy now; holding its slot."""
+        as health_for says for that time, whether it is healthy now; holding its slot."""
         checking = lane.launch(*turn, None, now)
         try:
             started = (await processes_now(lane.component)).start_time
-            if not needs_health(started):
+            how = health_for(started)
+            if how == "none":
                 return started, False
-            health, _ = await check(self._kit.client, lane.component)
+            glance = GLANCE_SECONDS if how == "glance" else None
+            health, _ = await check(self._kit.client, lane.component, glance=glance)
             return started, health.healthy
         finally:
             lane.finish(checking)

@@ -14,6 +14,8 @@ RECHECK_SECONDS = 1.0  # how often a new incarnation still starting is looked at
 # long before startsAt may be one the rule never saw. Every alert the remediator acts on is
 # about a process that ran longer than this (an engine hang, a leak; a death needs none).
 STARTS_AT_LAG_SECONDS = 3.0
+GLANCE_SECONDS = 1.0  # the incarnation an alert is about clears it only by answering this fast
+HealthLook = Literal["none", "glance", "full"]
 
 
 @dataclass(frozen=True)
@@ -37,9 +39,16 @@ def new_incarnation(started_at: float | None, failed_at: float) -> bool:
     return started_at is not None and started_at > failed_at - STARTS_AT_LAG_SECONDS
 
 
-def needs_health(*, about_health: bool, started_at: float | None, failed_at: float) -> bool:
-    """Whether judging needs the component's health now (a probe round: do it only then)."""
-    return started_at is not None and (about_health or new_incarnation(started_at, failed_at))
+def health_look(*, about_health: bool, started_at: float | None, failed_at: float) -> HealthLook:
+    """How much of the component's health judging needs now: none (no probe round), a glance
+    at the incarnation the alert is about (one attempt per probe, GLANCE_SECONDS at most: a
+    slower answer leaves the alert standing, as it stood without the look), or a full round for
+    a new incarnation (healthy, or still starting: a slow answer must not count as a failure)."""
+    if started_at is None:
+        return "none"
+    if new_incarnation(started_at, failed_at):
+        return "full"
+    return "glance" if about_health else "none"
 
 
 def judge_now(
@@ -55,7 +64,7 @@ def judge_now(
 
     failed_at: when the alert's failure began (startsAt); started_at: when the oldest main
     process running now started (None: none runs); healthy: by the shared health model (the
-    canary included), asked only when needs_health says so; allowance: the component's start-up
+    canary included), asked only as health_look says; allowance: the component's start-up
     allowance (remediation.startup_timeout_seconds).
     """
     if started_at is None:

@@ -9,7 +9,7 @@ from dataclasses import replace
 
 from glyph_guard.common.config import Component, Deployment
 from glyph_guard.common.reloading import reloaded
-from glyph_guard.remediator import incarnation, planning, policy
+from glyph_guard.remediator import incarnation, policy
 from glyph_guard.remediator.acting import Runner
 from glyph_guard.remediator.actions.base import ActionResult, Started
 from glyph_guard.remediator.actions.gpu import GpuHolders, GpuUsers, NvmlHolders
@@ -19,7 +19,6 @@ from glyph_guard.remediator.carryover import carry_over
 from glyph_guard.remediator.clock import Clock, SystemClock, from_wall
 from glyph_guard.remediator.codec import saved_intent, saved_state
 from glyph_guard.remediator.gpu_health import GpuHealth
-from glyph_guard.remediator.incarnation import Standing
 from glyph_guard.remediator.intake import (
     Context,
     Judgement,
@@ -31,6 +30,7 @@ from glyph_guard.remediator.intake import (
     key_of,
 )
 from glyph_guard.remediator.lane import Conflict, Lane, Running, Trigger
+from glyph_guard.remediator.looks import Look, guarded, look
 from glyph_guard.remediator.metrics import ComponentGauges, Metrics
 from glyph_guard.remediator.models import (
     AlertVerdict,
@@ -246,7 +246,7 @@ class Orchestrator:
         ops.extend(records.drop_intent(lane.name, a) for a in lane.drop(got.cancel))
         if got.action is not None and got.launch:
             trigger = Trigger(origin, row, failed_at, about_health=about_health)
-            if _guarded(got.action, trigger):  # judged against what is true now first (_run_due)
+            if guarded(got.action, trigger):  # judged against what is true now first (_run_due)
                 self._wait(lane, got.action, trigger, ops)
                 return
             launched.append((lane, self._launch(lane, got.action, trigger, ops)))
@@ -376,37 +376,21 @@ class Orchestrator:
             got = judge_turn(lane.view(), self._context(lane.component), action, origin, failed_at)
             if got.not_before is not None:
                 return got.not_before
-            now, why = self.clock.monotonic(), None
-            if got.launch and trigger.recheck and await self._runner.recovered(lane, turn, now):
-                got = judge_turn(
-                    lane.view(),
-                    self._context(lane.component),
-                    action,
-                    origin,
-                    failed_at,
-                    recovered=True,
-                )
-            if got.launch and trigger.idle_until is not None:  # planned: idle, or its deadline
-                idle = await self._runner.engine_idle(lane)
+            seen = Look()
+            if got.launch:
                 poll = self.config.remediator.planned_restarts.poll_seconds
-                now = self.clock.monotonic()
-                when, again = planning.planned_turn(now, trigger.idle_until, idle, poll)
-                if when == "wait":
-                    return again
-                why = planning.acted_note(when)
-            if got.launch and _guarded(action, trigger):
-                standing = await self._standing(lane, turn)
-                if standing.verdict == "wait":
-                    await self._starting(lane, turn, standing.detail)
-                    return standing.not_before
-                why = "; ".join(w for w in (why, standing.detail) if w) or None
-                if standing.verdict == "recovered":
+                seen = await look(self._runner, self.clock, lane, turn, poll)
+                if seen.starting is not None:
+                    await self._starting(lane, turn, seen.starting)
+                if seen.again is not None:
+                    return seen.again
+                if seen.recovered:
                     ctx = self._context(lane.component)
                     got = judge_turn(lane.view(), ctx, action, origin, failed_at, recovered=True)
-                    got = replace(got, detail=standing.detail)
+                    got = replace(got, detail=seen.note or got.detail)
             ops: list[Write] = []
             if got.launch and lane.next_wanted() == turn:  # else an operator's restart took it
-                self._persist(ops, [(lane, self._launch(lane, action, trigger, ops, why))])
+                self._persist(ops, [(lane, self._launch(lane, action, trigger, ops, seen.note))])
             elif not got.launch:
                 self._seen.settle(trigger.key)
                 row = replace(
@@ -432,32 +416,6 @@ class Orchestrator:
         self.metrics.deferred.labels(Reason.STARTING).inc()
         await self.store.write([records.record_decision(row, self.clock.wall())])
 
-    async def _standing(self, lane: Lane, turn: tuple[str, Trigger]) -> Standing:
-        """An alert's restart judged against the component as it is now (incarnation)."""
-        assert self._runner is not None
-        trigger = turn[1]
-
-        def started(wall: float | None) -> float | None:
-            return None if wall is None else from_wall(self.clock, wall)
-
-        def needs_health(wall: float | None) -> bool:
-            return incarnation.needs_health(
-                about_health=trigger.about_health,
-                started_at=started(wall),
-                failed_at=trigger.failed_at,
-            )
-
-        now = self.clock.monotonic()
-        wall, healthy = await self._runner.observe(lane, turn, now, needs_health)
-        return incarnation.judge_now(
-            about_health=trigger.about_health,
-            failed_at=trigger.failed_at,
-            started_at=started(wall),
-            healthy=healthy,
-            allowance=lane.component.remediation.startup_timeout_seconds,
-            now=self.clock.monotonic(),
-        )
-
     # -- what operators and metrics see ---------------------------------------------------------
 
     def status(self, lane: Lane) -> ComponentStatus:
@@ -466,9 +424,3 @@ class Orchestrator:
     def gauges(self) -> list[ComponentGauges]:
         now = self.clock.monotonic()
         return [lane.gauges(self.budget, now) for lane in self.lanes.values()]
-
-
-def _guarded(action: str, trigger: Trigger) -> bool:
-    """An alert's restart is judged against what is true now before it acts (a cooldown's
-    recheck, about the incarnation the remediator just replaced, asks only for health)."""
-    return action == "restart" and trigger.origin == "alert" and not trigger.recheck

@@ -7,8 +7,8 @@ import pytest
 from glyph_guard.remediator.incarnation import (
     STARTS_AT_LAG_SECONDS,
     about_health,
+    health_look,
     judge_now,
-    needs_health,
 )
 
 FAILED_AT = 1000.0  # the alert's startsAt (monotonic)
@@ -71,20 +71,20 @@ def test_judge_now(
 
 
 @pytest.mark.parametrize(
-    ("about", "started", "needed"),
+    ("about", "started", "look"),
     [
-        (True, None, False),  # no process: nothing to probe
-        (False, None, False),
-        (True, OLD, True),
-        (False, OLD, False),  # not about health, the incarnation it is about: acts unprobed
-        (False, NEW, True),
-        (True, NEW, True),
+        (True, None, "none"),  # no process: nothing to probe
+        (False, None, "none"),
+        (True, OLD, "glance"),  # the incarnation it is about: cleared only by a quick answer
+        (False, OLD, "none"),  # not about health, the incarnation it is about: acts unprobed
+        (False, NEW, "full"),  # a new incarnation: healthy, or still starting
+        (True, NEW, "full"),
     ],
 )
 def test_health_is_asked_only_when_it_decides(
-    about: bool, started: float | None, needed: bool
+    about: bool, started: float | None, look: str
 ) -> None:
-    assert needs_health(about_health=about, started_at=started, failed_at=FAILED_AT) is needed
+    assert health_look(about_health=about, started_at=started, failed_at=FAILED_AT) == look
 
 
 @pytest.mark.parametrize(

@@ -16,6 +16,7 @@ from typing import Any
 import httpx
 
 from glyph_guard.common.config import Deployment, parse_config
+from glyph_guard.common.processes import ProcessTable
 from glyph_guard.remediator.actions.gpu import GpuHolders
 from glyph_guard.remediator.cli import build_server
 from glyph_guard_demo.testkit.support import free_port, wait_for
@@ -175,7 +176,8 @@ def kill_group(pid: int) -> None:
 class Remediator:
     """The glyph-remediator server as the CLI builds it, served from a thread of this process.
 
-    On exit it also kills the process groups of everything it started (by recorded PID).
+    On exit it also kills the process groups of everything it started (by recorded PID, and
+    the components' own matchers, the tests' unique markers, for a start still in flight).
     """
 
     def __init__(
@@ -205,9 +207,11 @@ class Remediator:
             self.server.should_exit = True
             self._thread.join(30)
             self.http.close()
-        for pid in started:
-            if pid:
-                kill_group(pid)
+        table = ProcessTable()  # and what a restart in flight at exit started, by its marker
+        table.refresh()
+        leaders = {p for tree in table.find(self.config.components).values() for p in tree.roots}
+        for pid in {p for p in started if p} | leaders:
+            kill_group(pid)
 
     def post(self, body: dict[str, Any]) -> httpx.Response:
         return self.http.post("/alerts", json=body)
