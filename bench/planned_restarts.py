@@ -32,6 +32,7 @@ import httpx
 import yaml
 
 from glyph_guard_demo.testkit.doubles.harness import alert, payload
+from glyph_guard_demo.testkit.standin_fixtures import standin_api_argv
 from glyph_guard_demo.testkit.support import free_port, spawned
 
 TOKEN = "bench-token"
@@ -63,20 +64,6 @@ class Trial:
         return [s for s in self.failed() if s.began <= end and s.ended >= start]
 
 
-def api_argv(port: int) -> list[str]:
-    return [
-        sys.executable,
-        "-m",
-        "glyph_guard_demo.standin",
-        "api",
-        "--port",
-        str(port),
-        "--enable-server-load-tracking",
-        "--step-seconds",
-        str(STEP_SECONDS),
-    ]
-
-
 def write_config(workdir: Path, port: int, api_port: int) -> Path:
     (workdir / "token").write_text(TOKEN)
     (workdir / "token").chmod(0o600)
@@ -91,7 +78,7 @@ def write_config(workdir: Path, port: int, api_port: int) -> Path:
                 "engine": {"path": "/metrics"},
                 "remediation": {
                     "actions": ["restart"],
-                    "restart": {"start": api_argv(api_port)},
+                    "restart": {"start": standin_api_argv(api_port, STEP_SECONDS)},
                     "stop_grace_seconds": 10,
                     "startup_timeout_seconds": 120,
                 },
@@ -185,7 +172,9 @@ def run_trial(mode: str, args: argparse.Namespace) -> Trial:
         with (
             open(workdir / "api.log", "wb") as api_log,
             open(workdir / "remediator.log", "wb") as rem_log,
-            spawned(api_argv(api_port), stdout=api_log, stderr=subprocess.STDOUT),
+            spawned(
+                standin_api_argv(api_port, STEP_SECONDS), stdout=api_log, stderr=subprocess.STDOUT
+            ),
             spawned(argv, stdout=rem_log, stderr=subprocess.STDOUT),
         ):
             try:

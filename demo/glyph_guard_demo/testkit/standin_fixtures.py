@@ -17,6 +17,22 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from glyph_guard_demo.testkit.support import REPO, Spawned, free_port, spawned, wait_for
 
+
+def standin_api_argv(port: int, step_seconds: float) -> list[str]:
+    """The stand-in api on a port, its engine taking step_seconds per token, /load served."""
+    return [
+        sys.executable,
+        "-m",
+        "glyph_guard_demo.standin",
+        "api",
+        "--port",
+        str(port),
+        "--enable-server-load-tracking",
+        "--step-seconds",
+        str(step_seconds),
+    ]
+
+
 STANDIN = [sys.executable, "-m", "glyph_guard_demo.standin"]
 START_TIMEOUT = 30.0
 

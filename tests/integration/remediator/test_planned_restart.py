@@ -3,7 +3,6 @@ request in flight over loopback, the remediator served over HTTP."""
 
 from __future__ import annotations
 
-import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -17,25 +16,11 @@ import pytest
 
 from glyph_guard.remediator.incarnation import STARTS_AT_LAG_SECONDS
 from glyph_guard_demo.testkit.doubles.harness import Remediator, alert, make_config, payload
-from glyph_guard_demo.testkit.standin_fixtures import chat, metric
+from glyph_guard_demo.testkit.standin_fixtures import chat, metric, standin_api_argv
 from glyph_guard_demo.testkit.support import free_port, spawned, wait_for
 
 pytestmark = pytest.mark.timeout(180)
 STEP = 0.05  # seconds per token: a request of N tokens runs N * STEP seconds
-
-
-def api_argv(port: int) -> list[str]:
-    return [
-        sys.executable,
-        "-m",
-        "glyph_guard_demo.standin",
-        "api",
-        "--port",
-        str(port),
-        "--enable-server-load-tracking",
-        "--step-seconds",
-        str(STEP),
-    ]
 
 
 def api_component(port: int) -> dict[str, Any]:
@@ -46,7 +31,7 @@ def api_component(port: int) -> dict[str, Any]:
         "engine": {"path": "/metrics"},
         "remediation": {
             "actions": ["restart"],
-            "restart": {"start": api_argv(port)},
+            "restart": {"start": standin_api_argv(port, STEP)},
             "stop_grace_seconds": 5,
             "startup_timeout_seconds": 60,
         },
@@ -98,7 +83,7 @@ def serving(tmp_path: Path) -> Iterator[tuple[str, Remediator]]:
     url = f"http://127.0.0.1:{port}"
     planned = {"max_wait_seconds": 3600, "poll_seconds": 0.2}
     config = make_config(tmp_path, {"api": api_component(port)}, planned_restarts=planned)
-    with spawned(api_argv(port)), Remediator(config) as rem:
+    with spawned(standin_api_argv(port, STEP)), Remediator(config) as rem:
         wait_for(lambda: healthy(url), 60)
         # an alert begun this soon after the start would be about a new incarnation
         time.sleep(STARTS_AT_LAG_SECONDS + 0.5)
