@@ -1,5 +1,6 @@
 """The `docker` restart backend against a real Docker Engine: real containers restarted,
-exiting at once, failing their health check, missing."""
+exiting at once, failing their health check, missing. Each by an operator's restart: an alert's
+would first be judged against the container as it runs (see test_incarnation.py)."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ from typing import TYPE_CHECKING, Any
 
 import pytest
 
-from glyph_guard_demo.testkit.doubles.harness import Remediator, make_config, payload
+from glyph_guard_demo.testkit.doubles.harness import Remediator, make_config
 from glyph_guard_demo.testkit.support import free_port, wait_for
 
 if TYPE_CHECKING:
@@ -80,7 +81,7 @@ def test_restarts_the_container_and_waits_for_its_health_check(
     wait_for(lambda: started_at(docker_engine, name), 10)
     before = started_at(docker_engine, name)
     with Remediator(restart_config(tmp_path, docker_engine, name, port, 60)) as rem:
-        rem.post(payload())
+        assert rem.restart().status_code == 202
         [action] = rem.finished_actions(1, timeout=90)
     assert action["outcome"] == "succeeded", action
     assert action["details"]["health"] == "healthy"
@@ -93,7 +94,7 @@ def test_a_container_that_exits_at_once_failed_to_start(
 ) -> None:
     name = container(["sh", "-c", "exit 3"])
     with Remediator(restart_config(tmp_path, docker_engine, name, free_port(), 3)) as rem:
-        rem.post(payload())
+        assert rem.restart().status_code == 202
         [action] = rem.finished_actions(1, timeout=60)
     assert action["outcome"] == "failed_to_start", action
     assert "container not running (exit code 3)" in action["reason"]
@@ -106,7 +107,7 @@ def test_a_failing_health_check_is_unhealthy_after_start(
         ["sleep", "infinity"], {"Test": ["CMD", "false"], "Interval": SECOND_NS, "Retries": 1}
     )
     with Remediator(restart_config(tmp_path, docker_engine, name, free_port(), 300)) as rem:
-        rem.post(payload())
+        assert rem.restart().status_code == 202
         [action] = rem.finished_actions(1, timeout=360)
     assert action["outcome"] == "unhealthy_after_start", action
     # Reported when Docker says so: at the start-up timeout it says "container health still".
@@ -116,7 +117,7 @@ def test_a_failing_health_check_is_unhealthy_after_start(
 def test_a_container_that_does_not_exist_is_reported(tmp_path: Path, docker_engine: Engine) -> None:
     name = f"glyph-test-missing-{uuid.uuid4().hex[:8]}"
     with Remediator(restart_config(tmp_path, docker_engine, name, free_port(), 3)) as rem:
-        rem.post(payload())
+        assert rem.restart().status_code == 202
         [action] = rem.finished_actions(1, timeout=30)
     assert action["outcome"] == "failed_to_start", action
     assert f"No such container: {name}" in action["reason"]
