@@ -15,6 +15,7 @@ from glyph_guard.common.xid_watch import XidWatch
 from glyph_guard.exporter.nvml import NvmlReader
 from glyph_guard.remediator.actions.gpu import NvmlHolders
 from glyph_guard_demo.testkit.exporter_fixtures import deployment, running_exporter, scrape
+from glyph_guard_demo.testkit.real_nvml import real_nvml_or_skip
 from glyph_guard_demo.testkit.support import sample, wait_for
 
 pytestmark = pytest.mark.gpu
@@ -22,15 +23,7 @@ pytestmark = pytest.mark.gpu
 
 @pytest.fixture
 def real_nvml() -> NvmlReader:
-    module = load_pynvml()
-    if module is None:
-        pytest.skip("nvidia-ml-py is not installed")
-    try:
-        module.nvmlInit()
-        count = module.nvmlDeviceGetCount()
-        module.nvmlShutdown()
-    except module.NVMLError as exc:
-        pytest.skip(f"no usable NVIDIA driver here: {exc}")
+    module, count = real_nvml_or_skip()
     if count == 0:
         pytest.skip("NVML sees no GPU")
     return NvmlReader(module)

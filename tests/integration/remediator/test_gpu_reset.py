@@ -14,7 +14,6 @@ from typing import Any
 import pytest
 
 from glyph_guard.common.config import Deployment, GpuReset
-from glyph_guard.common.nvml import load_pynvml
 from glyph_guard.common.xid_watch import XidWatch
 from glyph_guard.remediator.actions.base import ActionResult
 from glyph_guard.remediator.actions.gpu import NvmlHolders
@@ -29,6 +28,7 @@ from glyph_guard_demo.testkit.doubles.harness import (
     payload,
 )
 from glyph_guard_demo.testkit.fake_nvml import GIB, FakeDevice, FakeNvml
+from glyph_guard_demo.testkit.real_nvml import real_nvml_or_skip
 from glyph_guard_demo.testkit.support import free_port, spawned, wait_for
 
 
@@ -253,16 +253,10 @@ def test_no_nvidia_smi_fails_with_why(tmp_path: Path) -> None:
 def test_real_reset_argv_would_be_valid() -> None:
     """On a GPU host: the argv names a real nvidia-smi and a GPU index it knows. It only asks
     nvidia-smi about that GPU: a test never resets a real GPU."""
-    module = load_pynvml()
     executable = shutil.which("nvidia-smi")
-    if module is None or executable is None:
-        pytest.skip("no nvidia-ml-py or no nvidia-smi here")
-    try:
-        module.nvmlInit()
-        count = module.nvmlDeviceGetCount()
-        module.nvmlShutdown()
-    except module.NVMLError as exc:
-        pytest.skip(f"no usable NVIDIA driver here: {exc}")
+    if executable is None:
+        pytest.skip("no nvidia-smi here")
+    module, count = real_nvml_or_skip()
     resetter = GpuResetter(GpuReset(), lambda: (), NvmlHolders(module), GpuHealth())
     assert resetter.executable == executable
     for index in range(count):
