@@ -136,11 +136,17 @@ class LeakDetector:
         return self._reading
 
     def _restarted(self, t: float, v: float) -> bool:
+        """A fall far below what the service returns to (its floor over the last half hour,
+        else its recent median): a burst or a sawtooth ending falls to its floor, not below."""
         while self._recent and self._recent[0][0] < t - 300.0:
             self._recent.popleft()
         if not self._recent:
             return False
-        reference = median(x for _, x in self._recent)
+        lows: list[float] = []
+        if self._bins:
+            since = self._bins[-1] - RESTART_REFERENCE_SECONDS / self.settings.bin_seconds
+            lows = self._lows[bisect_right(self._bins, since) :]
+        reference = _quantile(lows, 0.2) if len(lows) >= 5 else median(x for _, x in self._recent)
         return reference > 0 and v < (1.0 - self.settings.restart_drop_fraction) * reference
 
     def _close_bin(self) -> None:
@@ -196,13 +202,14 @@ class LeakDetector:
         offset = len(ts) - len(diffs)
         # a drop inside a bin splits over two bin steps: count the run once
         drops = [
-            ts[offset + i]
+            (ts[offset + i], x + min(0.0, diffs[i + 1] if i + 1 < len(diffs) else 0.0))
             for i, x in enumerate(diffs)
             if x < -sharp and (i == 0 or diffs[i - 1] >= -sharp)
         ]
-        gaps = sorted(b - a for a, b in pairwise(drops))
-        if len(gaps) < 3:
-            return sigma, None
+        least = self.settings.min_rise_bytes / self.settings.blocks
+        if len(drops) < 4 or -median(x for _, x in drops) < least:
+            return sigma, None  # none, or too shallow to hide what the least leak adds a block
+        gaps = sorted(b[0] - a[0] for a, b in pairwise(drops))
         typical = median(gaps)
         regular = gaps[3 * len(gaps) // 4] - gaps[len(gaps) // 4] <= typical
         return sigma, typical if regular else None
@@ -214,7 +221,7 @@ class LeakDetector:
         if key not in self._floor_cache:
             lo, hi = bisect_right(self._bins, end - reach), bisect_right(self._bins, end)
             floor = None
-            if 2 * (hi - lo) >= reach and hi - lo >= 2:
+            if 3 * (hi - lo) >= reach and hi - lo >= 2:
                 block = sorted(self._lows[lo:hi])
                 floor = block[int(quantile * (len(block) - 1))]
             self._floor_cache[key] = floor
@@ -257,6 +264,11 @@ class LeakDetector:
             found = [(t, b - a) for (_, a), (t, b) in pairwise(floors)]
             self._stair_steps = (key, found, _step_noise([x for _, x in found]))
         _, steps, step_noise = self._stair_steps
+        if last > key[1] and steps:  # the floor so far of the block under way
+            floor = self._floor(last, reach, quantile)
+            grid = self._floor(key[1], reach, quantile)
+            if floor is not None and grid is not None:
+                steps = [*steps, ((last + 1) * s.bin_seconds, floor - grid)]
         if len(steps) < 4:
             return None
         noise = max(step_noise, 1.43 * bin_noise / math.sqrt(reach))
@@ -332,13 +344,17 @@ class LeakDetector:
         last = self._bins[-1]
         start = last - s.blocks * width
         floors = self._floors(range(start + width, last + 1, width), reach, quantile)
-        if len(floors) < s.blocks - 1:
+        if len(floors) < s.blocks - 2:
             return None
         slope = _theil_sen(floors)
         values = [y for _, y in floors]
         rise = values[-1] - values[0]
         steps = [b - a for a, b in pairwise(values)]
-        rises = sorted((x for x in steps if x > 0), reverse=True)
+        block = width * s.bin_seconds  # a step across a missing block counts as two
+        rises = sorted(
+            ((b[1] - a[1]) * block / (b[0] - a[0]) for a, b in pairwise(floors) if b[1] > a[1]),
+            reverse=True,
+        )
         top = sum(rises[:2]) / sum(rises) if rises and sum(rises) > 0 else 1.0
         (t0, y0), (th, yh), (t1, y1) = floors[0], floors[len(floors) // 2], floors[-1]
         shape = None
@@ -400,6 +416,7 @@ class _History:
 
 RISING = "rising floor"
 STAIR = "stair of chunks"
+RESTART_REFERENCE_SECONDS = 1800.0  # the floor a restart falls far below is this recent
 LEVEL_SECONDS = 1800.0  # the level a forecast starts from: the recent high, as bursts reach it
 
 

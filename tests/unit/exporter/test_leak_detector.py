@@ -213,6 +213,43 @@ def test_sawtooth_drops_do_not_restart_the_segment() -> None:
     assert reading.segment_age_seconds == series.samples[-1][0]
 
 
+def test_stacked_bursts_ending_do_not_restart_the_segment() -> None:
+    # the service doubles for 8 min (bursts on top of each other), then falls back to its floor
+    rng = random.Random(11)
+    detector = LeakDetector()
+    for k in range(3 * 120):
+        t = 30.0 * k
+        burst = 1 * GB if 2 * HOUR <= t < 2 * HOUR + 480 else 0.0
+        reading = detector.update(t, 1 * GB + burst + rng.gauss(0, 2 * MB), LIMIT)
+    assert reading.segment_age_seconds == t
+
+
+def _stair(
+    chunk_every: float, sawtooth: float = 0.0, period: float = 840.0
+) -> tuple[list[tuple[float, float]], list[float]]:
+    """Chunks of 500 MB every `chunk_every` seconds from 1.5 h, under an optional sawtooth."""
+    rng = random.Random(5)
+    onset = 1.5 * HOUR
+    chunks = [onset + k * chunk_every for k in range(8)]
+    samples = []
+    for k in range(int(6 * HOUR / 45)):
+        t = 45.0 * k
+        held = 500 * MB * sum(1 for c in chunks if t >= c)
+        tooth = sawtooth * ((t % period) / period - 0.5)
+        samples.append((t, 2 * GB + held + tooth + rng.gauss(0, 2 * MB)))
+    return samples, chunks
+
+
+@pytest.mark.parametrize("sawtooth", [0.0, 40 * MB], ids=["plain", "shallow sawtooth"])
+def test_a_stair_is_flagged_soon_after_its_third_chunk(sawtooth: float) -> None:
+    # chunks 55 min apart leave 10 min between the third and the 2 h deadline; a shallow
+    # sawtooth (far less than a chunk) must not widen the floors and slow the verdict
+    samples, chunks = _stair(55 * 60, sawtooth)
+    detector = LeakDetector()
+    flagged = [t for t, v in samples if detector.update(t, v, LIMIT).suspected]
+    assert flagged and chunks[2] < flagged[0] <= chunks[2] + 9 * 60, flagged[:1]
+
+
 def test_reset_starts_a_new_segment() -> None:
     samples = _line(5, 1 * GB)
     detector = LeakDetector()
