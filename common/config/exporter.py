@@ -38,7 +38,7 @@ class LeakSettings(Frozen):
     )
     bin_seconds: Positive = Field(default=60.0, description="samples reduce to bins this long")
     history_seconds: Positive = Field(
-        default=6 * _HOUR, description="how much of the segment is kept (memory and cost)"
+        default=4 * _HOUR, description="how much of the segment is kept (memory and cost)"
     )
     grace_seconds: Annotated[float, Field(ge=0)] = Field(
         default=_HOUR, description="nothing is suspected this soon after a (re)start"
