@@ -282,14 +282,14 @@ class LeakDetector:
             elif x >= least:
                 chunks.append((t, x))
                 run = 1
-            elif x < -least / 2:
-                return None  # it came back down: a burst or a cycle, not a stair
             else:
                 run = 0
         chunks = [c for c in chunks if c[1] >= least]
         if len(chunks) < 3:
             return None
         sizes = [x for _, x in chunks]
+        if min(x for _, x in steps) < -max(least, median(sizes)) / 2:
+            return None  # it came back down: a burst or a cycle, not a stair
         paces = [b[0] - a[0] for a, b in pairwise(chunks)]
         if max(sizes) > 4 * min(sizes) or max(paces) > 3 * min(paces):
             return None

@@ -225,7 +225,7 @@ def test_stacked_bursts_ending_do_not_restart_the_segment() -> None:
 
 
 def _stair(
-    chunk_every: float, sawtooth: float = 0.0, period: float = 840.0
+    chunk_every: float, sawtooth: float = 0.0, period: float = 840.0, noise: float = 2 * MB
 ) -> tuple[list[tuple[float, float]], list[float]]:
     """Chunks of 500 MB every `chunk_every` seconds from 1.5 h, under an optional sawtooth."""
     rng = random.Random(5)
@@ -236,7 +236,7 @@ def _stair(
         t = 45.0 * k
         held = 500 * MB * sum(1 for c in chunks if t >= c)
         tooth = sawtooth * ((t % period) / period - 0.5)
-        samples.append((t, 2 * GB + held + tooth + rng.gauss(0, 2 * MB)))
+        samples.append((t, 2 * GB + held + tooth + rng.gauss(0, noise)))
     return samples, chunks
 
 
@@ -248,6 +248,14 @@ def test_a_stair_is_flagged_soon_after_its_third_chunk(sawtooth: float) -> None:
     detector = LeakDetector()
     flagged = [t for t, v in samples if detector.update(t, v, LIMIT).suspected]
     assert flagged and chunks[2] < flagged[0] <= chunks[2] + 9 * 60, flagged[:1]
+
+
+def test_a_noisy_stair_is_not_taken_for_a_burst() -> None:
+    # white noise of 90 MB: floors fall back by ~80 MB now and then, far less than a chunk
+    samples, chunks = _stair(55 * 60, noise=90 * MB)
+    detector = LeakDetector()
+    flagged = [t for t, v in samples if detector.update(t, v, LIMIT).suspected]
+    assert flagged and chunks[0] < flagged[0] <= chunks[0] + 2 * HOUR, flagged[:1]
 
 
 def test_reset_starts_a_new_segment() -> None:
