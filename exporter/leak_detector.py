@@ -59,10 +59,12 @@ class LeakDetector:
       (a one-off step or a burst does not; a stair of three or more chunks does);
     * significantly: the slope clears min_sigmas standard errors against both the scatter
       of the floors about their line and the block-to-block noise of the floors;
-    * to a new high: above every older floor of the segment, which must not have fallen back
-      by as much within a window before (a cycle or a sawtooth coming back is not a leak);
+    * to a new high: above every older floor kept (history_seconds), which must not have
+      fallen back by as much within a window before (a cycle or a sawtooth coming back is not
+      a leak);
 
-    and when a majority of the latest confirm_bins bins agree. A large drop, a long gap or
+    and when a majority of the latest confirm_bins bins agree. A window thinned by scrape
+    gaps is judged on four floors of six. A fall far below the recent floor, a long gap or
     reset() starts a new segment; nothing is suspected within grace_seconds of its start.
     Memory and cost are bounded by history_seconds / bin_seconds.
     """
@@ -216,7 +218,7 @@ class LeakDetector:
 
     def _floor(self, end: int, reach: int, quantile: float) -> float | None:
         """A low quantile of the bin minima in the `reach` bins up to bin `end`; None with
-        under half of them there. Closed bins never change, so floors are kept."""
+        under a third of them there. Closed bins never change, so floors are kept."""
         key = (end, reach, quantile)
         if key not in self._floor_cache:
             lo, hi = bisect_right(self._bins, end - reach), bisect_right(self._bins, end)
@@ -350,7 +352,7 @@ class LeakDetector:
         values = [y for _, y in floors]
         rise = values[-1] - values[0]
         steps = [b - a for a, b in pairwise(values)]
-        block = width * s.bin_seconds  # a step across a missing block counts as two
+        block = width * s.bin_seconds  # a rise across a missing block is spread over both
         rises = sorted(
             ((b[1] - a[1]) * block / (b[0] - a[0]) for a, b in pairwise(floors) if b[1] > a[1]),
             reverse=True,
