@@ -255,13 +255,18 @@ def test_annotation_queries_mark_a_real_remediators_restarts_and_pauses(tmp_path
         began = time.time()
         assert main(["restart", "api", "--wait", *ctl]) == 0
         assert main(["pause", "api", "--reason", "annotation test", *ctl]) == 0
-        wait_for(lambda: prometheus.query("glyph_remediator_pause_info"), 20, interval=0.2)
+
+        def drawn() -> dict[str, list[dict[str, Any]]] | None:
+            marks = {
+                name: query_range(prometheus.url, render(expr, "api"), began, time.time())
+                for name, expr in annotations(load_dashboard())
+            }
+            return marks if marks["Restarts"] and marks["Remediation paused"] else None
+
+        # a loaded machine scrapes late: wait until both are drawn, while the pause is still on
+        marks = wait_for(drawn, 30, interval=0.5)
         assert main(["resume", "api", *ctl]) == 0
         wait_for(lambda: rem.status("api")["paused"] is False, 10)
-        marks = {
-            name: query_range(prometheus.url, render(expr, "api"), began, time.time())
-            for name, expr in annotations(load_dashboard())
-        }
     shown = [(s["metric"]["component"], s["metric"]["outcome"]) for s in marks["Restarts"]]
     assert shown == [("api", "succeeded")], marks
     assert [s["metric"]["reason"] for s in marks["Remediation paused"]] == ["annotation test"]
