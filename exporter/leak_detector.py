@@ -95,6 +95,7 @@ class LeakDetector:
         self._recent: deque[tuple[float, float]] = deque(maxlen=64)
         self._slope: float | None = None
         self._level = 0.0  # the highest one-minute median of the last LEVEL_SECONDS
+        self._recent_floor: float | None = None  # of the last RESTART_REFERENCE_SECONDS
         self._suspected = False
         self._verdicts: deque[bool] = deque(maxlen=self.settings.confirm_bins)
         self._evidence: LeakEvidence | None = None
@@ -144,11 +145,9 @@ class LeakDetector:
             self._recent.popleft()
         if not self._recent:
             return False
-        lows: list[float] = []
-        if self._bins:
-            since = self._bins[-1] - RESTART_REFERENCE_SECONDS / self.settings.bin_seconds
-            lows = self._lows[bisect_right(self._bins, since) :]
-        reference = _quantile(lows, 0.2) if len(lows) >= 5 else median(x for _, x in self._recent)
+        reference = self._recent_floor
+        if reference is None:
+            reference = median(x for _, x in self._recent)
         return reference > 0 and v < (1.0 - self.settings.restart_drop_fraction) * reference
 
     def _close_bin(self) -> None:
@@ -161,6 +160,9 @@ class LeakDetector:
         level_bins = LEVEL_SECONDS / self.settings.bin_seconds
         recent = bisect_right(self._bins, self._bins[-1] - level_bins)
         self._level = max(self._ys[recent:])
+        since = self._bins[-1] - RESTART_REFERENCE_SECONDS / self.settings.bin_seconds
+        lows = self._lows[bisect_right(self._bins, since) :]
+        self._recent_floor = _quantile(lows, 0.2) if len(lows) >= 5 else None
         if len(self._ts) > self._max_bins + 32:
             cut = len(self._ts) - self._max_bins
             for seq in (self._ts, self._ys, self._lows, self._bins):

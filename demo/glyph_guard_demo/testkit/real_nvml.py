@@ -10,7 +10,8 @@ from glyph_guard.common.nvml import load_pynvml
 
 
 def real_nvml_or_skip() -> tuple[Any, int]:
-    """pynvml with a working driver and how many GPUs it sees; skips the test otherwise."""
+    """pynvml with a working driver and how many GPUs it sees (one or more); skips the test
+    otherwise."""
     module = load_pynvml()
     if module is None:
         pytest.skip("nvidia-ml-py is not installed")
@@ -20,4 +21,6 @@ def real_nvml_or_skip() -> tuple[Any, int]:
         module.nvmlShutdown()
     except module.NVMLError as exc:
         pytest.skip(f"no usable NVIDIA driver here: {exc}")
+    if count == 0:
+        pytest.skip("NVML sees no GPU")
     return module, count

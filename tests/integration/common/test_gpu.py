@@ -23,9 +23,7 @@ pytestmark = pytest.mark.gpu
 
 @pytest.fixture
 def real_nvml() -> NvmlReader:
-    module, count = real_nvml_or_skip()
-    if count == 0:
-        pytest.skip("NVML sees no GPU")
+    module, _ = real_nvml_or_skip()
     return NvmlReader(module)
 
 
