@@ -64,8 +64,9 @@ class LeakDetector:
       a leak);
 
     and when a majority of the latest confirm_bins bins agree. A window thinned by scrape
-    gaps is judged on four floors of six. A fall far below the recent floor, a long gap or
-    reset() starts a new segment; nothing is suspected within grace_seconds of its start.
+    gaps is judged on four floors of six, its older history on the time it spans. A fall far
+    below the recent floor, a long gap or reset() starts a new segment; nothing is suspected
+    within grace_seconds of its start.
     Memory and cost are bounded by history_seconds / bin_seconds.
     """
 
@@ -249,9 +250,10 @@ class LeakDetector:
         return min(s.floor_quantile, 0.5 / max(1, round(period / s.bin_seconds)))
 
     def _stair(self, bin_noise: float, period: float | None) -> LeakEvidence | None:
-        """Three or more big chunks since the grace period, flat between them, of like size and
-        pace, the latest no longer ago than 1.5 widest paces: a leak too coarse for a window's
-        blocks to see as steady (one chunk an hour, cached images)."""
+        """Three or more big chunks since the grace period (or two, after a warm-up's that kept
+        their very pace and size), flat between them, of like size and pace, the latest no
+        longer ago than 1.5 widest paces: a leak too coarse for a window's blocks to see as
+        steady (one chunk an hour, cached images)."""
         s = self.settings
         assert self._segment_start is not None
         reach = max(1, round(s.min_reach_seconds / s.bin_seconds))
@@ -259,7 +261,7 @@ class LeakDetector:
             reach = max(reach, math.ceil(1.5 * period / s.bin_seconds))
         quantile = self._quantile(period)
         last = self._bins[-1]
-        begin = math.ceil((self._segment_start + s.grace_seconds) / s.bin_seconds) + reach
+        begin = math.ceil((self._segment_start + s.warmup_seconds) / s.bin_seconds) + reach
         first = reach * math.ceil(begin / reach)  # on a fixed grid: each floor is taken once
         # the floors change once a block (or when old bins are let go): keep their steps
         key = (first, reach * (last // reach), reach, quantile, self._bins[0])
@@ -289,13 +291,23 @@ class LeakDetector:
             else:
                 run = 0
         chunks = [c for c in chunks if c[1] >= least]
+        # a chunk's step shows within two reaches of it
+        judged = self._segment_start + s.grace_seconds + 2 * reach * s.bin_seconds
+        late = sum(1 for t, _ in chunks if t >= judged)
+        if late < 2:
+            return None
+        # a warm-up allocates in steps too: when chunks before the grace period are needed,
+        # all of them must keep one pace and size, as a stair does and a cache filling does not
+        early = late < 3
+        chunks = chunks if early else chunks[len(chunks) - late :]
         if len(chunks) < 3:
             return None
         sizes = [x for _, x in chunks]
         if min(x for _, x in steps) < -max(least, median(sizes)) / 2:
             return None  # it came back down: a burst or a cycle, not a stair
         paces = [b[0] - a[0] for a, b in pairwise(chunks)]
-        if max(sizes) > 4 * min(sizes) or max(paces) > 3 * min(paces):
+        size_ratio, pace_ratio = (1.5, 1.5) if early else (4, 3)
+        if max(sizes) > size_ratio * min(sizes) or max(paces) > pace_ratio * min(paces):
             return None
         now = (last + 1) * s.bin_seconds
         if now - chunks[-1][0] > 1.5 * max(paces):
@@ -398,7 +410,7 @@ class LeakDetector:
             return verdict(shape)
         if sigmas < s.min_sigmas:
             return verdict("not significant")
-        if above is None or len(older) * width * s.bin_seconds < s.min_history_seconds:
+        if above is None or t0 - older[0][0] < s.min_history_seconds:
             return verdict("too little older history")
         if above < s.min_sigmas / 2 * noise:
             return verdict("not above the older history")

@@ -123,6 +123,20 @@ def _line(hours: float, rate_per_hour: float, interval: float = 30.0) -> list[tu
     ]
 
 
+def test_scrape_gaps_in_the_older_history_do_not_delay_a_slow_leak() -> None:
+    # a 260 MB/h leak scraped every 60 s; two 25-min gaps in its first hour and a half
+    def first_flag(gaps: list[tuple[float, float]]) -> float | None:
+        detector = LeakDetector()
+        for t, v in _line(5, 260 * MB, interval=60.0):
+            scraped = not any(a * 60 <= t < b * 60 for a, b in gaps)
+            if scraped and detector.update(t, v, LIMIT).suspected:
+                return t
+        return None
+
+    plain = first_flag([])
+    assert plain is not None and first_flag([(25, 50), (52, 77)]) == plain
+
+
 def test_suspicion_carries_the_evidence_that_tipped_it() -> None:
     detector = LeakDetector()
     readings = [detector.update(t, v, LIMIT) for t, v in _line(4, 1 * GB)]
@@ -225,12 +239,16 @@ def test_stacked_bursts_ending_do_not_restart_the_segment() -> None:
 
 
 def _stair(
-    chunk_every: float, sawtooth: float = 0.0, period: float = 840.0, noise: float = 2 * MB
+    chunk_every: float,
+    sawtooth: float = 0.0,
+    period: float = 840.0,
+    noise: float = 2 * MB,
+    chunks: list[float] | None = None,
 ) -> tuple[list[tuple[float, float]], list[float]]:
-    """Chunks of 500 MB every `chunk_every` seconds from 1.5 h, under an optional sawtooth."""
+    """Chunks of 500 MB every `chunk_every` seconds from 1.5 h (or at the times given), under
+    an optional sawtooth."""
     rng = random.Random(5)
-    onset = 1.5 * HOUR
-    chunks = [onset + k * chunk_every for k in range(8)]
+    chunks = chunks or [1.5 * HOUR + k * chunk_every for k in range(8)]
     samples = []
     for k in range(int(6 * HOUR / 45)):
         t = 45.0 * k
@@ -256,6 +274,23 @@ def test_a_noisy_stair_is_not_taken_for_a_burst() -> None:
     detector = LeakDetector()
     flagged = [t for t, v in samples if detector.update(t, v, LIMIT).suspected]
     assert flagged and chunks[0] < flagged[0] <= chunks[0] + 2 * HOUR, flagged[:1]
+
+
+def test_a_stair_under_way_in_the_first_hour_is_flagged_on_its_second_chunk_after() -> None:
+    # a process restarted into a leak of a chunk every 50 min: the first hour is not judged,
+    # and a third chunk after it would come 10 min past the 2 h deadline
+    chunks = [(30 + 50 * k) * 60.0 for k in range(6)]
+    samples, _ = _stair(0, chunks=chunks)
+    detector = LeakDetector()
+    flagged = [t for t, v in samples if detector.update(t, v, LIMIT).suspected]
+    assert flagged and chunks[2] < flagged[0] <= chunks[2] + 9 * 60, flagged[:1]
+
+
+def test_a_cache_filling_in_quick_steps_then_two_more_is_no_stair() -> None:
+    # steps of one size, those of the first hour twice as close as the two after it
+    samples, _ = _stair(0, chunks=[m * 60.0 for m in (30, 55, 100, 150)])
+    detector = LeakDetector()
+    assert not any(detector.update(t, v, LIMIT).suspected for t, v in samples)
 
 
 def test_reset_starts_a_new_segment() -> None:
