@@ -178,7 +178,7 @@ class LeakDetector:
         now = self._ts[-1]
         settled = now - self._segment_start - s.warmup_seconds
         judged: list[LeakEvidence] = []  # the longest window first
-        noise, period = self._bin_noise_and_period()
+        noise, period, troughs = self._bin_noise_and_period()
         for span in reversed(self._windows):
             if settled >= span + s.min_history_seconds:
                 evidence = self._window_evidence(now, span, noise, period, whole=not judged)
@@ -187,6 +187,9 @@ class LeakDetector:
         if settled >= s.min_history_seconds:
             stair = self._stair(noise, period)
             rising += [stair] if stair else []
+        if troughs:
+            teeth = self._troughs(now, troughs)
+            rising += [teeth] if teeth else []
         self._verdicts.append(bool(rising))
         # a majority of the latest verdicts must agree: one odd bin does not tip it
         self._suspected = bool(rising) and 2 * sum(self._verdicts) > self.settings.confirm_bins
@@ -194,30 +197,32 @@ class LeakDetector:
         self._evidence = rising[0] if rising else (judged[0] if judged else None)
         self._slope = self._evidence.slope_bytes_per_second if self._evidence else None
 
-    def _bin_noise_and_period(self) -> tuple[float, float | None]:
-        """The robust scatter of the one-minute medians, and the period of sharp drops (a
-        sawtooth's) when they recur."""
+    def _bin_noise_and_period(self) -> tuple[float, float | None, list[tuple[float, float]]]:
+        """The robust scatter of the one-minute medians, the period of sharp drops (a
+        sawtooth's) when they recur, and the trough after each deep one."""
         ts, ys = self._ts, self._ys
         diffs = [b - a for a, b in pairwise(ys[-240:])]
         if len(diffs) < 8:
-            return 0.0, None
+            return 0.0, None, []
         centre = median(diffs)
         sigma = 1.4826 * median(abs(x - centre) for x in diffs) / math.sqrt(2)
         sharp = max(6 * sigma, 0.005 * abs(ys[-1]))
         offset = len(ts) - len(diffs)
         # a drop inside a bin splits over two bin steps: count the run once
         drops = [
-            (ts[offset + i], x + min(0.0, diffs[i + 1] if i + 1 < len(diffs) else 0.0))
+            (offset + i, x + min(0.0, diffs[i + 1] if i + 1 < len(diffs) else 0.0))
             for i, x in enumerate(diffs)
             if x < -sharp and (i == 0 or diffs[i - 1] >= -sharp)
         ]
         least = self.settings.min_rise_bytes / self.settings.blocks
         if len(drops) < 4 or -median(x for _, x in drops) < least:
-            return sigma, None  # none, or too shallow to hide what the least leak adds a block
-        gaps = sorted(b[0] - a[0] for a, b in pairwise(drops))
-        typical = median(gaps)
-        regular = gaps[3 * len(gaps) // 4] - gaps[len(gaps) // 4] <= typical
-        return sigma, typical if regular else None
+            return sigma, None, []  # none, or too shallow to hide what the least leak adds
+        period = _period([ts[i] for i, _ in drops])
+        # a second, shallower sawtooth's drops are not the troughs the service returns to
+        deep = [i for i, x in drops if x <= _quantile([x for _, x in drops], 0.25) / 2]
+        teeth = _period([ts[i] for i in deep]) if len(deep) >= 4 else None
+        troughs = [(ts[i], min(self._lows[i : i + 2])) for i in deep] if teeth else []
+        return sigma, period, troughs
 
     def _floor(self, end: int, reach: int, quantile: float) -> float | None:
         """A low quantile of the bin minima in the `reach` bins up to bin `end`; None with
@@ -327,6 +332,54 @@ class LeakDetector:
             STAIR,
         )
 
+    def _troughs(self, now: float, troughs: list[tuple[float, float]]) -> LeakEvidence | None:
+        """Under a sawtooth, the troughs its teeth fall to, one a tooth: rising in some window
+        steadily enough that the slope clears min_sigmas standard errors against their
+        scatter, to above every older trough, which did not fall back as much before."""
+        s = self.settings
+        assert self._segment_start is not None
+        settled = [p for p in troughs if p[0] >= self._segment_start + s.warmup_seconds]
+        for span in reversed(self._windows):
+            inside = [p for p in settled if p[0] > now - span]
+            older = [p for p in settled if p[0] <= now - span]
+            if (
+                len(inside) < 5
+                or len(older) < 4
+                or now - span - older[0][0] < s.min_history_seconds
+            ):
+                continue
+            gaps = [b[0] - a[0] for a, b in pairwise(inside)]
+            if max(gaps) > 2 * min(gaps):
+                continue  # not one tooth after another: drops of bursts, or teeth missed
+            slope = _theil_sen(inside)
+            if slope < s.min_rate_bytes_per_second or slope * span < s.min_rise_bytes:
+                continue
+            mean = sum(t for t, _ in inside) / len(inside)
+            spread = math.sqrt(sum((t - mean) ** 2 for t, _ in inside))
+            centre, scatter = _line_scatter(inside, slope)
+            # troughs wander (a second sawtooth beating with the first): as much as they did
+            noise = max(scatter, _line_scatter(older, _theil_sen(older))[1], 1e-9)
+            stderr = noise / spread
+            level = centre + slope * (inside[-1][0] - mean)
+            high = max(y for _, y in older)
+            smooth = [
+                (t, median(y for _, y in older[max(0, i - 1) : i + 2]))
+                for i, (t, _) in enumerate(older)
+            ]
+            rise = slope * span
+            jump = max(b - a for (_, a), (_, b) in pairwise(inside))
+            if (
+                slope / stderr < s.min_sigmas
+                or jump > 0.6 * rise  # a burst staying up, not a floor creeping
+                or level - high < s.min_sigmas / 2 * noise
+                or _fall_back(smooth, span) > s.max_fall_back_fraction * rise
+            ):
+                continue
+            return LeakEvidence(
+                span, slope, stderr, rise, slope / stderr, level - high, 0.0, TROUGHS
+            )
+        return None
+
     def _history(
         self, span: float, *, begin: float, start: int, width: int, reach: int, quantile: float
     ) -> _History:
@@ -432,6 +485,7 @@ class _History:
 
 RISING = "rising floor"
 STAIR = "stair of chunks"
+TROUGHS = "rising troughs"
 RESTART_REFERENCE_SECONDS = 1800.0  # the floor a restart falls far below is this recent
 LEVEL_SECONDS = 1800.0  # the level a forecast starts from: the recent high, as bursts reach it
 
@@ -439,6 +493,23 @@ LEVEL_SECONDS = 1800.0  # the level a forecast starts from: the recent high, as 
 def _theil_sen(points: list[tuple[float, float]]) -> float:
     """Median of the pairwise slopes."""
     return median((b[1] - a[1]) / (b[0] - a[0]) for a, b in combinations(points, 2))
+
+
+def _line_scatter(points: list[tuple[float, float]], slope: float) -> tuple[float, float]:
+    """The median and the robust scatter of the points about a line of this slope through
+    their mean time."""
+    mean = sum(t for t, _ in points) / len(points)
+    resid = [y - slope * (t - mean) for t, y in points]
+    centre = median(resid)
+    return centre, 1.4826 * median(abs(r - centre) for r in resid)
+
+
+def _period(times: list[float]) -> float | None:
+    """The typical time between events, when it is regular."""
+    gaps = sorted(b - a for a, b in pairwise(times))
+    typical = median(gaps)
+    regular = gaps[3 * len(gaps) // 4] - gaps[len(gaps) // 4] <= typical
+    return typical if regular else None
 
 
 def _fall_back(floors: list[tuple[float, float]], span: float) -> float:

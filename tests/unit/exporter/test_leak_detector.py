@@ -396,7 +396,7 @@ def test_replay_prints_one_json_object_per_sample_with_evidence(tmp_path: Path) 
         assert ("evidence" in line) == reading.suspected
         if reading.suspected:
             assert reading.evidence is not None
-            assert line["evidence"]["verdict"] == "rising floor"
+            assert line["evidence"]["verdict"] == reading.evidence.verdict
             assert line["evidence"]["window_seconds"] == reading.evidence.window_seconds
             assert line["evidence"]["sigmas"] == pytest.approx(reading.evidence.sigmas)
             assert set(line["evidence"]) >= {"slope_bytes_per_second", "floor_rise_bytes"}
