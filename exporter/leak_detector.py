@@ -496,12 +496,13 @@ def _theil_sen(points: list[tuple[float, float]]) -> float:
 
 
 def _line_scatter(points: list[tuple[float, float]], slope: float) -> tuple[float, float]:
-    """The median and the robust scatter of the points about a line of this slope through
-    their mean time."""
+    """The median and the standard deviation of the points about a line of this slope
+    through their mean time (not a robust one: a few points lining up by chance would hide
+    the scatter of the rest)."""
     mean = sum(t for t, _ in points) / len(points)
     resid = [y - slope * (t - mean) for t, y in points]
     centre = median(resid)
-    return centre, 1.4826 * median(abs(r - centre) for r in resid)
+    return centre, math.sqrt(sum((r - centre) ** 2 for r in resid) / max(1, len(resid) - 2))
 
 
 def _period(times: list[float]) -> float | None:
