@@ -268,6 +268,38 @@ def test_a_stair_is_flagged_soon_after_its_third_chunk(sawtooth: float) -> None:
     assert flagged and chunks[2] < flagged[0] <= chunks[2] + 9 * 60, flagged[:1]
 
 
+def _deep_sawtooth(rate_per_hour: float, period: float, seed: int) -> list[tuple[float, float]]:
+    """7 h sampled every 60 s: a 6 GB sawtooth of teeth 0.8-1.2 periods long on 20 GB, and a
+    leak from 2 h."""
+    rng = random.Random(seed)
+    edges = [0.0]
+    while edges[-1] < 7 * HOUR:
+        edges.append(edges[-1] + period * rng.uniform(0.8, 1.2))
+    samples = []
+    for k in range(7 * 60):
+        t = 60.0 * k
+        i = next(j for j, edge in enumerate(edges) if edge > t) - 1
+        tooth = 6 * GB * ((t - edges[i]) / (edges[i + 1] - edges[i]) - 0.5)
+        leak = max(0.0, t - 2 * HOUR) * rate_per_hour / HOUR
+        samples.append((t, 20 * GB + tooth + leak + rng.gauss(0, 5 * MB)))
+    return samples
+
+
+@pytest.mark.parametrize(("period", "seed"), [(20 * 60, 0), (25 * 60, 3)])
+def test_a_slow_leak_under_teeth_as_long_as_the_blocks_is_seen_in_the_troughs(
+    period: float, seed: int
+) -> None:
+    # a floor over 1.5 teeth climbs in tooth-sized steps; one trough a tooth climbs steadily
+    detector = LeakDetector()
+    samples = _deep_sawtooth(300 * MB, period, seed)
+    flagged = [t for t, v in samples if detector.update(t, v, LIMIT).suspected]
+    assert flagged and 2 * HOUR < flagged[0] <= 4 * HOUR, flagged[:1]
+    healthy = LeakDetector()
+    assert not any(
+        healthy.update(t, v, LIMIT).suspected for t, v in _deep_sawtooth(0, period, seed)
+    )
+
+
 def test_a_noisy_stair_is_not_taken_for_a_burst() -> None:
     # white noise of 90 MB: floors fall back by ~80 MB now and then, far less than a chunk
     samples, chunks = _stair(55 * 60, noise=90 * MB)
