@@ -25,6 +25,7 @@ Each leak that does not stop is also taken to exhaust its memory at its peak (th
 set there): the forecast 2 h and 30 min before is compared with the time really left.
 
 Usage: python bench/leak_eval.py [--traces DIR] [--split train|test] [--count N] [--jobs N]
+                                  [--family NAME]
 """
 
 from __future__ import annotations
@@ -228,15 +229,17 @@ def _quantile(values: Sequence[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, int(q * len(ordered)))] if ordered else math.nan
 
 
-def generated(split: str, count: int, jobs: int) -> None:
+def generated(split: str, count: int, jobs: int, family: str | None = None) -> None:
     first = SPLITS[split]
-    print(f"\n== generated series, {split} split: seeds {first}..{first + count - 1}")
+    drawn = f"all of family {family}" if family else "families drawn per seed"
+    print(f"\n== generated series, {split} split: seeds {first}..{first + count - 1}, {drawn}")
     per_family: dict[str, dict[str, Tally]] = defaultdict(lambda: {m: Tally() for m in METHODS})
     by_rate: dict[str, dict[str, Tally]] = defaultdict(lambda: {m: Tally() for m in METHODS})
     costs: list[float] = []
     checks: dict[str, list[ForecastCheck]] = defaultdict(list)
     with multiprocessing.Pool(jobs) as pool:
-        results = pool.imap(_evaluate_seed, range(first, first + count), chunksize=4)
+        seeds = [(seed, family) for seed in range(first, first + count)]
+        results = pool.imap(_evaluate_seed, seeds, chunksize=4)
         for series, (outcomes, cost, forecast) in results:
             costs.extend(cost)
             checks[series.family].extend(forecast)
@@ -255,9 +258,9 @@ def generated(split: str, count: int, jobs: int) -> None:
 
 
 def _evaluate_seed(
-    seed: int,
+    seed_family: tuple[int, str | None],
 ) -> tuple[Series, tuple[dict[str, Outcome], list[float], list[ForecastCheck]]]:
-    series = generate(seed)
+    series = generate(*seed_family)
     return series, evaluate(series)
 
 
@@ -344,6 +347,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--jobs", type=int, default=1, help="processes judging series side by side (default 1)"
     )
+    parser.add_argument(
+        "--family",
+        choices=sorted([*HEALTHY, *LEAKS]),
+        help="every generated series of this family (default: drawn per seed)",
+    )
     args = parser.parse_args(argv)
     began = time.perf_counter()
     print(
@@ -355,7 +363,7 @@ def main(argv: list[str] | None = None) -> int:
     else:
         print(f"(no manifest.json in {args.traces}: recorded traces skipped)")
     if args.count > 0:
-        generated(args.split, args.count, args.jobs)
+        generated(args.split, args.count, args.jobs, args.family)
     print(f"\n{time.perf_counter() - began:.0f} s")
     return 0
 
