@@ -63,11 +63,12 @@ class LeakDetector:
       fallen back by as much within a window before (a cycle or a sawtooth coming back is not
       a leak);
 
-    and when a majority of the latest confirm_bins bins agree. A window thinned by scrape
-    gaps is judged on four floors of six, its older history on the time it spans. A fall far
-    below the recent floor, a long gap or reset() starts a new segment; nothing is suspected
-    within grace_seconds of its start.
-    Memory and cost are bounded by history_seconds / bin_seconds.
+    and when a majority of the latest confirm_bins bins agree. Under a sawtooth whose deep
+    drops recur, the troughs they fall to are judged alike, one a tooth; a stair of big
+    chunks is judged on its own. A window thinned by scrape gaps is judged on four floors of
+    six, its older history on the time it spans. A fall far below the recent floor, a long
+    gap or reset() starts a new segment; nothing is suspected within grace_seconds of its
+    start. Memory and cost are bounded by history_seconds / bin_seconds.
     """
 
     def __init__(self, settings: LeakSettings | None = None) -> None:
@@ -255,10 +256,10 @@ class LeakDetector:
         return min(s.floor_quantile, 0.5 / max(1, round(period / s.bin_seconds)))
 
     def _stair(self, bin_noise: float, period: float | None) -> LeakEvidence | None:
-        """Three or more big chunks since the grace period (or two, after a warm-up's that kept
-        their very pace and size), flat between them, of like size and pace, the latest no
-        longer ago than 1.5 widest paces: a leak too coarse for a window's blocks to see as
-        steady (one chunk an hour, cached images)."""
+        """Three or more big chunks since the grace period (or since the warm-up, two of them
+        after the grace period and all of one pace and size), flat between them, of like size
+        and pace, the latest no longer ago than 1.5 widest paces: a leak too coarse for a
+        window's blocks to see as steady (one chunk an hour, cached images)."""
         s = self.settings
         assert self._segment_start is not None
         reach = max(1, round(s.min_reach_seconds / s.bin_seconds))
