@@ -497,16 +497,20 @@ def test_every_panel_query_returns_series_in_a_fresh_stack(tmp_path: Path) -> No
             time.sleep(0.5)
 
         # The annotations over the test's span, as Grafana draws them on every time series:
-        # the restart, then an operator's pause with its reason (resumed at once).
+        # the restart, then an operator's pause with its reason (resumed once drawn).
         ctl = ["--config", str(files.deployment)]
         assert main(["pause", "api", *ctl, "--reason", "panel test"]) == 0
-        pause_info = 'glyph_remediator_pause_info{component="api"}'
-        wait_for(lambda: prometheus.query(pause_info), 20, interval=0.2)
+
+        def drawn() -> dict[str, list[dict[str, Any]]] | None:
+            marks = {
+                name: query_range(prometheus.url, render(expr, "(api|ui)"), began, time.time())
+                for name, expr in annotations(load_dashboard())
+            }
+            return marks if marks["Restarts"] and marks["Remediation paused"] else None
+
+        # a range query's one-second steps can fall either side of a pause scraped only once
+        marks = wait_for(drawn, 30, interval=0.5)
         assert main(["resume", "api", *ctl]) == 0
-        marks = {
-            name: query_range(prometheus.url, render(expr, "(api|ui)"), began, time.time())
-            for name, expr in annotations(load_dashboard())
-        }
         shown = [(s["metric"]["component"], s["metric"]["outcome"]) for s in marks["Restarts"]]
         assert shown == [("api", "succeeded")], marks
         assert [s["metric"]["reason"] for s in marks["Remediation paused"]] == ["panel test"]
