@@ -223,6 +223,15 @@ def query_range(url: str, expr: str, start: float, end: float) -> list[dict[str,
     return list(body["data"]["result"])
 
 
+def drawn_marks(url: str, component: str, began: float) -> dict[str, list[dict[str, Any]]] | None:
+    """Each annotation's series since `began`, once a restart and a pause are both drawn."""
+    marks = {
+        name: query_range(url, render(expr, component), began, time.time())
+        for name, expr in annotations(load_dashboard())
+    }
+    return marks if marks["Restarts"] and marks["Remediation paused"] else None
+
+
 @pytest.mark.e2e
 def test_annotation_queries_mark_a_real_remediators_restarts_and_pauses(tmp_path: Path) -> None:
     """The annotations alone: a real remediator scraped by a real Prometheus, one restart by
@@ -255,16 +264,8 @@ def test_annotation_queries_mark_a_real_remediators_restarts_and_pauses(tmp_path
         began = time.time()
         assert main(["restart", "api", "--wait", *ctl]) == 0
         assert main(["pause", "api", "--reason", "annotation test", *ctl]) == 0
-
-        def drawn() -> dict[str, list[dict[str, Any]]] | None:
-            marks = {
-                name: query_range(prometheus.url, render(expr, "api"), began, time.time())
-                for name, expr in annotations(load_dashboard())
-            }
-            return marks if marks["Restarts"] and marks["Remediation paused"] else None
-
         # a loaded machine scrapes late: wait until both are drawn, while the pause is still on
-        marks = wait_for(drawn, 30, interval=0.5)
+        marks = wait_for(lambda: drawn_marks(prometheus.url, "api", began), 30, interval=0.5)
         assert main(["resume", "api", *ctl]) == 0
         wait_for(lambda: rem.status("api")["paused"] is False, 10)
     shown = [(s["metric"]["component"], s["metric"]["outcome"]) for s in marks["Restarts"]]
@@ -500,16 +501,8 @@ def test_every_panel_query_returns_series_in_a_fresh_stack(tmp_path: Path) -> No
         # the restart, then an operator's pause with its reason (resumed once drawn).
         ctl = ["--config", str(files.deployment)]
         assert main(["pause", "api", *ctl, "--reason", "panel test"]) == 0
-
-        def drawn() -> dict[str, list[dict[str, Any]]] | None:
-            marks = {
-                name: query_range(prometheus.url, render(expr, "(api|ui)"), began, time.time())
-                for name, expr in annotations(load_dashboard())
-            }
-            return marks if marks["Restarts"] and marks["Remediation paused"] else None
-
         # a range query's one-second steps can fall either side of a pause scraped only once
-        marks = wait_for(drawn, 30, interval=0.5)
+        marks = wait_for(lambda: drawn_marks(prometheus.url, "(api|ui)", began), 30, interval=0.5)
         assert main(["resume", "api", *ctl]) == 0
         shown = [(s["metric"]["component"], s["metric"]["outcome"]) for s in marks["Restarts"]]
         assert shown == [("api", "succeeded")], marks
