@@ -143,7 +143,7 @@ def _log_uniform(rng: random.Random, low: float, high: float) -> float:
     return math.exp(rng.uniform(math.log(low), math.log(high)))
 
 
-def _sawtooth(rng: random.Random, amplitude: float, period: float, hours: float) -> Shape:
+def sawtooth(rng: random.Random, amplitude: float, period: float, hours: float) -> Shape:
     """Allocator/GC sawtooth: a ramp up then a sharp drop, each period jittered."""
     edges = [-rng.uniform(0, period)]
     while edges[-1] < hours * HOUR + period:
@@ -251,7 +251,7 @@ def _draft(rng: random.Random, family: str, *, small: bool = False) -> _Draft:
         draft.add_aged(_warmup(rng, rng.uniform(0.1, 0.5) * base))
     if rng.random() < 0.5:
         amplitude = rng.uniform(0.002, 0.02) * base
-        draft.add(_sawtooth(rng, amplitude, rng.uniform(1, 15) * 60, draft.hours))
+        draft.add(sawtooth(rng, amplitude, rng.uniform(1, 15) * 60, draft.hours))
     return draft
 
 
@@ -342,7 +342,7 @@ def gc_sawtooth(d: _Draft) -> None:
     rng = d.rng
     for _ in range(rng.randint(1, 2)):
         amplitude = rng.uniform(0.02, 0.15) * d.base
-        d.add(_sawtooth(rng, amplitude, _log_uniform(rng, 1, 40) * 60, d.hours))
+        d.add(sawtooth(rng, amplitude, _log_uniform(rng, 1, 40) * 60, d.hours))
 
 
 def restarts(d: _Draft) -> None:
@@ -437,7 +437,7 @@ def under_sawtooth(d: _Draft) -> None:
     shortest = max(180.0, 6 * d.interval)
     period = rng.uniform(shortest, max(shortest, deadline / 6))
     amplitude = min(rng.uniform(0.03, 0.15) * d.base, 2 * linear_rate * deadline / HOUR)
-    d.add(_sawtooth(rng, amplitude, period, d.hours))
+    d.add(sawtooth(rng, amplitude, period, d.hours))
     onset = _leak(d, linear_rate)
     d.add_leak(lambda t: max(0.0, t - onset) * linear_rate / HOUR)
 
@@ -541,7 +541,7 @@ def deep_sawtooth(d: _Draft) -> None:
     period = rng.uniform(5 * 60, min(30 * 60, deadline / 4))
     finest = 0.25 * rate * deadline / HOUR * period / (1.15 * d.interval)
     amplitude = min(rng.uniform(0.15, 0.5) * d.base, finest)
-    d.add(_sawtooth(rng, amplitude, period, d.hours))
+    d.add(sawtooth(rng, amplitude, period, d.hours))
     onset = _leak(d, rate)
     d.add_leak(lambda t: max(0.0, t - onset) * rate / HOUR)
 

@@ -25,6 +25,7 @@ from glyph_guard_demo.testkit.leak_series import (
     generate,
     load_traces,
     restarted,
+    sawtooth,
     score_flags,
 )
 from glyph_guard_demo.testkit.support import REPO
@@ -269,23 +270,22 @@ def test_a_stair_is_flagged_soon_after_its_third_chunk(sawtooth: float) -> None:
 
 
 def _deep_sawtooth(rate_per_hour: float, period: float, seed: int) -> list[tuple[float, float]]:
-    """7 h sampled every 60 s: a 6 GB sawtooth of teeth 0.8-1.2 periods long on 20 GB, and a
-    leak from 2 h."""
+    """7 h sampled every 60 s: a 6 GB sawtooth on 20 GB, and a leak from 2 h."""
     rng = random.Random(seed)
-    edges = [0.0]
-    while edges[-1] < 7 * HOUR:
-        edges.append(edges[-1] + period * rng.uniform(0.8, 1.2))
-    samples = []
-    for k in range(7 * 60):
-        t = 60.0 * k
-        i = next(j for j, edge in enumerate(edges) if edge > t) - 1
-        tooth = 6 * GB * ((t - edges[i]) / (edges[i + 1] - edges[i]) - 0.5)
-        leak = max(0.0, t - 2 * HOUR) * rate_per_hour / HOUR
-        samples.append((t, 20 * GB + tooth + leak + rng.gauss(0, 5 * MB)))
-    return samples
+    tooth = sawtooth(rng, 6 * GB, period, 7)
+    return [
+        (
+            t,
+            20 * GB
+            + tooth(t)
+            + max(0.0, t - 2 * HOUR) * rate_per_hour / HOUR
+            + rng.gauss(0, 5 * MB),
+        )
+        for t in (60.0 * k for k in range(7 * 60))
+    ]
 
 
-@pytest.mark.parametrize(("period", "seed"), [(20 * 60, 0), (25 * 60, 3)])
+@pytest.mark.parametrize(("period", "seed"), [(20 * 60, 1), (25 * 60, 1)])
 def test_a_slow_leak_under_teeth_as_long_as_the_blocks_is_seen_in_the_troughs(
     period: float, seed: int
 ) -> None:
