@@ -241,29 +241,29 @@ def test_stacked_bursts_ending_do_not_restart_the_segment() -> None:
 
 def _stair(
     chunk_every: float,
-    sawtooth: float = 0.0,
+    amplitude: float = 0.0,
     period: float = 840.0,
     noise: float = 2 * MB,
     chunks: list[float] | None = None,
 ) -> tuple[list[tuple[float, float]], list[float]]:
     """Chunks of 500 MB every `chunk_every` seconds from 1.5 h (or at the times given), under
-    an optional sawtooth."""
+    an optional sawtooth of this amplitude."""
     rng = random.Random(5)
     chunks = chunks or [1.5 * HOUR + k * chunk_every for k in range(8)]
     samples = []
     for k in range(int(6 * HOUR / 45)):
         t = 45.0 * k
         held = 500 * MB * sum(1 for c in chunks if t >= c)
-        tooth = sawtooth * ((t % period) / period - 0.5)
+        tooth = amplitude * ((t % period) / period - 0.5)
         samples.append((t, 2 * GB + held + tooth + rng.gauss(0, noise)))
     return samples, chunks
 
 
-@pytest.mark.parametrize("sawtooth", [0.0, 40 * MB], ids=["plain", "shallow sawtooth"])
-def test_a_stair_is_flagged_soon_after_its_third_chunk(sawtooth: float) -> None:
+@pytest.mark.parametrize("amplitude", [0.0, 40 * MB], ids=["plain", "shallow sawtooth"])
+def test_a_stair_is_flagged_soon_after_its_third_chunk(amplitude: float) -> None:
     # chunks 55 min apart leave 10 min between the third and the 2 h deadline; a shallow
     # sawtooth (far less than a chunk) must not widen the floors and slow the verdict
-    samples, chunks = _stair(55 * 60, sawtooth)
+    samples, chunks = _stair(55 * 60, amplitude)
     detector = LeakDetector()
     flagged = [t for t, v in samples if detector.update(t, v, LIMIT).suspected]
     assert flagged and chunks[2] < flagged[0] <= chunks[2] + 9 * 60, flagged[:1]
