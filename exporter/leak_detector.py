@@ -49,8 +49,9 @@ class LeakDetector:
 
     Samples are reduced to one-minute bins. Each window (20 min to 2 h by default, inside the
     current segment and after its warm-up) is cut into blocks; the floor at the end of a
-    block is a low quantile of the bin minima over the block (or over 1.5 sawtooth periods,
-    when sharp drops recur): what the service returns to between bursts, GC teeth and noise.
+    block is a low quantile of the bin minima over the block (when sharp drops recur, over two
+    blocks, and a stair's over 1.5 sawtooth periods): what the service returns to between
+    bursts, GC teeth and noise.
     A leak is suspected when, in some window, the floors rise
 
     * fast enough: their Theil-Sen slope clears the rate floor and the least rise;
@@ -61,7 +62,8 @@ class LeakDetector:
       of the floors about their line and the block-to-block noise of the floors;
     * to a new high: above every older floor kept (history_seconds), which must not have
       fallen back by as much within a window before (a cycle or a sawtooth coming back is not
-      a leak);
+      a leak; an older floor that bursts held up, its block falling to its neighbours' level
+      in a bin or two, counts at that level);
 
     and when a majority of the latest confirm_bins bins agree. Under a sawtooth whose deep
     drops recur, the troughs they fall to are judged alike, one a tooth; a stair of big
@@ -363,10 +365,7 @@ class LeakDetector:
             stderr = noise / spread
             level = centre + slope * (inside[-1][0] - mean)
             high = max(y for _, y in older)
-            smooth = [
-                (t, median(y for _, y in older[max(0, i - 1) : i + 2]))
-                for i, (t, _) in enumerate(older)
-            ]
+            smooth = _smoothed(older)
             rise = slope * span
             jump = max(b - a for (_, a), (_, b) in pairwise(inside))
             if (
@@ -390,11 +389,20 @@ class LeakDetector:
         key = (first, width * math.floor(start / width), reach, quantile)
         kept = self._histories.get(span)
         if kept is None or kept[0] != key:
-            floors = self._floors(range(first, key[1] + 1, width), reach, quantile)
+            ends = range(first, key[1] + 1, width)
+            floors = self._floors(ends, reach, quantile)
             ys = [y for _, y in floors]
-            high = _quantile(ys, self.settings.history_quantile) if ys else None
+            # a floor above both neighbours' whose block fell to their level in a bin or two:
+            # bursts held it up, the service had not risen (a cycle's high block stays high)
+            levels = [
+                (t, min(y, max(low, m)))
+                for (t, y), (_, low), (_, m) in zip(
+                    floors, self._floors(ends, reach, 0.0), _smoothed(floors), strict=True
+                )
+            ]
+            high = _quantile([y for _, y in levels], self.settings.history_quantile) if ys else None
             history = _History(
-                floors, [b - a for a, b in pairwise(ys)], high, _fall_back(floors, span)
+                floors, levels, [b - a for a, b in pairwise(ys)], high, _fall_back(levels, span)
             )
             kept = self._histories[span] = (key, history)
         return kept[1]
@@ -408,8 +416,8 @@ class LeakDetector:
         assert self._segment_start is not None
         width = max(1, round(span / s.blocks / s.bin_seconds))  # in bins
         reach = max(width, round(s.min_reach_seconds / s.bin_seconds))
-        if period:  # a floor must reach back to a sawtooth's trough, within the window
-            reach = max(reach, min(math.ceil(1.5 * period / s.bin_seconds), 2 * width))
+        if period:  # a floor must reach back to a trough between teeth or bursts
+            reach = max(reach, 2 * width)
         quantile = self._quantile(period)
         last = self._bins[-1]
         start = last - s.blocks * width
@@ -468,7 +476,7 @@ class LeakDetector:
             return verdict("too little older history")
         if above < s.min_sigmas / 2 * noise:
             return verdict("not above the older history")
-        fall = max((y - y0 for t, y in reversed(older) if t >= t0 - span), default=0.0)
+        fall = max((y - y0 for t, y in reversed(history.levels) if t >= t0 - span), default=0.0)
         if max(history.fall, fall) > s.max_fall_back_fraction * rise:
             return verdict("fell back as much before")
         return verdict(RISING)
@@ -479,9 +487,10 @@ class _History:
     """What a window compares its floors with: the older floors of the segment."""
 
     floors: list[tuple[float, float]]
+    levels: list[tuple[float, float]]  # the floors, those bursts held up at their neighbours'
     steps: list[float]  # between neighbouring older floors
-    high: float | None  # their history_quantile
-    fall: float  # their largest fall within the window's span
+    high: float | None  # the history_quantile of their levels
+    fall: float  # the largest fall of their levels within the window's span
 
 
 RISING = "rising floor"
@@ -524,6 +533,13 @@ def _fall_back(floors: list[tuple[float, float]], span: float) -> float:
         if within:
             worst = max(worst, y - min(within))
     return worst
+
+
+def _smoothed(points: list[tuple[float, float]]) -> list[tuple[float, float]]:
+    """Each point's value the median of it and its neighbours: one odd point drops out."""
+    return [
+        (t, median(y for _, y in points[max(0, i - 1) : i + 2])) for i, (t, _) in enumerate(points)
+    ]
 
 
 def _step_noise(steps: list[float]) -> float:
