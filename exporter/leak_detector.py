@@ -51,7 +51,8 @@ class LeakDetector:
     current segment and after its warm-up) is cut into blocks; the floor at the end of a
     block is a low quantile of the bin minima over the block (when sharp drops recur, over two
     blocks, and a stair's over 1.5 sawtooth periods): what the service returns to between
-    bursts, GC teeth and noise.
+    bursts, GC teeth and noise. A window's floor far above both neighbours' level, whose block
+    fell to that level in a bin or two, is taken at that level: stacked bursts held it up.
     A leak is suspected when, in some window, the floors rise
 
     * fast enough: their Theil-Sen slope clears the rate floor and the least rise;
@@ -62,8 +63,7 @@ class LeakDetector:
       of the floors about their line and the block-to-block noise of the floors;
     * to a new high: above every older floor kept (history_seconds), which must not have
       fallen back by as much within a window before (a cycle or a sawtooth coming back is not
-      a leak; an older floor that bursts held up, its block falling to its neighbours' level
-      in a bin or two, counts at that level);
+      a leak);
 
     and when a majority of the latest confirm_bins bins agree. Under a sawtooth whose deep
     drops recur, the troughs they fall to are judged alike, one a tooth; a stair of big
@@ -258,8 +258,9 @@ class LeakDetector:
         return min(s.floor_quantile, 0.5 / max(1, round(period / s.bin_seconds)))
 
     def _stair(self, bin_noise: float, period: float | None) -> LeakEvidence | None:
-        """Three or more big chunks since the grace period (or since the warm-up, two of them
-        after the grace period and all of one pace and size), flat between them, of like size
+        """Three or more big chunks since the grace period (or since the warm-up, less a
+        first step that may be its tail, two of them after the grace period and all of one
+        pace and size), flat between them, of like size
         and pace, the latest no longer ago than 1.5 widest paces: a leak too coarse for a
         window's blocks to see as steady (one chunk an hour, cached images)."""
         s = self.settings
@@ -308,6 +309,8 @@ class LeakDetector:
         # all of them must keep one pace and size, as a stair does and a cache filling does not
         early = late < 3
         chunks = chunks if early else chunks[len(chunks) - late :]
+        if early and len(chunks) > 3 and steps[0][1] >= least:
+            chunks = chunks[1:]  # a warm-up that outlasts warmup_seconds ends in a step
         if len(chunks) < 3:
             return None
         sizes = [x for _, x in chunks]
@@ -392,20 +395,29 @@ class LeakDetector:
             ends = range(first, key[1] + 1, width)
             floors = self._floors(ends, reach, quantile)
             ys = [y for _, y in floors]
-            # a floor above both neighbours' whose block fell to their level in a bin or two:
-            # bursts held it up, the service had not risen (a cycle's high block stays high)
-            levels = [
-                (t, min(y, max(low, m)))
-                for (t, y), (_, low), (_, m) in zip(
-                    floors, self._floors(ends, reach, 0.0), _smoothed(floors), strict=True
-                )
-            ]
+            levels = self._levels(ends, reach, floors)
             high = _quantile([y for _, y in levels], self.settings.history_quantile) if ys else None
             history = _History(
                 floors, levels, [b - a for a, b in pairwise(ys)], high, _fall_back(levels, span)
             )
             kept = self._histories[span] = (key, history)
         return kept[1]
+
+    def _levels(
+        self, ends: range, reach: int, floors: list[tuple[float, float]]
+    ) -> list[tuple[float, float]]:
+        """The floors, but one far above both neighbours' whose block fell to their level in a
+        bin or two at that level: bursts held it up, the service had not risen (a cycle's high
+        block stays high; noise is not far above)."""
+        far = self.settings.min_sigmas * _step_noise([b - a for (_, a), (_, b) in pairwise(floors)])
+        lows = self._floors(ends, reach, 0.0)
+        levels = floors[:1]
+        for (_, before), (t, y), (_, after), (_, low) in zip(
+            floors, floors[1:], floors[2:], lows[1:], strict=False
+        ):
+            level = max(low, before, after)
+            levels.append((t, level if y - level > far else y))
+        return levels + floors[len(levels) :]
 
     def _window_evidence(
         self, now: float, span: float, bin_noise: float, period: float | None, *, whole: bool
@@ -421,7 +433,8 @@ class LeakDetector:
         quantile = self._quantile(period)
         last = self._bins[-1]
         start = last - s.blocks * width
-        floors = self._floors(range(start + width, last + 1, width), reach, quantile)
+        ends = range(start + width, last + 1, width)
+        floors = self._levels(ends, reach, self._floors(ends, reach, quantile))
         if len(floors) < s.blocks - 2:
             return None
         slope = _theil_sen(floors)

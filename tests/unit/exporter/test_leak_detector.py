@@ -300,27 +300,30 @@ def test_a_slow_leak_under_teeth_as_long_as_the_blocks_is_seen_in_the_troughs(
     )
 
 
-def _under_bursts(rate_per_hour: float) -> list[tuple[float, float]]:
-    """7 h sampled every 30 s on 4 GB: from 1.2 h to 1.9 h bursts of 1.5 GB stacked on each
-    other, back at the floor for one sample 6, 27 and 35 min in; a leak from 2.5 h."""
+def _under_bursts(rate_per_hour: float, bursts: float = 1.2 * HOUR) -> list[tuple[float, float]]:
+    """7 h sampled every 30 s on 4 GB: for 42 min from `bursts` on, bursts of 1.5 GB stacked
+    on each other, back at the floor for one sample 6, 27 and 35 min in; a leak from 2.5 h."""
     rng = random.Random(3)
     samples = []
     for t in (30.0 * k for k in range(7 * 120)):
-        age = t - 1.2 * HOUR
+        age = t - bursts
         held = 0 <= age < 0.7 * HOUR and age not in (360, 1620, 2100)
         leak = max(0.0, t - 2.5 * HOUR) * rate_per_hour / HOUR
         samples.append((t, 4 * GB + 1.5 * GB * held + leak + rng.gauss(0, 2 * MB)))
     return samples
 
 
-def test_bursts_that_held_an_older_block_up_do_not_hide_a_slow_leak() -> None:
+@pytest.mark.parametrize("bursts", [1.2 * HOUR, 2.8 * HOUR], ids=["before", "during"])
+def test_bursts_that_held_a_block_up_do_not_hide_a_slow_leak(bursts: float) -> None:
     # the service fell to its floor between the bursts: that block's floor was not a level it
-    # returned to, nor one it fell back from
+    # rose to, returned to or fell back from, before the leak or while it grows
     detector = LeakDetector()
-    flagged = [t for t, v in _under_bursts(300 * MB) if detector.update(t, v, LIMIT).suspected]
+    flagged = [
+        t for t, v in _under_bursts(300 * MB, bursts) if detector.update(t, v, LIMIT).suspected
+    ]
     assert flagged and 2.5 * HOUR < flagged[0] <= 4.5 * HOUR, flagged[:1]
     healthy = LeakDetector()
-    assert not any(healthy.update(t, v, LIMIT).suspected for t, v in _under_bursts(0))
+    assert not any(healthy.update(t, v, LIMIT).suspected for t, v in _under_bursts(0, bursts))
 
 
 def test_a_noisy_stair_is_not_taken_for_a_burst() -> None:
@@ -338,6 +341,17 @@ def test_a_stair_under_way_in_the_first_hour_is_flagged_on_its_second_chunk_afte
     samples, _ = _stair(0, chunks=chunks)
     detector = LeakDetector()
     flagged = [t for t, v in samples if detector.update(t, v, LIMIT).suspected]
+    assert flagged and chunks[2] < flagged[0] <= chunks[2] + 9 * 60, flagged[:1]
+
+
+def test_a_warm_up_longer_than_warmup_seconds_is_not_taken_for_the_stairs_first_chunk() -> None:
+    # a process loads for 28 min (warmup_seconds is 20) and then leaks a chunk every 50 min:
+    # the first hour is not judged, so the stair needs one chunk from before it
+    chunks = [(50 + 50 * k) * 60.0 for k in range(5)]
+    samples, _ = _stair(0, chunks=chunks)
+    warm = [(t, v - 3 * GB * max(0.0, 1 - t / (28 * 60))) for t, v in samples]
+    detector = LeakDetector()
+    flagged = [t for t, v in warm if detector.update(t, v, LIMIT).suspected]
     assert flagged and chunks[2] < flagged[0] <= chunks[2] + 9 * 60, flagged[:1]
 
 
@@ -394,7 +408,8 @@ def test_memory_stays_bounded() -> None:
     assert len(detector._ts) <= limit
     assert len(detector._recent) <= 64
     grids = LeakSettings().windows + 1  # each window's floors, and the stair's
-    assert len(detector._floor_cache) <= grids * (limit + LeakSettings().blocks)
+    # a window's floors and its blocks' lowest bins
+    assert len(detector._floor_cache) <= 2 * grids * (limit + LeakSettings().blocks)
 
 
 @pytest.mark.parametrize(
