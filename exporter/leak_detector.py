@@ -66,11 +66,13 @@ class LeakDetector:
       a leak);
 
     and when a majority of the latest confirm_bins bins agree. Under a sawtooth whose deep
-    drops recur, the troughs they fall to are judged alike, one a tooth; a stair of big
-    chunks is judged on its own. A window thinned by scrape gaps is judged on four floors of
-    six, its older history on the time it spans. A fall far below the recent floor, a long
-    gap or reset() starts a new segment; nothing is suspected within grace_seconds of its
-    start. Memory and cost are bounded by history_seconds / bin_seconds.
+    drops recur, the troughs they fall to are judged alike, one a tooth, and a window's rising
+    floors must lift them too (the median trough of its later half above the top decile of
+    the older ones: floors, the troughs' lower envelope, also rise where two sawtooths beat);
+    a stair of big chunks is judged on its own. A window thinned by scrape gaps is judged on
+    four floors of six, its older history on the time it spans. A fall far below the recent
+    floor, a long gap or reset() starts a new segment; nothing is suspected within
+    grace_seconds of its start. Memory and cost are bounded by history_seconds / bin_seconds.
     """
 
     def __init__(self, settings: LeakSettings | None = None) -> None:
@@ -182,9 +184,12 @@ class LeakDetector:
         settled = now - self._segment_start - s.warmup_seconds
         judged: list[LeakEvidence] = []  # the longest window first
         noise, period, troughs = self._bin_noise_and_period()
+        troughs = [p for p in troughs if p[0] >= self._segment_start + s.warmup_seconds]
         for span in reversed(self._windows):
             if settled >= span + s.min_history_seconds:
-                evidence = self._window_evidence(now, span, noise, period, whole=not judged)
+                evidence = self._window_evidence(
+                    now, span, noise, period, troughs, whole=not judged
+                )
                 judged += [evidence] if evidence else []
         rising = [e for e in judged if e.verdict == RISING]
         if settled >= s.min_history_seconds:
@@ -343,11 +348,9 @@ class LeakDetector:
         steadily enough that the slope clears min_sigmas standard errors against their
         scatter, to above every older trough, which did not fall back as much before."""
         s = self.settings
-        assert self._segment_start is not None
-        settled = [p for p in troughs if p[0] >= self._segment_start + s.warmup_seconds]
         for span in reversed(self._windows):
-            inside = [p for p in settled if p[0] > now - span]
-            older = [p for p in settled if p[0] <= now - span]
+            inside = [p for p in troughs if p[0] > now - span]
+            older = [p for p in troughs if p[0] <= now - span]
             if (
                 len(inside) < 5
                 or len(older) < 4
@@ -420,7 +423,14 @@ class LeakDetector:
         return levels + floors[len(levels) :]
 
     def _window_evidence(
-        self, now: float, span: float, bin_noise: float, period: float | None, *, whole: bool
+        self,
+        now: float,
+        span: float,
+        bin_noise: float,
+        period: float | None,
+        troughs: list[tuple[float, float]],
+        *,
+        whole: bool,
     ) -> LeakEvidence | None:
         """The window's evidence; unless `whole`, None as soon as the floors' shape fails
         (before the costlier comparison with the older history)."""
@@ -489,6 +499,8 @@ class LeakDetector:
             return verdict("too little older history")
         if above < s.min_sigmas / 2 * noise:
             return verdict("not above the older history")
+        if _troughs_stay_within(troughs, now - span, now - span / 2):
+            return verdict("troughs within the older ones")
         fall = max((y - y0 for t, y in reversed(history.levels) if t >= t0 - span), default=0.0)
         if max(history.fall, fall) > s.max_fall_back_fraction * rise:
             return verdict("fell back as much before")
@@ -534,6 +546,15 @@ def _period(times: list[float]) -> float | None:
     typical = median(gaps)
     regular = gaps[3 * len(gaps) // 4] - gaps[len(gaps) // 4] <= typical
     return typical if regular else None
+
+
+def _troughs_stay_within(troughs: list[tuple[float, float]], start: float, middle: float) -> bool:
+    """Whether the troughs after `middle` stay, in the median, below the top decile of those
+    before `start`: floors can rise as the troughs' lower envelope wanders (two sawtooths
+    beating, a trough's height sampled at random), where a leak lifts every trough."""
+    later = [y for t, y in troughs if t > middle]
+    older = [y for t, y in troughs if t <= start]
+    return len(later) >= 2 and len(older) >= 4 and median(later) < _quantile(older, 0.9)
 
 
 def _fall_back(floors: list[tuple[float, float]], span: float) -> float:
