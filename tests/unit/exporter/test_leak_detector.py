@@ -245,9 +245,10 @@ def _stair(
     period: float = 840.0,
     noise: float = 2 * MB,
     chunks: list[float] | None = None,
+    spikes: dict[int, float] | None = None,
 ) -> tuple[list[tuple[float, float]], list[float]]:
     """Chunks of 500 MB every `chunk_every` seconds from 1.5 h (or at the times given), under
-    an optional sawtooth of this amplitude."""
+    an optional sawtooth of this amplitude, with lone spikes added to the samples numbered."""
     rng = random.Random(5)
     chunks = chunks or [1.5 * HOUR + k * chunk_every for k in range(8)]
     samples = []
@@ -255,7 +256,8 @@ def _stair(
         t = 45.0 * k
         held = 500 * MB * sum(1 for c in chunks if t >= c)
         tooth = amplitude * ((t % period) / period - 0.5)
-        samples.append((t, 2 * GB + held + tooth + rng.gauss(0, noise)))
+        spike = (spikes or {}).get(k, 0.0)
+        samples.append((t, 2 * GB + held + tooth + spike + rng.gauss(0, noise)))
     return samples, chunks
 
 
@@ -351,6 +353,16 @@ def test_bursts_that_held_a_block_up_do_not_hide_a_slow_leak(bursts: float) -> N
     assert flagged and 2.5 * HOUR < flagged[0] <= 4.5 * HOUR, flagged[:1]
     healthy = LeakDetector()
     assert not any(healthy.update(t, v, LIMIT).suspected for t, v in _under_bursts(0, bursts))
+
+
+def test_a_low_misread_does_not_hide_a_stair() -> None:
+    # one sample 0.8 GB low 20 min after the first chunk: the floor climbs back from it at
+    # once, so it is neither a fall back (a burst's) nor a chunk
+    spikes = {round((1.5 * HOUR + 20 * 60) / 45): -0.8 * GB}
+    samples, chunks = _stair(55 * 60, spikes=spikes)
+    detector = LeakDetector()
+    flagged = [t for t, v in samples if detector.update(t, v, LIMIT).suspected]
+    assert flagged and chunks[2] < flagged[0] <= chunks[2] + 10 * 60, (flagged[:1], chunks[2])
 
 
 def test_a_noisy_stair_is_not_taken_for_a_burst() -> None:
