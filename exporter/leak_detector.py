@@ -50,9 +50,10 @@ class LeakDetector:
     Samples are reduced to one-minute bins. Each window (20 min to 2 h by default, inside the
     current segment and after its warm-up) is cut into blocks; the floor at the end of a
     block is a low quantile of the bin minima over the block (when sharp drops recur, over two
-    blocks, and a stair's over 1.5 sawtooth periods): what the service returns to between
-    bursts, GC teeth and noise. A window's floor far above both neighbours' level, whose block
-    fell to that level in a bin or two, is taken at that level: stacked bursts held it up.
+    blocks, and a stair's over 1.5 sawtooth periods, else at least its second-lowest bin: one
+    low misread does not move it): what the service returns to between bursts, GC teeth and
+    noise. A window's floor far above both neighbours' level, whose block fell to that level
+    in a bin or two, is taken at that level: stacked bursts held it up.
     A leak is suspected when, in some window, the floors rise
 
     * fast enough: their Theil-Sen slope clears the rate floor and the least rise;
@@ -274,6 +275,8 @@ class LeakDetector:
         if period:
             reach = max(reach, math.ceil(1.5 * period / s.bin_seconds))
         quantile = self._quantile(period)
+        if not period:  # at least the second-lowest bin: one low misread does not move it
+            quantile = max(quantile, 1 / max(1, reach - 1))
         last = self._bins[-1]
         begin = math.ceil((self._segment_start + s.warmup_seconds) / s.bin_seconds) + reach
         first = reach * math.ceil(begin / reach)  # on a fixed grid: each floor is taken once
@@ -320,13 +323,14 @@ class LeakDetector:
         if len(chunks) < 3:
             return None
         sizes = [x for _, x in chunks]
-        if min(x for _, x in steps) < -max(least, median(sizes)) / 2:
-            return None  # it came back down: a burst or a cycle, not a stair
+        now = (last + 1) * s.bin_seconds
+        falls = [x + min(0.0, y) for (_, x), (_, y) in pairwise([*steps, (now, 0.0)]) if x < 0]
+        if min(falls, default=0.0) < -max(least, median(sizes)) / 2:
+            return None  # it came back down (over one floor or two): a burst or a cycle
         paces = [b[0] - a[0] for a, b in pairwise(chunks)]
         size_ratio, pace_ratio = (1.5, 1.5) if early else (4, 3)
         if max(sizes) > size_ratio * min(sizes) or max(paces) > pace_ratio * min(paces):
             return None
-        now = (last + 1) * s.bin_seconds
         if now - chunks[-1][0] > 1.5 * max(paces):
             return None  # it has stopped
         rate = sum(sizes[1:]) / (chunks[-1][0] - chunks[0][0])

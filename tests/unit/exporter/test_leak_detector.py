@@ -365,6 +365,31 @@ def test_a_low_misread_does_not_hide_a_stair() -> None:
     assert flagged and chunks[2] < flagged[0] <= chunks[2] + 10 * 60, (flagged[:1], chunks[2])
 
 
+def test_a_low_misread_just_after_a_chunk_does_not_hide_a_stair() -> None:
+    # one sample 0.8 GB low 3 min after the second chunk, before the floor was flat again: a
+    # stair's floor is the second-lowest bin of its reach, so one sample does not move it
+    spikes = {round((1.5 * HOUR + 55 * 60 + 3 * 60) / 45): -0.8 * GB}
+    samples, chunks = _stair(55 * 60, spikes=spikes)
+    detector = LeakDetector()
+    flagged = [t for t, v in samples if detector.update(t, v, LIMIT).suspected]
+    assert flagged and chunks[2] < flagged[0] <= chunks[2] + 8 * 60, (flagged[:1], chunks[2])
+
+
+def test_a_burst_that_falls_back_over_two_floors_is_no_stair() -> None:
+    # a 1 GB step, a 0.9 GB burst (6 min up, 10 min held, 10 min down) and a 1.2 GB step, 48
+    # min apart: the burst's fall splits over two floors, each under half a chunk, as its
+    # rise does; together they are a fall back
+    rng = random.Random(5)
+    samples = []
+    for k in range(int(5 * HOUR / 45)):
+        t, start = 45.0 * k, 2.3 * HOUR
+        burst = min(1.0, max(0.0, (t - start) / 360), max(0.0, (start + 1560 - t) / 600))
+        steps = 1.0 * GB * (t >= 1.5 * HOUR) + 1.2 * GB * (t >= 3.1 * HOUR)
+        samples.append((t, 2 * GB + steps + 0.9 * GB * burst + rng.gauss(0, 2 * MB)))
+    detector = LeakDetector()
+    assert not any(detector.update(t, v, LIMIT).suspected for t, v in samples)
+
+
 def test_a_noisy_stair_is_not_taken_for_a_burst() -> None:
     # white noise of 90 MB: floors fall back by ~80 MB now and then, far less than a chunk
     samples, chunks = _stair(55 * 60, noise=90 * MB)
