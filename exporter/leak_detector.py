@@ -296,7 +296,6 @@ class LeakDetector:
             return None
         noise = max(step_noise, 1.43 * bin_noise / math.sqrt(reach))
         least = max(s.min_sigmas * noise, s.min_rise_bytes / 3)
-        steps = _without_dips(steps, least)
         chunks: list[tuple[float, float]] = []  # (time, size) of runs of big rises
         run = 0
         for t, x in steps:
@@ -579,19 +578,6 @@ def _smoothed(points: list[tuple[float, float]]) -> list[tuple[float, float]]:
     return [
         (t, median(y for _, y in points[max(0, i - 1) : i + 2])) for i, (t, _) in enumerate(points)
     ]
-
-
-def _without_dips(steps: list[tuple[float, float]], least: float) -> list[tuple[float, float]]:
-    """The steps, less each fall of half a chunk or more from a flat floor that the next step
-    climbs back from: a block that dipped (a low misread, a one-off low sample) is neither a
-    fall back nor a chunk (a burst that rose before falls back)."""
-    out = list(steps)
-    for i in range(len(out) - 1):
-        down, up = out[i][1], out[i + 1][1]
-        flat = i == 0 or abs(out[i - 1][1]) < least
-        if flat and down <= -least / 2 and abs(up + down) <= -down / 4:
-            out[i], out[i + 1] = (out[i][0], 0.0), (out[i + 1][0], 0.0)
-    return out
 
 
 def _step_noise(steps: list[float]) -> float:

@@ -356,8 +356,8 @@ def test_bursts_that_held_a_block_up_do_not_hide_a_slow_leak(bursts: float) -> N
 
 
 def test_a_low_misread_does_not_hide_a_stair() -> None:
-    # one sample 0.8 GB low 20 min after the first chunk: the floor climbs back from it at
-    # once, so it is neither a fall back (a burst's) nor a chunk
+    # one sample 0.8 GB low 20 min after the first chunk, on a flat floor: it is neither a
+    # fall back (a burst's) nor a chunk
     spikes = {round((1.5 * HOUR + 20 * 60) / 45): -0.8 * GB}
     samples, chunks = _stair(55 * 60, spikes=spikes)
     detector = LeakDetector()
