@@ -78,7 +78,9 @@ def write_config(workdir: Path, port: int, api_port: int) -> Path:
                 "engine": {"path": "/metrics"},
                 "remediation": {
                     "actions": ["restart"],
-                    "restart": {"start": standin_api_argv(api_port, STEP_SECONDS)},
+                    "restart": {
+                        "start": standin_api_argv(api_port, STEP_SECONDS, workdir / "pages")
+                    },
                     "stop_grace_seconds": 10,
                     "startup_timeout_seconds": 120,
                 },
@@ -173,7 +175,9 @@ def run_trial(mode: str, args: argparse.Namespace) -> Trial:
             open(workdir / "api.log", "wb") as api_log,
             open(workdir / "remediator.log", "wb") as rem_log,
             spawned(
-                standin_api_argv(api_port, STEP_SECONDS), stdout=api_log, stderr=subprocess.STDOUT
+                standin_api_argv(api_port, STEP_SECONDS, workdir / "pages"),
+                stdout=api_log,
+                stderr=subprocess.STDOUT,
             ),
             spawned(argv, stdout=rem_log, stderr=subprocess.STDOUT),
         ):

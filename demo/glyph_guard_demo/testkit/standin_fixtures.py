@@ -18,8 +18,9 @@ from prometheus_client.parser import text_string_to_metric_families
 from glyph_guard_demo.testkit.support import REPO, Spawned, free_port, spawned, wait_for
 
 
-def standin_api_argv(port: int, step_seconds: float) -> list[str]:
-    """The stand-in api on a port, its engine taking step_seconds per token, /load served."""
+def standin_api_argv(port: int, step_seconds: float, pages_dir: Path) -> list[str]:
+    """The stand-in api on a port, its engine taking step_seconds per token, /load served,
+    its rendered pages under pages_dir (the caller's temporary directory)."""
     return [
         sys.executable,
         "-m",
@@ -27,6 +28,8 @@ def standin_api_argv(port: int, step_seconds: float) -> list[str]:
         "api",
         "--port",
         str(port),
+        "--pages-dir",
+        str(pages_dir),
         "--enable-server-load-tracking",
         "--step-seconds",
         str(step_seconds),

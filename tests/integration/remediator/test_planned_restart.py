@@ -23,7 +23,7 @@ pytestmark = pytest.mark.timeout(180)
 STEP = 0.05  # seconds per token: a request of N tokens runs N * STEP seconds
 
 
-def api_component(port: int) -> dict[str, Any]:
+def api_component(port: int, pages_dir: Path) -> dict[str, Any]:
     return {
         "match": {"cmdline": rf"-m\s+glyph_guard_demo\.standin\s+api\s+--port\s+{port}(\s|$)"},
         "port": port,
@@ -31,7 +31,7 @@ def api_component(port: int) -> dict[str, Any]:
         "engine": {"path": "/metrics"},
         "remediation": {
             "actions": ["restart"],
-            "restart": {"start": standin_api_argv(port, STEP)},
+            "restart": {"start": standin_api_argv(port, STEP, pages_dir)},
             "stop_grace_seconds": 5,
             "startup_timeout_seconds": 60,
         },
@@ -82,8 +82,9 @@ def serving(tmp_path: Path) -> Iterator[tuple[str, Remediator]]:
     port = free_port()
     url = f"http://127.0.0.1:{port}"
     planned = {"max_wait_seconds": 3600, "poll_seconds": 0.2}
-    config = make_config(tmp_path, {"api": api_component(port)}, planned_restarts=planned)
-    with spawned(standin_api_argv(port, STEP)), Remediator(config) as rem:
+    component = api_component(port, tmp_path / "pages")
+    config = make_config(tmp_path, {"api": component}, planned_restarts=planned)
+    with spawned(standin_api_argv(port, STEP, tmp_path / "pages")), Remediator(config) as rem:
         wait_for(lambda: healthy(url), 60)
         # an alert begun this soon after the start would be about a new incarnation
         time.sleep(STARTS_AT_LAG_SECONDS + 0.5)
