@@ -50,7 +50,7 @@ class LeakSettings(Frozen):
         default=1800.0, description="older floors a window's last one is compared with"
     )
     min_rate_bytes_per_second: Positive = Field(
-        default=150e6 / _HOUR, description="the least floor slope suspected (150 MB/h)"
+        default=175e6 / _HOUR, description="the least floor slope suspected (175 MB/h)"
     )
     min_rise_bytes: Annotated[float, Field(ge=0)] = Field(
         default=300e6, description="the least rise over a window at its slope"

@@ -124,6 +124,17 @@ def _line(hours: float, rate_per_hour: float, interval: float = 30.0) -> list[tu
     ]
 
 
+def test_growth_under_the_rate_floor_is_no_leak_and_the_slowest_leak_is() -> None:
+    # 175 MB/h: halfway between growth a healthy service may keep for hours (a plateau of small
+    # steps, a load cycle's rising half) and the slowest leak to catch in 2 h (200 MB/h)
+    def flagged(rate_per_hour: float) -> bool:
+        detector = LeakDetector()
+        return any(detector.update(t, v, LIMIT).suspected for t, v in _line(6, rate_per_hour))
+
+    assert not flagged(165 * MB)
+    assert flagged(200 * MB)
+
+
 def test_scrape_gaps_in_the_older_history_do_not_delay_a_slow_leak() -> None:
     # a 260 MB/h leak scraped every 60 s; two 25-min gaps in its first hour and a half
     def first_flag(gaps: list[tuple[float, float]]) -> float | None:
