@@ -142,7 +142,7 @@ LEAK_120X = {  # the detector's defaults 120 times faster: 2 h windows become 60
     "warmup_seconds": 10,
     "min_history_seconds": 15,
     "min_reach_seconds": 2.5,
-    "min_rate_bytes_per_second": 150e6 / 30,
+    "min_rate_bytes_per_second": 175e6 / 30,
     "max_gap_seconds": 15,
 }
 
