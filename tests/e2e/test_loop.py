@@ -12,6 +12,7 @@ import httpx
 import psutil
 import pytest
 
+from glyph_guard.common.config import LeakSettings
 from glyph_guard.common.processes import ProcessTable
 from glyph_guard_demo.stack.scenario import run_scenario, wait_healthy
 from glyph_guard_demo.testkit.stack_fixtures import (
@@ -142,7 +143,7 @@ LEAK_120X = {  # the detector's defaults 120 times faster: 2 h windows become 60
     "warmup_seconds": 10,
     "min_history_seconds": 15,
     "min_reach_seconds": 2.5,
-    "min_rate_bytes_per_second": 175e6 / 30,
+    "min_rate_bytes_per_second": LeakSettings().min_rate_bytes_per_second * 120,
     "max_gap_seconds": 15,
 }
 

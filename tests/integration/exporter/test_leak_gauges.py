@@ -55,7 +55,7 @@ SCALED = LeakSettings(  # the defaults, 600 times faster: 2 h windows become 12 
     warmup_seconds=2,
     min_history_seconds=3,
     min_reach_seconds=1,
-    min_rate_bytes_per_second=175e6 / 6,
+    min_rate_bytes_per_second=LeakSettings().min_rate_bytes_per_second * 600,
     max_gap_seconds=3,
 )
 

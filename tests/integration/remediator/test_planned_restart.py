@@ -82,9 +82,9 @@ def serving(tmp_path: Path) -> Iterator[tuple[str, Remediator]]:
     port = free_port()
     url = f"http://127.0.0.1:{port}"
     planned = {"max_wait_seconds": 3600, "poll_seconds": 0.2}
-    component = api_component(port, tmp_path / "pages")
-    config = make_config(tmp_path, {"api": component}, planned_restarts=planned)
-    with spawned(standin_api_argv(port, STEP, tmp_path / "pages")), Remediator(config) as rem:
+    pages = tmp_path / "pages"
+    config = make_config(tmp_path, {"api": api_component(port, pages)}, planned_restarts=planned)
+    with spawned(standin_api_argv(port, STEP, pages)), Remediator(config) as rem:
         wait_for(lambda: healthy(url), 60)
         # an alert begun this soon after the start would be about a new incarnation
         time.sleep(STARTS_AT_LAG_SECONDS + 0.5)
