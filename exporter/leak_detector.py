@@ -47,13 +47,13 @@ class LeakReading:
 class LeakDetector:
     """Suspects a leak when the floor a series returns to keeps rising; one per series.
 
-    Samples are reduced to one-minute bins. Each window (20 min to 2 h by default, inside the
-    current segment and after its warm-up) is cut into blocks; the floor at the end of a
-    block is a low quantile of the bin minima over the block (when sharp drops recur, over two
-    blocks, and a stair's over 1.5 sawtooth periods, else at least its second-lowest bin: one
-    low misread does not move it): what the service returns to between bursts, GC teeth and
-    noise. A window's floor far above both neighbours' level, whose block fell to that level
-    in a bin or two, is taken at that level: stacked bursts held it up.
+    Samples are reduced to one-minute bins. Each window (40 min to 2 h by default, 20 min
+    apart, inside the current segment and after its warm-up) is cut into blocks; the floor at
+    the end of a block is a low quantile of the bin minima over the block (when sharp drops
+    recur, over two blocks, and a stair's over 1.5 sawtooth periods, else at least its
+    second-lowest bin: one low misread does not move it): what the service returns to between
+    bursts, GC teeth and noise. A window's floor far above both neighbours' level, whose block
+    fell to that level in a bin or two, is taken at that level: stacked bursts held it up.
     A leak is suspected when, in some window, the floors rise
 
     * fast enough: their Theil-Sen slope clears the rate floor and the least rise;
@@ -80,7 +80,8 @@ class LeakDetector:
         self.settings = settings or LeakSettings()
         s = self.settings
         self._max_bins = math.ceil(s.history_seconds / s.bin_seconds) + 2
-        self._windows = [s.window_seconds * k / s.windows for k in range(1, s.windows + 1)]
+        spans = (s.window_seconds * k / s.windows for k in range(1, s.windows + 1))
+        self._windows = [span for span in spans if span >= s.min_window_seconds]
         self.reset()
 
     def reset(self) -> None:

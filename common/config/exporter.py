@@ -32,7 +32,12 @@ class LeakSettings(Frozen):
     window_seconds: Positive = Field(
         default=2 * _HOUR, description="the longest window; the others are its 1/n, 2/n, ..."
     )
-    windows: Annotated[int, Field(ge=1, le=12)] = Field(default=6, description="windows judged")
+    windows: Annotated[int, Field(ge=1, le=12)] = Field(default=6, description="window lengths")
+    min_window_seconds: Annotated[float, Field(ge=0)] = Field(
+        default=1800.0,
+        description="shorter windows are not judged: 20 min of floors take the last steps of a"
+        " warm-up for a steady rise",
+    )
     blocks: Annotated[int, Field(ge=4, le=24)] = Field(
         default=6, description="blocks per window, one floor each"
     )
@@ -90,6 +95,8 @@ class LeakSettings(Frozen):
             raise ValueError("history_seconds must be >= window_seconds")
         if self.window_seconds / self.windows < 2 * self.blocks * self.bin_seconds:
             raise ValueError("the shortest window must hold two bins per block")
+        if self.min_window_seconds > self.window_seconds:
+            raise ValueError("min_window_seconds must be <= window_seconds")
         return self
 
 

@@ -49,6 +49,7 @@ AGE = "glyph_leak_segment_age_seconds"
 GB = 10**9
 SCALED = LeakSettings(  # the defaults, 600 times faster: 2 h windows become 12 s, 1 h of grace 6 s
     window_seconds=12,
+    min_window_seconds=3,
     bin_seconds=0.1,
     history_seconds=36,
     grace_seconds=6,

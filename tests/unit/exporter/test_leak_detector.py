@@ -135,6 +135,32 @@ def test_growth_under_the_rate_floor_is_no_leak_and_the_slowest_leak_is() -> Non
     assert flagged(200 * MB)
 
 
+def _warm_up(minutes: float, rate_per_hour: float) -> list[tuple[float, float]]:
+    """A service allocating in 25 MB steps at this rate for its first minutes, then flat."""
+    rng = random.Random(5)
+    samples = []
+    for k in range(6 * 120):
+        grown = rate_per_hour * min(30.0 * k, minutes * 60) / HOUR
+        samples.append((30.0 * k, 4 * GB + 25 * MB * (grown // (25 * MB)) + rng.gauss(0, 5 * MB)))
+    return samples
+
+
+def test_a_warm_up_still_growing_just_after_the_grace_hour_is_no_leak() -> None:
+    # 1.2 GB/h until 75 min: a 20 min window would see steady floors 12 min after the grace
+    # hour; the shortest window judged (40 min) sees them level off. The same growth kept up
+    # is flagged within the 45 min a leak of 1 GB/h or more is given.
+    def first_flag(minutes: float) -> float | None:
+        detector = LeakDetector()
+        return next(
+            (t for t, v in _warm_up(minutes, 1.2 * GB) if detector.update(t, v, LIMIT).suspected),
+            None,
+        )
+
+    assert first_flag(75) is None
+    kept_up = first_flag(6 * 60)
+    assert kept_up is not None and kept_up <= HOUR + 45 * 60
+
+
 def test_scrape_gaps_in_the_older_history_do_not_delay_a_slow_leak() -> None:
     # a 260 MB/h leak scraped every 60 s; two 25-min gaps in its first hour and a half
     def first_flag(gaps: list[tuple[float, float]]) -> float | None:
@@ -495,6 +521,7 @@ def test_memory_stays_bounded() -> None:
         ({"restart_drop_fraction": 1.5}, "restart_drop_fraction"),
         ({"history_seconds": 3600.0, "window_seconds": 7200.0}, "history_seconds"),
         ({"window_seconds": 600.0}, "two bins per block"),
+        ({"min_window_seconds": 9000.0}, "min_window_seconds must be <= window_seconds"),
     ],
 )
 def test_settings_are_checked(settings: dict[str, float], message: str) -> None:
