@@ -13,6 +13,7 @@ from glyph_guard.common.config import LeakSettings
 from glyph_guard.exporter.leak_forecast import (
     NO_FORECAST,
     ExhaustionForecast,
+    Z,
     forecast_exhaustion,
 )
 
@@ -41,7 +42,7 @@ class LeakReading:
     suspected: bool
     segment_age_seconds: float
     forecast: ExhaustionForecast = NO_FORECAST  # from the recent high level at this slope
-    evidence: LeakEvidence | None = None  # the longest window that tipped it, or judged
+    evidence: LeakEvidence | None = None  # what tipped it and says how fast, else judged
 
 
 class LeakDetector:
@@ -91,6 +92,7 @@ class LeakDetector:
         self._ts: list[float] = []
         self._ys: list[float] = []
         self._lows: list[float] = []
+        self._highs: list[float] = []
         self._bins: list[int] = []  # the index of each closed bin
         self._floor_cache: dict[tuple[int, int, float], float | None] = {}
         self._histories: dict[float, tuple[tuple[int, int, int, float], _History]] = {}
@@ -102,7 +104,7 @@ class LeakDetector:
         self._open_v: list[float] = []
         self._recent: deque[tuple[float, float]] = deque(maxlen=64)
         self._slope: float | None = None
-        self._level = 0.0  # the highest one-minute median of the last LEVEL_SECONDS
+        self._level = 0.0  # the highest sample of the last LEVEL_SECONDS
         self._recent_floor: float | None = None  # of the last RESTART_REFERENCE_SECONDS
         self._suspected = False
         self._verdicts: deque[bool] = deque(maxlen=self.settings.confirm_bins)
@@ -135,7 +137,7 @@ class LeakDetector:
         suspected = self._suspected and age >= s.grace_seconds
         evidence = self._evidence
         forecast = forecast_exhaustion(
-            level_bytes=max(v, self._level),
+            level_bytes=max(self._level, *self._open_v),
             limit_bytes=limit_bytes,
             slope_bytes_per_second=self._slope,
             slope_stderr_bytes_per_second=evidence.slope_stderr_bytes_per_second
@@ -162,18 +164,19 @@ class LeakDetector:
         self._ts.append(sum(self._open_t) / len(self._open_t))
         self._ys.append(median(self._open_v))
         self._lows.append(min(self._open_v))
+        self._highs.append(max(self._open_v))
         assert self._open_index is not None
         self._bins.append(self._open_index)
         self._open_t, self._open_v = [], []
         level_bins = LEVEL_SECONDS / self.settings.bin_seconds
         recent = bisect_right(self._bins, self._bins[-1] - level_bins)
-        self._level = max(self._ys[recent:])
+        self._level = max(self._highs[recent:])
         since = self._bins[-1] - RESTART_REFERENCE_SECONDS / self.settings.bin_seconds
         lows = self._lows[bisect_right(self._bins, since) :]
         self._recent_floor = _quantile(lows, 0.2) if len(lows) >= 5 else None
         if len(self._ts) > self._max_bins + 32:
             cut = len(self._ts) - self._max_bins
-            for seq in (self._ts, self._ys, self._lows, self._bins):
+            for seq in (self._ts, self._ys, self._lows, self._highs, self._bins):
                 del seq[:cut]
             first = self._bins[0]
             self._floor_cache = {k: v for k, v in self._floor_cache.items() if k[0] >= first}
@@ -203,8 +206,7 @@ class LeakDetector:
         self._verdicts.append(bool(rising))
         # a majority of the latest verdicts must agree: one odd bin does not tip it
         self._suspected = bool(rising) and 2 * sum(self._verdicts) > self.settings.confirm_bins
-        # the longest window, else a stair, says best how fast it grows
-        self._evidence = rising[0] if rising else (judged[0] if judged else None)
+        self._evidence = _pace(rising) if rising else (judged[0] if judged else None)
         self._slope = self._evidence.slope_bytes_per_second if self._evidence else None
 
     def _bin_noise_and_period(self) -> tuple[float, float | None, list[tuple[float, float]]]:
@@ -528,6 +530,21 @@ STAIR = "stair of chunks"
 TROUGHS = "rising troughs"
 RESTART_REFERENCE_SECONDS = 1800.0  # the floor a restart falls far below is this recent
 LEVEL_SECONDS = 1800.0  # the level a forecast starts from: the recent high, as bursts reach it
+
+
+def _pace(rising: list[LeakEvidence]) -> LeakEvidence:
+    """The evidence that says how fast it grows: the longest window (else a stair), unless a
+    shorter window's floors rise faster by more than the forecast's interval (Z standard errors
+    of the difference): a leak speeding up is forecast at its recent pace."""
+    longest = rising[0]
+    faster = [
+        e
+        for e in rising
+        if e.verdict == longest.verdict == RISING
+        and e.slope_bytes_per_second - longest.slope_bytes_per_second
+        > Z * math.hypot(e.slope_stderr_bytes_per_second, longest.slope_stderr_bytes_per_second)
+    ]
+    return max(faster, key=lambda e: e.slope_bytes_per_second, default=longest)
 
 
 def _theil_sen(points: list[tuple[float, float]]) -> float:

@@ -6,7 +6,7 @@ import math
 from dataclasses import dataclass
 from enum import IntEnum
 
-__all__ = ["IMMINENT_SECONDS", "ExhaustionForecast", "Urgency", "forecast_exhaustion"]
+__all__ = ["IMMINENT_SECONDS", "ExhaustionForecast", "Urgency", "Z", "forecast_exhaustion"]
 
 IMMINENT_SECONDS = 1800.0  # a leak that may exhaust its resource this soon is acted on at once
 Z = 2.0  # standard errors of the slope either side: the interval's width

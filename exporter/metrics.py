@@ -404,7 +404,7 @@ def leak_families(trends: Iterable[LeakTrend]) -> Iterator[Metric]:
     until = _gauge(
         "leak_seconds_until_exhausted",
         "Seconds until the limit (host memory, device memory or free disk) is reached at the "
-        "current slope, from the highest one-minute median of the last 30 min; absent when not "
+        "current slope, from the highest sample of the last 30 min; absent when not "
         f"growing. {LEAK_METHOD}",
         labels,
     )
@@ -412,7 +412,7 @@ def leak_families(trends: Iterable[LeakTrend]) -> Iterator[Metric]:
     lower = _gauge(
         "leak_exhaustion_lower_bound_seconds",
         "Earliest plausible seconds until the limit is reached: the headroom above the highest "
-        "one-minute median of the last 30 min over the slope plus two standard errors; absent "
+        "sample of the last 30 min over the slope plus two standard errors; absent "
         f"when not growing. {LEAK_METHOD}",
         labels,
     )

@@ -223,6 +223,41 @@ def test_exhaustion_time_follows_the_slope_from_the_recent_high() -> None:
     assert past.urgency == Urgency.IMMEDIATE
 
 
+def test_the_forecast_starts_from_the_highest_sample_a_spike_reaches() -> None:
+    # a 1 GB/h leak with a one-sample spike of 2 GB every 10 min: memory runs out at a spike
+    samples = [(t, v + (2 * GB if round(t) % 600 == 0 else 0.0)) for t, v in _line(5, 1 * GB)]
+    detector = LeakDetector()
+    checked = 0
+    for k, (t, value) in enumerate(samples):
+        reading = detector.update(t, value, LIMIT)
+        if reading.suspected:
+            assert reading.slope_bytes_per_second is not None
+            assert reading.forecast.seconds is not None
+            spike = max(v for _, v in samples[max(0, k - 50) : k + 1])  # the last 25 min
+            assert reading.forecast.seconds <= (LIMIT - spike) / reading.slope_bytes_per_second
+            checked += 1
+    assert checked > 100
+
+
+def test_a_leak_speeding_up_is_forecast_at_its_recent_pace() -> None:
+    # the leak's rate grows by 400 MB/h every hour: the 2 h window's slope is its rate an hour
+    # ago; a shorter window rising faster by more than the forecast's interval is taken instead
+    rng = random.Random(11)
+    detector = LeakDetector()
+    lags = []
+    for k in range(6 * 120):
+        t = 30.0 * k
+        hours = t / HOUR
+        value = 4 * GB + 100 * MB * hours + 400 * MB * hours * hours / 2 + rng.gauss(0, 5 * MB)
+        reading = detector.update(t, value, LIMIT)
+        if reading.suspected and hours >= 3:
+            assert reading.slope_bytes_per_second is not None
+            rate = (100 * MB + 400 * MB * hours) / HOUR
+            lags.append((rate - reading.slope_bytes_per_second) * HOUR)
+    assert len(lags) > 300
+    assert sorted(lags)[len(lags) // 2] < 200 * MB  # half an hour's growth of the rate
+
+
 def test_exhaustion_time_is_none_when_not_growing() -> None:
     # a slow decline: the slope is negative, so memory is never exhausted
     detector = LeakDetector()
