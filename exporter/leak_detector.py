@@ -537,12 +537,15 @@ def _pace(rising: list[LeakEvidence]) -> LeakEvidence:
     shorter window's floors rise faster by more than the forecast's interval (Z standard errors
     of the difference): a leak speeding up is forecast at its recent pace."""
     longest = rising[0]
+    if longest.verdict != RISING:
+        return longest
+    slope, stderr = longest.slope_bytes_per_second, longest.slope_stderr_bytes_per_second
     faster = [
         e
         for e in rising
-        if e.verdict == longest.verdict == RISING
-        and e.slope_bytes_per_second - longest.slope_bytes_per_second
-        > Z * math.hypot(e.slope_stderr_bytes_per_second, longest.slope_stderr_bytes_per_second)
+        if e.verdict == RISING
+        and e.slope_bytes_per_second - slope
+        > Z * math.hypot(e.slope_stderr_bytes_per_second, stderr)
     ]
     return max(faster, key=lambda e: e.slope_bytes_per_second, default=longest)
 

@@ -137,7 +137,7 @@ def test_crash_loop_backs_off_then_gives_up_and_stays_down(tmp_path: Path) -> No
 
 LEAK_120X = {  # the detector's defaults 120 times faster: 2 h windows become 60 s
     "window_seconds": 72,  # 6 windows of 12 s: the least that holds two 1 s bins per block
-    "min_window_seconds": 15,
+    "min_window_seconds": LeakSettings().min_window_seconds / 120,
     "bin_seconds": 1,
     "history_seconds": 180,
     "grace_seconds": 30,
