@@ -52,7 +52,8 @@ class LeakDetector:
     apart, inside the current segment and after its warm-up) is cut into blocks; the floor at
     the end of a block is a low quantile of the bin minima over the block (when sharp drops
     recur, over two blocks, and a stair's over 1.5 sawtooth periods, else at least its
-    second-lowest bin: one low misread does not move it): what the service returns to between
+    second-lowest bin: one low misread does not move it; where bursts hold the series well
+    above it much of the time, the second-lowest bin): what the service returns to between
     bursts, GC teeth and noise. A window's floor far above both neighbours' level, whose block
     fell to that level in a bin or two, is taken at that level: stacked bursts held it up.
     A leak is suspected when, in some window, the floors rise
@@ -95,6 +96,7 @@ class LeakDetector:
         self._highs: list[float] = []
         self._bins: list[int] = []  # the index of each closed bin
         self._floor_cache: dict[tuple[int, int, float], float | None] = {}
+        self._busy_shares: dict[int, float | None] = {}
         self._histories: dict[float, tuple[tuple[int, int, int, float], _History]] = {}
         self._stair_steps: (
             tuple[tuple[int, int, int, float, int], list[tuple[float, float]], float] | None
@@ -180,6 +182,7 @@ class LeakDetector:
                 del seq[:cut]
             first = self._bins[0]
             self._floor_cache = {k: v for k, v in self._floor_cache.items() if k[0] >= first}
+            self._busy_shares = {k: v for k, v in self._busy_shares.items() if k >= first}
         self._evaluate()
 
     def _evaluate(self) -> None:
@@ -190,10 +193,11 @@ class LeakDetector:
         judged: list[LeakEvidence] = []  # the longest window first
         noise, period, troughs = self._bin_noise_and_period()
         troughs = [p for p in troughs if p[0] >= self._segment_start + s.warmup_seconds]
+        busy = not period and self._busy()
         for span in reversed(self._windows):
             if settled >= span + s.min_history_seconds:
                 evidence = self._window_evidence(
-                    now, span, noise, period, troughs, whole=not judged
+                    now, span, noise, period, troughs, busy=busy, whole=not judged
                 )
                 judged += [evidence] if evidence else []
         rising = [e for e in judged if e.verdict == RISING]
@@ -235,6 +239,29 @@ class LeakDetector:
         teeth = _period([ts[i] for i in deep]) if len(deep) >= 4 else None
         troughs = [(ts[i], min(self._lows[i : i + 2])) for i in deep] if teeth else []
         return sigma, period, troughs
+
+    def _busy(self) -> bool:
+        """Whether requests hold the series well above its floor much of the time (heavy
+        bursts): a floor is then the second-lowest bin minimum of its reach, not a quantile."""
+        g = BUSY_GROUP_BINS
+        shares = []
+        for start in range(g * (self._bins[0] // g + 1), self._bins[-1] - 2 * g + 2, g):
+            if start not in self._busy_shares:
+                self._busy_shares[start] = self._busy_share(start)
+            share = self._busy_shares[start]
+            shares += [share] if share is not None else []
+        return len(shares) >= 4 and median(shares) > BUSY_SHARE
+
+    def _busy_share(self, start: int) -> float | None:
+        """The share of the bin minima of a group well above its floor: the higher of its
+        second-lowest and the next group's (a rising series is not busy); None when sparse."""
+        g = BUSY_GROUP_BINS
+        lo, mid, hi = (bisect_right(self._bins, start + k * g - 1) for k in range(3))
+        group, after = self._lows[lo:mid], self._lows[mid:hi]
+        if 2 * len(group) < g or 2 * len(after) < g:
+            return None
+        floor = max(sorted(group)[1], sorted(after)[1])
+        return sum(1 for x in group if x > floor + BUSY_MARGIN * abs(floor)) / len(group)
 
     def _floor(self, end: int, reach: int, quantile: float) -> float | None:
         """A low quantile of the bin minima in the `reach` bins up to bin `end`; None with
@@ -437,6 +464,7 @@ class LeakDetector:
         period: float | None,
         troughs: list[tuple[float, float]],
         *,
+        busy: bool,
         whole: bool,
     ) -> LeakEvidence | None:
         """The window's evidence; unless `whole`, None as soon as the floors' shape fails
@@ -447,7 +475,7 @@ class LeakDetector:
         reach = max(width, round(s.min_reach_seconds / s.bin_seconds))
         if period:  # a floor must reach back to a trough between teeth or bursts
             reach = max(reach, 2 * width)
-        quantile = self._quantile(period)
+        quantile = 1 / (reach - 1) if busy and reach > 2 else self._quantile(period)
         last = self._bins[-1]
         start = last - s.blocks * width
         ends = range(start + width, last + 1, width)
@@ -528,6 +556,9 @@ class _History:
 RISING = "rising floor"
 STAIR = "stair of chunks"
 TROUGHS = "rising troughs"
+BUSY_GROUP_BINS = 20  # the bins whose minima are judged busy together
+BUSY_MARGIN = 0.02  # a bin minimum this far above the floor, as a fraction of it, is busy
+BUSY_SHARE = 0.3  # the median share of busy bins in a group that makes a series busy
 RESTART_REFERENCE_SECONDS = 1800.0  # the floor a restart falls far below is this recent
 LEVEL_SECONDS = 1800.0  # the level a forecast starts from: the recent high, as bursts reach it
 
