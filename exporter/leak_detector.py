@@ -298,7 +298,9 @@ class LeakDetector:
         first step that may be its tail, two of them after the grace period and all of one
         pace and size), flat between them, of like size
         and pace, the latest no longer ago than 1.5 widest paces: a leak too coarse for a
-        window's blocks to see as steady (one chunk an hour, cached images)."""
+        window's blocks to see as steady (one chunk an hour, cached images). A chunk shows on
+        the block under way two bins after it, unless chunks come closer together than a block
+        of the longest window (it may be a burst; the windows judge chunks that close)."""
         s = self.settings
         assert self._segment_start is not None
         reach = max(1, round(s.min_reach_seconds / s.bin_seconds))
@@ -318,10 +320,11 @@ class LeakDetector:
             self._stair_steps = (key, found, _step_noise([x for _, x in found]))
         _, steps, step_noise = self._stair_steps
         if last > key[1] and steps:  # the floor so far of the block under way
-            floor = self._floor(last, reach, quantile)
+            # the second-lowest of its last three bins: a chunk shows two bins after it
+            tail = self._floor(last, 3, 0.5) if not period else self._floor(last, reach, quantile)
             grid = self._floor(key[1], reach, quantile)
-            if floor is not None and grid is not None:
-                steps = [*steps, ((last + 1) * s.bin_seconds, floor - grid)]
+            if tail is not None and grid is not None:
+                steps = [*steps, ((last + 1) * s.bin_seconds, tail - grid)]
         if len(steps) < 4:
             return None
         noise = max(step_noise, 1.43 * bin_noise / math.sqrt(reach))
@@ -357,6 +360,12 @@ class LeakDetector:
         if min(falls, default=0.0) < -max(least, median(sizes)) / 2:
             return None  # it came back down (over one floor or two): a burst or a cycle
         paces = [b[0] - a[0] for a, b in pairwise(chunks)]
+        if (
+            not period
+            and chunks[-1][0] > (key[1] + 1) * s.bin_seconds
+            and min(paces) < s.window_seconds / s.blocks
+        ):
+            return None  # seen on the block under way only, it may be a burst
         size_ratio, pace_ratio = (1.5, 1.5) if early else (4, 3)
         if max(sizes) > size_ratio * min(sizes) or max(paces) > pace_ratio * min(paces):
             return None
