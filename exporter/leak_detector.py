@@ -308,7 +308,7 @@ class LeakDetector:
             reach = max(reach, math.ceil(1.5 * period / s.bin_seconds))
         quantile = self._quantile(period)
         if not period:  # at least the second-lowest bin: one low misread does not move it
-            quantile = max(quantile, 1 / max(1, reach - 1))
+            quantile = max(quantile, _second_lowest(reach))
         last = self._bins[-1]
         begin = math.ceil((self._segment_start + s.warmup_seconds) / s.bin_seconds) + reach
         first = reach * math.ceil(begin / reach)  # on a fixed grid: each floor is taken once
@@ -321,7 +321,11 @@ class LeakDetector:
         _, steps, step_noise = self._stair_steps
         if last > key[1] and steps:  # the floor so far of the block under way
             # the second-lowest of its last three bins: a chunk shows two bins after it
-            tail = self._floor(last, 3, 0.5) if not period else self._floor(last, reach, quantile)
+            tail = (
+                self._floor(last, 3, _second_lowest(3))
+                if not period
+                else self._floor(last, reach, quantile)
+            )
             grid = self._floor(key[1], reach, quantile)
             if tail is not None and grid is not None:
                 steps = [*steps, ((last + 1) * s.bin_seconds, tail - grid)]
@@ -484,7 +488,7 @@ class LeakDetector:
         reach = max(width, round(s.min_reach_seconds / s.bin_seconds))
         if period:  # a floor must reach back to a trough between teeth or bursts
             reach = max(reach, 2 * width)
-        quantile = 1 / (reach - 1) if busy and reach > 2 else self._quantile(period)
+        quantile = _second_lowest(reach) if busy else self._quantile(period)
         last = self._bins[-1]
         start = last - s.blocks * width
         ends = range(start + width, last + 1, width)
@@ -639,6 +643,11 @@ def _smoothed(points: list[tuple[float, float]]) -> list[tuple[float, float]]:
     return [
         (t, median(y for _, y in points[max(0, i - 1) : i + 2])) for i, (t, _) in enumerate(points)
     ]
+
+
+def _second_lowest(reach: int) -> float:
+    """The quantile that picks the second-lowest of `reach` bins (the lowest of one)."""
+    return 1 / max(1, reach - 1)
 
 
 def _step_noise(steps: list[float]) -> float:
