@@ -72,9 +72,11 @@ class LeakDetector:
     drops recur, the troughs they fall to are judged alike, one a tooth, and a window's rising
     floors must lift them too (the median trough of its later half above the top decile of
     the older ones: floors, the troughs' lower envelope, also rise where two sawtooths beat);
-    a stair of big chunks is judged on its own. A window thinned by scrape gaps is judged on
-    four floors of six, its older history on the time it spans. A fall far below the recent
-    floor, a long gap or reset() starts a new segment; nothing is suspected within
+    so are the teeth's mean levels, six or more, which average out a shallower sawtooth that
+    scatters the troughs (a tooth a step lands in is left out: its mean lies between the two
+    levels); a stair of big chunks is judged on its own. A window thinned by scrape gaps is
+    judged on four floors of six, its older history on the time it spans. A fall far below the
+    recent floor, a long gap or reset() starts a new segment; nothing is suspected within
     grace_seconds of its start. Memory and cost are bounded by history_seconds / bin_seconds.
     """
 
@@ -191,8 +193,10 @@ class LeakDetector:
         now = self._ts[-1]
         settled = now - self._segment_start - s.warmup_seconds
         judged: list[LeakEvidence] = []  # the longest window first
-        noise, period, troughs = self._bin_noise_and_period()
-        troughs = [p for p in troughs if p[0] >= self._segment_start + s.warmup_seconds]
+        noise, period, troughs, means = self._bin_noise_and_period()
+        settled_at = self._segment_start + s.warmup_seconds
+        troughs = [p for p in troughs if p[0] >= settled_at]
+        means = [p for p in means if p[0] >= settled_at]
         busy = not period and self._busy()
         for span in reversed(self._windows):
             if settled >= span + s.min_history_seconds:
@@ -205,7 +209,9 @@ class LeakDetector:
             stair = self._stair(noise, period)
             rising += [stair] if stair else []
         if troughs:
-            teeth = self._troughs(now, troughs)
+            teeth = self._teeth(now, troughs, troughs, TROUGHS, least=5) or self._teeth(
+                now, means, troughs, TEETH, least=s.blocks
+            )
             rising += [teeth] if teeth else []
         self._verdicts.append(bool(rising))
         # a majority of the latest verdicts must agree: one odd bin does not tip it
@@ -213,13 +219,16 @@ class LeakDetector:
         self._evidence = _pace(rising) if rising else (judged[0] if judged else None)
         self._slope = self._evidence.slope_bytes_per_second if self._evidence else None
 
-    def _bin_noise_and_period(self) -> tuple[float, float | None, list[tuple[float, float]]]:
+    def _bin_noise_and_period(
+        self,
+    ) -> tuple[float, float | None, list[tuple[float, float]], list[tuple[float, float]]]:
         """The robust scatter of the one-minute medians, the period of sharp drops (a
-        sawtooth's) when they recur, and the trough after each deep one."""
+        sawtooth's) when they recur, the trough after each deep one and the mean level of
+        each tooth between two deep ones."""
         ts, ys = self._ts, self._ys
         diffs = [b - a for a, b in pairwise(ys[-240:])]
         if len(diffs) < 8:
-            return 0.0, None, []
+            return 0.0, None, [], []
         centre = median(diffs)
         sigma = 1.4826 * median(abs(x - centre) for x in diffs) / math.sqrt(2)
         sharp = max(6 * sigma, 0.005 * abs(ys[-1]))
@@ -232,13 +241,22 @@ class LeakDetector:
         ]
         least = self.settings.min_rise_bytes / self.settings.blocks
         if len(drops) < 4 or -median(x for _, x in drops) < least:
-            return sigma, None, []  # none, or too shallow to hide what the least leak adds
+            return sigma, None, [], []  # none, or too shallow to hide what the least leak adds
         period = _period([ts[i] for i, _ in drops])
         # a second, shallower sawtooth's drops are not the troughs the service returns to
         deep = [i for i, x in drops if x <= _quantile([x for _, x in drops], 0.25) / 2]
         teeth = _period([ts[i] for i in deep]) if len(deep) >= 4 else None
-        troughs = [(ts[i], min(self._lows[i : i + 2])) for i in deep] if teeth else []
-        return sigma, period, troughs
+        if not teeth:
+            return sigma, period, [], []
+        troughs = [(ts[i], min(self._lows[i : i + 2])) for i in deep]
+        # the bins wholly inside a tooth: its ramp averages out a shallower sawtooth and noise
+        inner = [ys[a + 1 : b - 1] for a, b in pairwise(deep)]
+        means = [
+            ((ts[a] + ts[b - 1]) / 2, sum(ys) / len(ys))
+            for (a, b), ys in zip(pairwise(deep), inner, strict=True)
+            if len(ys) >= 3 and _smooth_ramp(ys, sharp)
+        ]
+        return sigma, period, troughs, means
 
     def _busy(self) -> bool:
         """Whether requests hold the series well above its floor much of the time (heavy
@@ -390,16 +408,26 @@ class LeakDetector:
             STAIR,
         )
 
-    def _troughs(self, now: float, troughs: list[tuple[float, float]]) -> LeakEvidence | None:
-        """Under a sawtooth, the troughs its teeth fall to, one a tooth: rising in some window
-        steadily enough that the slope clears min_sigmas standard errors against their
-        scatter, to above every older trough, which did not fall back as much before."""
+    def _teeth(
+        self,
+        now: float,
+        points: list[tuple[float, float]],
+        troughs: list[tuple[float, float]],
+        verdict: str,
+        *,
+        least: int,
+    ) -> LeakEvidence | None:
+        """Under a sawtooth, one point a tooth (its trough, or its mean level): at least
+        `least` in some window, rising steadily enough that the slope clears min_sigmas
+        standard errors against their scatter, to above every older one, which did not fall
+        back as much before, and the troughs lifting too (where two sawtooths beat, both
+        troughs and means wander for hours)."""
         s = self.settings
         for span in reversed(self._windows):
-            inside = [p for p in troughs if p[0] > now - span]
-            older = [p for p in troughs if p[0] <= now - span]
+            inside = [p for p in points if p[0] > now - span]
+            older = [p for p in points if p[0] <= now - span]
             if (
-                len(inside) < 5
+                len(inside) < least
                 or len(older) < 4
                 or now - span - older[0][0] < s.min_history_seconds
             ):
@@ -413,7 +441,7 @@ class LeakDetector:
             mean = sum(t for t, _ in inside) / len(inside)
             spread = math.sqrt(sum((t - mean) ** 2 for t, _ in inside))
             centre, scatter = _line_scatter(inside, slope)
-            # troughs wander (a second sawtooth beating with the first): as much as they did
+            # they wander (a second sawtooth beating with the first): as much as they did
             noise = max(scatter, _line_scatter(older, _theil_sen(older))[1], 1e-9)
             stderr = noise / spread
             level = centre + slope * (inside[-1][0] - mean)
@@ -423,13 +451,14 @@ class LeakDetector:
             jump = max(b - a for (_, a), (_, b) in pairwise(inside))
             if (
                 slope / stderr < s.min_sigmas
+                or _troughs_stay_within(troughs, now - span, now - span / 2)
                 or jump > 0.6 * rise  # a burst staying up, not a floor creeping
                 or level - high < s.min_sigmas / 2 * noise
                 or _fall_back(smooth, span) > s.max_fall_back_fraction * rise
             ):
                 continue
             return LeakEvidence(
-                span, slope, stderr, rise, slope / stderr, level - high, 0.0, TROUGHS
+                span, slope, stderr, rise, slope / stderr, level - high, 0.0, verdict
             )
         return None
 
@@ -569,6 +598,7 @@ class _History:
 RISING = "rising floor"
 STAIR = "stair of chunks"
 TROUGHS = "rising troughs"
+TEETH = "rising teeth"
 BUSY_GROUP_BINS = 20  # the bins whose minima are judged busy together
 BUSY_MARGIN = 0.02  # a bin minimum this far above the floor, as a fraction of it, is busy
 BUSY_SHARE = 0.3  # the median share of busy bins in a group that makes a series busy
@@ -643,6 +673,12 @@ def _smoothed(points: list[tuple[float, float]]) -> list[tuple[float, float]]:
     return [
         (t, median(y for _, y in points[max(0, i - 1) : i + 2])) for i, (t, _) in enumerate(points)
     ]
+
+
+def _smooth_ramp(ys: list[float], sharp: float) -> bool:
+    """Whether a tooth rises without a step: no bin step sharply above its typical one."""
+    steps = [b - a for a, b in pairwise(ys)]
+    return max(steps) - median(steps) <= sharp
 
 
 def _second_lowest(reach: int) -> float:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+import importlib.util
 import json
 import math
 import os
@@ -31,6 +33,7 @@ from glyph_guard_demo.testkit.leak_series import (
 from glyph_guard_demo.testkit.support import REPO
 
 LIMIT = 64 * GB
+BENCH = REPO / "bench"
 TRACES = Path(os.environ.get("GLYPH_LEAK_TRACES", REPO.parent / "shared" / "traces"))
 SEEDS = range(500_000, 500_003)  # neither the bench's train split nor its test split
 
@@ -410,6 +413,65 @@ def test_floors_wandering_with_the_troughs_caught_are_no_leak() -> None:
             t for t, v in _coarse_sawtooth(300 * MB, seed) if detector.update(t, v, LIMIT).suspected
         ]
         assert flagged and 3 * HOUR < flagged[0] <= 5 * HOUR, (seed, flagged[:1])
+
+
+def _riding_sawtooth(
+    rate_per_hour: float, seed: int, step: float = 0.0
+) -> list[tuple[float, float]]:
+    """8 h sampled every 20 s on 20 GB: a 3 GB sawtooth of 20 min teeth with an 800 MB one of
+    11 min riding it, so each trough lands anywhere on the shallow one; a leak from 2.5 h, or
+    a cache of `step` bytes loaded at 4 h."""
+    rng = random.Random(seed)
+    deep, shallow = sawtooth(rng, 3 * GB, 20 * 60, 8), sawtooth(rng, 800 * MB, 11 * 60, 8)
+    samples = []
+    for t in (20.0 * k for k in range(8 * 180)):
+        grown = max(0.0, t - 2.5 * HOUR) * rate_per_hour / HOUR + step * (t >= 4 * HOUR)
+        samples.append((t, 20 * GB + deep(t) + shallow(t) + grown + rng.gauss(0, 20 * MB)))
+    return samples
+
+
+@pytest.mark.parametrize("seed", [13, 14])
+def test_a_slow_leak_under_a_sawtooth_riding_a_deep_one_is_seen_in_its_teeth(seed: int) -> None:
+    # the troughs scatter by the shallow sawtooth's height; a tooth's mean level averages it
+    detector = LeakDetector()
+    samples = _riding_sawtooth(220 * MB, seed)
+    flagged = [t for t, v in samples if detector.update(t, v, LIMIT).suspected]
+    assert flagged and 2.5 * HOUR < flagged[0] <= 4.5 * HOUR, flagged[:1]
+    healthy = LeakDetector()
+    assert not any(healthy.update(t, v, LIMIT).suspected for t, v in _riding_sawtooth(0, seed))
+
+
+@pytest.mark.parametrize("seed", [70, 74, 118])
+def test_a_cache_loaded_inside_a_tooth_does_not_lift_the_teeth(seed: int) -> None:
+    # the tooth a step lands in has a mean between the two levels: two teeth look like a ramp
+    series = generate(seed, "plateau_steps")  # train seeds that a step inside a tooth misled
+    flags = _flags(series)
+    assert score_flags(series, flags).false_samples == 0, _where(series, flags)
+
+
+def _drawn_apart(kind: str, seed: int) -> list[tuple[float, float]]:
+    """One trace of bench/independent_traces.py, the generator kept apart from the detector's."""
+    spec = importlib.util.spec_from_file_location(
+        "independent_traces", BENCH / "independent_traces.py"
+    )
+    assert spec and spec.loader
+    module = importlib.util.module_from_spec(spec)
+    sys.modules.setdefault(spec.name, module)
+    spec.loader.exec_module(module)
+    rng = random.Random(seed)
+    for _ in range(100):
+        with contextlib.suppress(module.Retry):
+            trace = module.attempt(rng, kind)
+            return list(zip(trace.times, trace.values, strict=True))
+    raise AssertionError(f"no {kind} trace drawn from seed {seed}")
+
+
+def test_teeth_whose_means_wander_with_two_sawtooths_beating_are_no_leak() -> None:
+    # two GC sawtooths of close periods: the teeth between the deeper drops change shape for
+    # hours, their means climbed 320 MB over 2 h, the troughs did not
+    detector = LeakDetector()
+    samples = _drawn_apart("gc_sawtooth", 12041)
+    assert not any(detector.update(t, v, LIMIT).suspected for t, v in samples)
 
 
 def _under_bursts(rate_per_hour: float, bursts: float = 1.2 * HOUR) -> list[tuple[float, float]]:
