@@ -69,12 +69,12 @@ class LeakDetector:
       a leak);
 
     and when a majority of the latest confirm_bins bins agree. Under a sawtooth whose deep
-    drops recur, the troughs they fall to are judged alike, one a tooth, and a window's rising
-    floors must lift them too (the median trough of its later half above the top decile of
-    the older ones: floors, the troughs' lower envelope, also rise where two sawtooths beat);
-    so are the teeth's mean levels, six or more, which average out a shallower sawtooth that
-    scatters the troughs (a tooth a step lands in is left out: its mean lies between the two
-    levels); a stair of big chunks is judged on its own. A window thinned by scrape gaps is
+    drops recur, the troughs they fall to are judged alike, one a tooth, and so are the
+    teeth's mean levels, six or more, which average out a shallower sawtooth that scatters the
+    troughs (a tooth a step lands in is left out: its mean lies between the two levels); a
+    window's rising floors must lift both too (the median of its later half above the top
+    decile of the older ones: floors, the troughs' lower envelope, also rise where two
+    sawtooths beat); a stair of big chunks is judged on its own. A window thinned by scrape gaps is
     judged on four floors of six, its older history on the time it spans. A fall far below the
     recent floor, a long gap or reset() starts a new segment; nothing is suspected within
     grace_seconds of its start. Memory and cost are bounded by history_seconds / bin_seconds.
@@ -201,7 +201,14 @@ class LeakDetector:
         for span in reversed(self._windows):
             if settled >= span + s.min_history_seconds:
                 evidence = self._window_evidence(
-                    now, span, noise, period, troughs, busy=busy, whole=not judged
+                    now,
+                    span,
+                    noise,
+                    period,
+                    troughs=troughs,
+                    means=means,
+                    busy=busy,
+                    whole=not judged,
                 )
                 judged += [evidence] if evidence else []
         rising = [e for e in judged if e.verdict == RISING]
@@ -451,7 +458,7 @@ class LeakDetector:
             jump = max(b - a for (_, a), (_, b) in pairwise(inside))
             if (
                 slope / stderr < s.min_sigmas
-                or _troughs_stay_within(troughs, now - span, now - span / 2)
+                or _stay_within(troughs, now - span, now - span / 2)
                 or jump > 0.6 * rise  # a burst staying up, not a floor creeping
                 or level - high < s.min_sigmas / 2 * noise
                 or _fall_back(smooth, span) > s.max_fall_back_fraction * rise
@@ -504,8 +511,9 @@ class LeakDetector:
         span: float,
         bin_noise: float,
         period: float | None,
-        troughs: list[tuple[float, float]],
         *,
+        troughs: list[tuple[float, float]],
+        means: list[tuple[float, float]],
         busy: bool,
         whole: bool,
     ) -> LeakEvidence | None:
@@ -576,8 +584,10 @@ class LeakDetector:
             return verdict("too little older history")
         if above < s.min_sigmas / 2 * noise:
             return verdict("not above the older history")
-        if _troughs_stay_within(troughs, now - span, now - span / 2):
+        if _stay_within(troughs, now - span, now - span / 2):
             return verdict("troughs within the older ones")
+        if _stay_within(means, now - span, now - span / 2):
+            return verdict("teeth within the older ones")
         fall = max((y - y0 for t, y in reversed(history.levels) if t >= t0 - span), default=0.0)
         if max(history.fall, fall) > s.max_fall_back_fraction * rise:
             return verdict("fell back as much before")
@@ -647,12 +657,13 @@ def _period(times: list[float]) -> float | None:
     return typical if regular else None
 
 
-def _troughs_stay_within(troughs: list[tuple[float, float]], start: float, middle: float) -> bool:
-    """Whether the troughs after `middle` stay, in the median, below the top decile of those
-    before `start`: floors can rise as the troughs' lower envelope wanders (two sawtooths
-    beating, a trough's height sampled at random), where a leak lifts every trough."""
-    later = [y for t, y in troughs if t > middle]
-    older = [y for t, y in troughs if t <= start]
+def _stay_within(points: list[tuple[float, float]], start: float, middle: float) -> bool:
+    """Whether the troughs (or teeth's means) after `middle` stay, in the median, below the
+    top decile of those before `start`: floors can rise as the troughs' lower envelope wanders
+    (two sawtooths beating, a trough's height sampled at random), where a leak lifts every
+    trough and every tooth."""
+    later = [y for t, y in points if t > middle]
+    older = [y for t, y in points if t <= start]
     return len(later) >= 2 and len(older) >= 4 and median(later) < _quantile(older, 0.9)
 
 

@@ -449,6 +449,15 @@ def test_a_cache_loaded_inside_a_tooth_does_not_lift_the_teeth(seed: int) -> Non
     assert score_flags(series, flags).false_samples == 0, _where(series, flags)
 
 
+@pytest.mark.parametrize("seed", [1200, 1214, 1692])
+def test_floors_rising_under_teeth_whose_means_do_not_are_no_leak(seed: int) -> None:
+    # two GC sawtooths: the floors, the troughs' lower envelope, climb as they beat, the teeth's
+    # means stay level; a leak lifts both
+    series = generate(seed, "gc_sawtooth")  # train seeds that floors alone misled
+    flags = _flags(series)
+    assert score_flags(series, flags).false_samples == 0, _where(series, flags)
+
+
 def _drawn_apart(kind: str, seed: int) -> list[tuple[float, float]]:
     """One trace of bench/independent_traces.py, the generator kept apart from the detector's."""
     spec = importlib.util.spec_from_file_location(
