@@ -259,9 +259,9 @@ class LeakDetector:
         # the bins wholly inside a tooth: its ramp averages out a shallower sawtooth and noise
         inner = [ys[a + 1 : b - 1] for a, b in pairwise(deep)]
         means = [
-            ((ts[a] + ts[b - 1]) / 2, sum(ys) / len(ys))
-            for (a, b), ys in zip(pairwise(deep), inner, strict=True)
-            if len(ys) >= 3 and _smooth_ramp(ys, sharp)
+            ((ts[a] + ts[b - 1]) / 2, sum(tooth) / len(tooth))
+            for (a, b), tooth in zip(pairwise(deep), inner, strict=True)
+            if len(tooth) >= 3 and _smooth_ramp(tooth, sharp)
         ]
         return sigma, period, troughs, means
 

@@ -415,30 +415,33 @@ def test_floors_wandering_with_the_troughs_caught_are_no_leak() -> None:
         assert flagged and 3 * HOUR < flagged[0] <= 5 * HOUR, (seed, flagged[:1])
 
 
-def _riding_sawtooth(
-    rate_per_hour: float, seed: int, step: float = 0.0
-) -> list[tuple[float, float]]:
+def _caught_in_time_and_quiet(
+    leaking: list[tuple[float, float]], healthy: list[tuple[float, float]]
+) -> None:
+    """A leak from 2.5 h is flagged within its 2 h deadline; its healthy twin never is."""
+    detector = LeakDetector()
+    flagged = [t for t, v in leaking if detector.update(t, v, LIMIT).suspected]
+    assert flagged and 2.5 * HOUR < flagged[0] <= 4.5 * HOUR, flagged[:1]
+    quiet = LeakDetector()
+    assert not any(quiet.update(t, v, LIMIT).suspected for t, v in healthy)
+
+
+def _riding_sawtooth(rate_per_hour: float, seed: int) -> list[tuple[float, float]]:
     """8 h sampled every 20 s on 20 GB: a 3 GB sawtooth of 20 min teeth with an 800 MB one of
-    11 min riding it, so each trough lands anywhere on the shallow one; a leak from 2.5 h, or
-    a cache of `step` bytes loaded at 4 h."""
+    11 min riding it, so each trough lands anywhere on the shallow one; a leak from 2.5 h."""
     rng = random.Random(seed)
     deep, shallow = sawtooth(rng, 3 * GB, 20 * 60, 8), sawtooth(rng, 800 * MB, 11 * 60, 8)
     samples = []
     for t in (20.0 * k for k in range(8 * 180)):
-        grown = max(0.0, t - 2.5 * HOUR) * rate_per_hour / HOUR + step * (t >= 4 * HOUR)
-        samples.append((t, 20 * GB + deep(t) + shallow(t) + grown + rng.gauss(0, 20 * MB)))
+        leak = max(0.0, t - 2.5 * HOUR) * rate_per_hour / HOUR
+        samples.append((t, 20 * GB + deep(t) + shallow(t) + leak + rng.gauss(0, 20 * MB)))
     return samples
 
 
 @pytest.mark.parametrize("seed", [13, 14])
 def test_a_slow_leak_under_a_sawtooth_riding_a_deep_one_is_seen_in_its_teeth(seed: int) -> None:
     # the troughs scatter by the shallow sawtooth's height; a tooth's mean level averages it
-    detector = LeakDetector()
-    samples = _riding_sawtooth(220 * MB, seed)
-    flagged = [t for t, v in samples if detector.update(t, v, LIMIT).suspected]
-    assert flagged and 2.5 * HOUR < flagged[0] <= 4.5 * HOUR, flagged[:1]
-    healthy = LeakDetector()
-    assert not any(healthy.update(t, v, LIMIT).suspected for t, v in _riding_sawtooth(0, seed))
+    _caught_in_time_and_quiet(_riding_sawtooth(220 * MB, seed), _riding_sawtooth(0, seed))
 
 
 @pytest.mark.parametrize("seed", [70, 74, 118])
@@ -500,13 +503,7 @@ def _under_bursts(rate_per_hour: float, bursts: float = 1.2 * HOUR) -> list[tupl
 def test_bursts_that_held_a_block_up_do_not_hide_a_slow_leak(bursts: float) -> None:
     # the service fell to its floor between the bursts: that block's floor was not a level it
     # rose to, returned to or fell back from, before the leak or while it grows
-    detector = LeakDetector()
-    flagged = [
-        t for t, v in _under_bursts(300 * MB, bursts) if detector.update(t, v, LIMIT).suspected
-    ]
-    assert flagged and 2.5 * HOUR < flagged[0] <= 4.5 * HOUR, flagged[:1]
-    healthy = LeakDetector()
-    assert not any(healthy.update(t, v, LIMIT).suspected for t, v in _under_bursts(0, bursts))
+    _caught_in_time_and_quiet(_under_bursts(300 * MB, bursts), _under_bursts(0, bursts))
 
 
 def _under_heavy_bursts(rate_per_hour: float, seed: int) -> list[tuple[float, float]]:
@@ -531,12 +528,7 @@ def _under_heavy_bursts(rate_per_hour: float, seed: int) -> list[tuple[float, fl
 def test_a_slow_leak_under_bursts_most_of_the_time_is_caught_in_time(seed: int) -> None:
     # a block's low quantile of bin minima is often a burst's level: the busy series' floor
     # is the second-lowest bin minimum, the few moments between bursts
-    detector = LeakDetector()
-    samples = _under_heavy_bursts(300 * MB, seed)
-    flagged = [t for t, v in samples if detector.update(t, v, LIMIT).suspected]
-    assert flagged and 2.5 * HOUR < flagged[0] <= 4.5 * HOUR, flagged[:1]
-    healthy = LeakDetector()
-    assert not any(healthy.update(t, v, LIMIT).suspected for t, v in _under_heavy_bursts(0, seed))
+    _caught_in_time_and_quiet(_under_heavy_bursts(300 * MB, seed), _under_heavy_bursts(0, seed))
 
 
 def test_a_low_misread_does_not_hide_a_stair() -> None:
