@@ -74,10 +74,10 @@ class LeakDetector:
     troughs (a tooth a step lands in is left out: its mean lies between the two levels); a
     window's rising floors must lift both too (the median of its later half above the top
     decile of the older ones: floors, the troughs' lower envelope, also rise where two
-    sawtooths beat); a stair of big chunks is judged on its own. A window thinned by scrape gaps is
-    judged on four floors of six, its older history on the time it spans. A fall far below the
-    recent floor, a long gap or reset() starts a new segment; nothing is suspected within
-    grace_seconds of its start. Memory and cost are bounded by history_seconds / bin_seconds.
+    sawtooths beat); a stair of big chunks is judged on its own. A window thinned by scrape
+    gaps is judged on four floors of six, its older history on the time it spans. A fall far
+    below the recent floor, a long gap or reset() starts a new segment; nothing is suspected
+    within grace_seconds of its start. Memory and cost are bounded by history_seconds / bin_seconds.
     """
 
     def __init__(self, settings: LeakSettings | None = None) -> None:
@@ -257,11 +257,10 @@ class LeakDetector:
             return sigma, period, [], []
         troughs = [(ts[i], min(self._lows[i : i + 2])) for i in deep]
         # the bins wholly inside a tooth: its ramp averages out a shallower sawtooth and noise
-        inner = [ys[a + 1 : b - 1] for a, b in pairwise(deep)]
         means = [
             ((ts[a] + ts[b - 1]) / 2, sum(tooth) / len(tooth))
-            for (a, b), tooth in zip(pairwise(deep), inner, strict=True)
-            if len(tooth) >= 3 and _smooth_ramp(tooth, sharp)
+            for a, b in pairwise(deep)
+            if len(tooth := ys[a + 1 : b - 1]) >= 3 and _smooth_ramp(tooth, sharp)
         ]
         return sigma, period, troughs, means
 
