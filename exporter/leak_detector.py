@@ -74,10 +74,11 @@ class LeakDetector:
     troughs (a tooth a step lands in is left out: its mean lies between the two levels); a
     window's rising floors must lift both too (the median of its later half above the top
     decile of the older ones: floors, the troughs' lower envelope, also rise where two
-    sawtooths beat); a stair of big chunks is judged on its own. A window thinned by scrape
-    gaps is judged on four floors of six, its older history on the time it spans. A fall far
-    below the recent floor, a long gap or reset() starts a new segment; nothing is suspected
-    within grace_seconds of its start. Memory and cost are bounded by history_seconds / bin_seconds.
+    sawtooths beat); sharp drops that mostly end or start a one-bin glitch are no sawtooth;
+    a stair of big chunks is judged on its own. A window thinned by scrape gaps is judged on
+    four floors of six, its older history on the time it spans. A fall far below the recent
+    floor, a long gap or reset() starts a new segment; nothing is suspected within
+    grace_seconds of its start. Memory and cost are bounded by history_seconds / bin_seconds.
     """
 
     def __init__(self, settings: LeakSettings | None = None) -> None:
@@ -246,6 +247,12 @@ class LeakDetector:
             for i, x in enumerate(diffs)
             if x < -sharp and (i == 0 or diffs[i - 1] >= -sharp)
         ]
+        # a one-bin excursion that comes straight back is a glitch (a sample misread up or
+        # down) or a one-minute burst: where such make most of the drops they are glitches,
+        # left out (a few would pass for a sawtooth's period); among bursts' they stay
+        kept = [(i, x) for i, x in drops if not _glitch(diffs, i - offset, sharp)]
+        if 2 * len(kept) < len(drops):
+            drops = kept
         least = self.settings.min_rise_bytes / self.settings.blocks
         if len(drops) < 4 or -median(x for _, x in drops) < least:
             return sigma, None, [], []  # none, or too shallow to hide what the least leak adds
@@ -654,6 +661,20 @@ def _period(times: list[float]) -> float | None:
     typical = median(gaps)
     regular = gaps[3 * len(gaps) // 4] - gaps[len(gaps) // 4] <= typical
     return typical if regular else None
+
+
+def _glitch(diffs: list[float], i: int, sharp: float) -> bool:
+    """Whether the sharp drop at step i ends or starts a one-bin excursion that comes straight
+    back between calm steps (a burst or a tooth holds for bins, or ramps before it drops)."""
+
+    def calm(k: int) -> bool:
+        return not 0 <= k < len(diffs) or abs(diffs[k]) <= sharp
+
+    if i >= 1 and diffs[i - 1] > sharp and abs(diffs[i - 1] + diffs[i]) <= sharp:
+        return calm(i - 2) and calm(i + 1)  # the end of one high sample
+    if i + 1 < len(diffs) and diffs[i + 1] > sharp and abs(diffs[i] + diffs[i + 1]) <= sharp:
+        return calm(i - 1) and calm(i + 2)  # one low sample
+    return False
 
 
 def _stay_within(points: list[tuple[float, float]], start: float, middle: float) -> bool:
