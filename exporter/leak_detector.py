@@ -93,6 +93,7 @@ class LeakDetector:
         """Forget the series: the next sample starts a new segment (e.g. a new process)."""
         self._segment_start: float | None = None
         self._last_t: float | None = None
+        self._fallen: tuple[float, float] | None = None  # a sample far below, held back
         self._ts: list[float] = []
         self._ys: list[float] = []
         self._lows: list[float] = []
@@ -119,16 +120,28 @@ class LeakDetector:
     def update(
         self, timestamp_seconds: float, value_bytes: float, limit_bytes: float | None
     ) -> LeakReading:
-        """Add one sample; samples that are not finite or not newer are ignored."""
+        """Add one sample; samples that are not finite or not newer are ignored, and one far
+        below the recent floor waits for the next: a restart if that stays down, else a misread."""
         t, v = float(timestamp_seconds), float(value_bytes)
-        s = self.settings
-        if not (math.isfinite(t) and math.isfinite(v)) or (
-            self._last_t is not None and t <= self._last_t
-        ):
+        fallen, self._fallen = self._fallen, None
+        newest = fallen[0] if fallen else self._last_t
+        if not (math.isfinite(t) and math.isfinite(v)) or (newest is not None and t <= newest):
+            self._fallen = fallen
             return self._reading
-        if self._last_t is None or t - self._last_t > s.max_gap_seconds or self._restarted(t, v):
+        if self._last_t is None or t - self._last_t > self.settings.max_gap_seconds:
             self.reset()
             self._segment_start = t
+        elif self._restarted(t, v):
+            if fallen is None:
+                self._fallen = (t, v)
+                return self._reading
+            self.reset()
+            self._segment_start = fallen[0]
+            self._add(*fallen, limit_bytes)
+        return self._add(t, v, limit_bytes)
+
+    def _add(self, t: float, v: float, limit_bytes: float | None) -> LeakReading:
+        s = self.settings
         self._last_t = t
         self._recent.append((t, v))
         index = math.floor(t / s.bin_seconds)

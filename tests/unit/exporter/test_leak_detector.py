@@ -291,8 +291,25 @@ def test_segment_age_resets_on_a_restart_drop() -> None:
     ages = [(t, detector.update(t, v, LIMIT).segment_age_seconds) for t, v in series.samples]
     after = [(t, a) for t, a in ages if t >= restart]
     assert [a for t, a in ages if t < restart][-1] == pytest.approx(restart, abs=70)
-    assert after[0][1] == 0.0
-    assert after[-1][1] <= after[-1][0] - after[0][0]
+    # the first sample of the fall waits for the next, which confirms it: the segment starts there
+    assert after[0][1] == ages[len(ages) - len(after) - 1][1]
+    assert after[1][1] == after[1][0] - after[0][0]
+    assert after[-1][1] == after[-1][0] - after[0][0]
+
+
+def test_one_sample_misread_far_below_is_no_restart() -> None:
+    # an exporter or NVML read of 0 for one scrape: the segment, and a leak's verdict, go on
+    rng = random.Random(2)
+    samples = [
+        (60.0 * k, 4 * GB + max(0.0, 60 * k - 2.5 * HOUR) * 300 * MB / HOUR + rng.gauss(0, 4 * MB))
+        for k in range(7 * 60)
+    ]
+    samples[200] = (samples[200][0], 0.0)  # 50 min after the onset
+    detector = LeakDetector()
+    readings = [detector.update(t, v, LIMIT) for t, v in samples]
+    assert [r.segment_age_seconds for r in readings][-1] == samples[-1][0] - samples[0][0]
+    flagged = [t for (t, _), r in zip(samples, readings, strict=True) if r.suspected]
+    assert flagged and flagged[0] <= 4.5 * HOUR
 
 
 def test_sawtooth_drops_do_not_restart_the_segment() -> None:
