@@ -77,8 +77,9 @@ class LeakDetector:
     sawtooths beat); sharp drops that mostly end or start a one-bin glitch are no sawtooth;
     a stair of big chunks is judged on its own. A window thinned by scrape gaps is judged on
     four floors of six, its older history on the time it spans. A fall far below the recent
-    floor, a long gap or reset() starts a new segment; nothing is suspected within
-    grace_seconds of its start. Memory and cost are bounded by history_seconds / bin_seconds.
+    floor that the next sample confirms, a long gap or reset() starts a new segment; nothing is
+    suspected within grace_seconds of its start. Memory and cost are bounded by
+    history_seconds / bin_seconds.
     """
 
     def __init__(self, settings: LeakSettings | None = None) -> None:
@@ -141,6 +142,7 @@ class LeakDetector:
         return self._add(t, v, limit_bytes)
 
     def _add(self, t: float, v: float, limit_bytes: float | None) -> LeakReading:
+        """Fold a sample into the open bin (closing the one before) and read the verdict."""
         s = self.settings
         self._last_t = t
         self._recent.append((t, v))
