@@ -122,7 +122,8 @@ class LeakDetector:
         self, timestamp_seconds: float, value_bytes: float, limit_bytes: float | None
     ) -> LeakReading:
         """Add one sample; samples that are not finite or not newer are ignored, and one far
-        below the recent floor waits for the next: a restart if that stays down, else a misread."""
+        below the recent floor waits for the next: a restart if that stays well below it (a
+        warm-up may climb half way back within a sample), else a misread."""
         t, v = float(timestamp_seconds), float(value_bytes)
         fallen, self._fallen = self._fallen, None
         newest = fallen[0] if fallen else self._last_t
@@ -132,10 +133,10 @@ class LeakDetector:
         if self._last_t is None or t - self._last_t > self.settings.max_gap_seconds:
             self.reset()
             self._segment_start = t
-        elif self._restarted(t, v):
-            if fallen is None:
-                self._fallen = (t, v)
-                return self._reading
+        elif fallen is None and self._restarted(t, v):
+            self._fallen = (t, v)
+            return self._reading
+        elif fallen is not None and self._restarted(t, v, 0.5):
             self.reset()
             self._segment_start = fallen[0]
             self._add(*fallen, limit_bytes)
@@ -168,9 +169,10 @@ class LeakDetector:
         self._reading = LeakReading(self._slope, suspected, age, forecast, evidence)
         return self._reading
 
-    def _restarted(self, t: float, v: float) -> bool:
+    def _restarted(self, t: float, v: float, share: float = 1.0) -> bool:
         """A fall far below what the service returns to (its floor over the last half hour,
-        else its recent median): a burst or a sawtooth ending falls to its floor, not below."""
+        else its recent median), by `share` of restart_drop_fraction: a burst or a sawtooth
+        ending falls to its floor, not below."""
         while self._recent and self._recent[0][0] < t - 300.0:
             self._recent.popleft()
         if not self._recent:
@@ -178,7 +180,7 @@ class LeakDetector:
         reference = self._recent_floor
         if reference is None:
             reference = median(x for _, x in self._recent)
-        return reference > 0 and v < (1.0 - self.settings.restart_drop_fraction) * reference
+        return reference > 0 and v < (1.0 - share * self.settings.restart_drop_fraction) * reference
 
     def _close_bin(self) -> None:
         self._ts.append(sum(self._open_t) / len(self._open_t))

@@ -312,6 +312,19 @@ def test_one_sample_misread_far_below_is_no_restart() -> None:
     assert flagged and flagged[0] <= 4.5 * HOUR
 
 
+def test_a_restart_whose_warm_up_climbs_fast_still_starts_a_segment() -> None:
+    # 40 % of the level at the restart and 62 % a minute later: well below the floor still, no
+    # misread (one that comes back is within the floor's reach)
+    rng = random.Random(5)
+    level = [4 * GB] * 120 + [
+        1.6 * GB + 2.4 * GB * (1 - (1 - min(1, j / 5)) ** 2) for j in range(60)
+    ]
+    detector = LeakDetector()
+    for k, v in enumerate(level):
+        reading = detector.update(60.0 * k, v + rng.gauss(0, 4 * MB), LIMIT)
+    assert reading.segment_age_seconds == 60.0 * 59
+
+
 def test_sawtooth_drops_do_not_restart_the_segment() -> None:
     series = _without_restarts("gc_sawtooth", 1)[0]
     detector = LeakDetector()
