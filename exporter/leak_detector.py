@@ -133,10 +133,10 @@ class LeakDetector:
         if self._last_t is None or t - self._last_t > self.settings.max_gap_seconds:
             self.reset()
             self._segment_start = t
-        elif fallen is None and self._restarted(t, v):
-            self._fallen = (t, v)
-            return self._reading
-        elif fallen is not None and self._restarted(t, v, 0.5):
+        elif self._restarted(t, v, 0.5 if fallen else 1.0):
+            if fallen is None:
+                self._fallen = (t, v)
+                return self._reading
             self.reset()
             self._segment_start = fallen[0]
             self._add(*fallen, limit_bytes)
