@@ -18,11 +18,22 @@ T = TypeVar("T")
 REPO = Path(__file__).resolve().parents[3]  # the checkout the tests and benchmarks run from
 
 
+_HANDED_OUT: set[int] = set()
+_HANDED_OUT_LOCK = threading.Lock()
+
+
 def free_port() -> int:
-    """A TCP port on 127.0.0.1 that nobody listens on right now."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
+    """A TCP port on 127.0.0.1 that nobody listens on right now and no earlier call returned."""
+    with _HANDED_OUT_LOCK:
+        while True:
+            # The kernel may give a just-closed port 0 binding the same number twice in a row,
+            # before the first caller's service has bound it.
+            with socket.socket() as sock:
+                sock.bind(("127.0.0.1", 0))
+                port = int(sock.getsockname()[1])
+            if port not in _HANDED_OUT:
+                _HANDED_OUT.add(port)
+                return port
 
 
 def wait_for(check: Callable[[], T | None], timeout: float, interval: float = 0.05) -> T:
