@@ -504,7 +504,7 @@ class LeakDetector:
             ends = range(first, key[1] + 1, width)
             floors = self._floors(ends, reach, quantile)
             ys = [y for _, y in floors]
-            levels = self._levels(ends, reach, floors)
+            levels = self._levels(ends, reach, floors, older=True)
             high = _quantile([y for _, y in levels], self.settings.history_quantile) if ys else None
             history = _History(
                 floors, levels, [b - a for a, b in pairwise(ys)], high, _fall_back(levels, span)
@@ -513,20 +513,30 @@ class LeakDetector:
         return kept[1]
 
     def _levels(
-        self, ends: range, reach: int, floors: list[tuple[float, float]]
+        self, ends: range, reach: int, floors: list[tuple[float, float]], *, older: bool = False
     ) -> list[tuple[float, float]]:
-        """The floors, but one far above both neighbours' whose block fell to their level in a
+        """The floors, but one far above its neighbours' whose block fell to their level in a
         bin or two at that level: bursts held it up, the service had not risen (a cycle's high
-        block stays high; noise is not far above)."""
-        far = self.settings.min_sigmas * _step_noise([b - a for (_, a), (_, b) in pairwise(floors)])
+        block stays high; noise is not far above). In a window, where taking it down removes a
+        fall back, it needs two neighbours and is far against every step between the floors.
+        In the `older` history, where it only hides a leak (a high to rise above, a fall back),
+        one at an edge is judged on its one neighbour, and far is against the steps between
+        the others: its own two would pass for the noise among a few."""
+        steps = [b - a for (_, a), (_, b) in pairwise(floors)]
+        far = self.settings.min_sigmas * _step_noise(steps)
         lows = self._floors(ends, reach, 0.0)
-        levels = floors[:1]
-        for (_, before), (t, y), (_, after), (_, low) in zip(
-            floors, floors[1:], floors[2:], lows[1:], strict=False
-        ):
-            level = max(low, before, after)
+        levels = []
+        for i, ((t, y), (_, low)) in enumerate(zip(floors, lows, strict=True)):
+            near = [floors[j][1] for j in (i - 1, i + 1) if 0 <= j < len(floors)]
+            if len(near) < (1 if older else 2):
+                levels.append((t, y))
+                continue
+            if older:
+                others = steps[: max(0, i - 1)] + steps[i + 1 :]
+                far = self.settings.min_sigmas * _step_noise(others)
+            level = max(low, *near)
             levels.append((t, level if y - level > far else y))
-        return levels + floors[len(levels) :]
+        return levels
 
     def _window_evidence(
         self,
