@@ -71,10 +71,10 @@ class LeakDetector:
     and when a majority of the latest confirm_bins bins agree. Under a sawtooth whose deep
     drops recur, the troughs they fall to are judged alike, one a tooth, and so are the
     teeth's mean levels, six or more, which average out a shallower sawtooth that scatters the
-    troughs (a tooth a step lands in is left out: its mean lies between the two levels); a
-    window's rising floors must lift both too (the median of its later half above the top
-    decile of the older ones: floors, the troughs' lower envelope, also rise where two
-    sawtooths beat); sharp drops that mostly end or start a one-bin glitch are no sawtooth;
+    troughs (a tooth a step lands in is left out: its mean lies between the two levels);
+    rising floors, troughs or means must lift both troughs and means (the median of the
+    window's later half above the top decile of the older ones: where two sawtooths beat,
+    the floors, the troughs or the means can climb alone); sharp drops that mostly end or start a one-bin glitch are no sawtooth;
     a stair of big chunks is judged on its own. A window thinned by scrape gaps is judged on
     four floors of six, its older history on the time it spans. A fall far below the recent
     floor that the next sample confirms, a long gap or reset() starts a new segment; nothing is
@@ -234,9 +234,9 @@ class LeakDetector:
             stair = self._stair(noise, period)
             rising += [stair] if stair else []
         if troughs:
-            teeth = self._teeth(now, troughs, troughs, TROUGHS, least=5) or self._teeth(
-                now, means, troughs, TEETH, least=s.blocks
-            )
+            teeth = self._teeth(
+                now, troughs, TROUGHS, least=5, troughs=troughs, means=means
+            ) or self._teeth(now, means, TEETH, least=s.blocks, troughs=troughs, means=means)
             rising += [teeth] if teeth else []
         self._verdicts.append(bool(rising))
         # a majority of the latest verdicts must agree: one odd bin does not tip it
@@ -442,16 +442,17 @@ class LeakDetector:
         self,
         now: float,
         points: list[tuple[float, float]],
-        troughs: list[tuple[float, float]],
         verdict: str,
         *,
         least: int,
+        troughs: list[tuple[float, float]],
+        means: list[tuple[float, float]],
     ) -> LeakEvidence | None:
         """Under a sawtooth, one point a tooth (its trough, or its mean level): at least
         `least` in some window, rising steadily enough that the slope clears min_sigmas
         standard errors against their scatter, to above every older one, which did not fall
-        back as much before, and the troughs lifting too (where two sawtooths beat, both
-        troughs and means wander for hours)."""
+        back as much before, and both the troughs and the means lifting (where two sawtooths
+        beat, either may wander for hours while the other stays; a leak lifts both)."""
         s = self.settings
         for span in reversed(self._windows):
             inside = [p for p in points if p[0] > now - span]
@@ -482,6 +483,7 @@ class LeakDetector:
             if (
                 slope / stderr < s.min_sigmas
                 or _stay_within(troughs, now - span, now - span / 2)
+                or _stay_within(means, now - span, now - span / 2)
                 or jump > 0.6 * rise  # a burst staying up, not a floor creeping
                 or level - high < s.min_sigmas / 2 * noise
                 or _fall_back(smooth, span) > s.max_fall_back_fraction * rise
