@@ -55,7 +55,8 @@ class LeakDetector:
     second-lowest bin: one low misread does not move it; where bursts hold the series well
     above it much of the time, the second-lowest bin): what the service returns to between
     bursts, GC teeth and noise. A window's floor far above both neighbours' level, whose block
-    fell to that level in a bin or two, is taken at that level: stacked bursts held it up.
+    fell to that level in a bin or two, is taken at that level: stacked bursts held it up (in
+    the older history also one at its edge, and far against the other floors' steps).
     A leak is suspected when, in some window, the floors rise
 
     * fast enough: their Theil-Sen slope clears the rate floor and the least rise;
@@ -74,12 +75,12 @@ class LeakDetector:
     troughs (a tooth a step lands in is left out: its mean lies between the two levels);
     rising floors, troughs or means must lift both troughs and means (the median of the
     window's later half above the top decile of the older ones: where two sawtooths beat,
-    the floors, the troughs or the means can climb alone); sharp drops that mostly end or start a one-bin glitch are no sawtooth;
-    a stair of big chunks is judged on its own. A window thinned by scrape gaps is judged on
-    four floors of six, its older history on the time it spans. A fall far below the recent
-    floor that the next sample confirms, a long gap or reset() starts a new segment; nothing is
-    suspected within grace_seconds of its start. Memory and cost are bounded by
-    history_seconds / bin_seconds.
+    the floors, the troughs or the means can climb alone); sharp drops that mostly end or
+    start a one-bin glitch are no sawtooth; a stair of big chunks is judged on its own. A
+    window thinned by scrape gaps is judged on four floors of six, its older history on the
+    time it spans. A fall far below the recent floor that the next sample confirms, a long gap
+    or reset() starts a new segment; nothing is suspected within grace_seconds of its start.
+    Memory and cost are bounded by history_seconds / bin_seconds.
     """
 
     def __init__(self, settings: LeakSettings | None = None) -> None:
