@@ -507,22 +507,23 @@ def _drawn_apart(kind: str, seed: int) -> Any:
     raise AssertionError(f"no {kind} trace drawn from seed {seed}")
 
 
+def _flagged(trace: Any) -> list[float]:
+    """The times a detector fed a drawn-apart trace (it has no restarts) suspects a leak."""
+    detector = LeakDetector()
+    samples = zip(trace.times, trace.values, strict=True)
+    return [t for t, v in samples if detector.update(t, v, trace.limit).suspected]
+
+
 def test_teeth_whose_means_wander_with_two_sawtooths_beating_are_no_leak() -> None:
     # two GC sawtooths of close periods: the teeth between the deeper drops change shape for
     # hours, their means climbed 320 MB over 2 h, the troughs did not
-    detector = LeakDetector()
-    trace = _drawn_apart("gc_sawtooth", 12041)
-    samples = zip(trace.times, trace.values, strict=True)
-    assert not any(detector.update(t, v, LIMIT).suspected for t, v in samples)
+    assert not _flagged(_drawn_apart("gc_sawtooth", 12041))
 
 
 def test_troughs_rising_under_teeth_whose_means_do_not_are_no_leak() -> None:
     # drawn apart, two GC sawtooths: where the deep drops fall the troughs jumped 450 MB for
     # half an hour and stayed (five troughs, 394 MB/h over 100 min); the teeth's means did not
-    trace = _drawn_apart("gc_sawtooth", 18050)
-    detector = LeakDetector()
-    samples = zip(trace.times, trace.values, strict=True)
-    assert not any(detector.update(t, v, trace.limit).suspected for t, v in samples)
+    assert not _flagged(_drawn_apart("gc_sawtooth", 18050))
     series = generate(1795, "gc_sawtooth")  # a train seed the troughs alone misled
     flags = _flags(series)
     assert score_flags(series, flags).false_samples == 0, _where(series, flags)
@@ -579,9 +580,7 @@ def test_bursts_holding_up_a_block_of_a_short_older_history_do_not_hide_a_leak()
     # stood as the high to rise above for hours: its own two steps were half the few steps
     # between the older floors, so they set the noise it was judged far against
     trace = _drawn_apart("leak_under_bursts", 11159)
-    detector = LeakDetector()
-    samples = zip(trace.times, trace.values, strict=True)
-    flagged = [t for t, v in samples if detector.update(t, v, trace.limit).suspected]
+    flagged = _flagged(trace)
     assert flagged and trace.onset < flagged[0] <= trace.onset + deadline_for(trace.rate)
 
 
