@@ -514,6 +514,12 @@ def _flagged(trace: Any) -> list[float]:
     return [t for t, v in samples if detector.update(t, v, trace.limit).suspected]
 
 
+def _flagged_in_time(trace: Any) -> None:
+    """A drawn-apart leak is first flagged after its onset and within its deadline."""
+    flagged = _flagged(trace)
+    assert flagged and trace.onset < flagged[0] <= trace.onset + deadline_for(trace.rate)
+
+
 def test_teeth_whose_means_wander_with_two_sawtooths_beating_are_no_leak() -> None:
     # two GC sawtooths of close periods: the teeth between the deeper drops change shape for
     # hours, their means climbed 320 MB over 2 h, the troughs did not
@@ -532,9 +538,7 @@ def test_troughs_rising_under_teeth_whose_means_do_not_are_no_leak() -> None:
 def test_a_slow_leak_under_teeth_too_long_for_five_in_a_window_is_seen_in_four() -> None:
     # teeth of 24-29 min: the longest window holds four troughs, and the block floors step
     # only where a trough falls (one or two steps); drawn apart, 242 MB/h, was never flagged
-    trace = _drawn_apart("deep_sawtooth_leak", 17195)
-    flagged = _flagged(trace)
-    assert flagged and trace.onset < flagged[0] <= trace.onset + deadline_for(trace.rate)
+    _flagged_in_time(_drawn_apart("deep_sawtooth_leak", 17195))
     for seed in (537, 549, 663):  # train seeds, 20-26 min late before
         series = generate(seed, "deep_sawtooth")
         outcome = score_flags(series, _flags(series))
@@ -591,9 +595,7 @@ def test_bursts_holding_up_a_block_of_a_short_older_history_do_not_hide_a_leak()
     # the older history they held up 4.7 GB (in the middle of five floors, later the first)
     # stood as the high to rise above for hours: its own two steps were half the few steps
     # between the older floors, so they set the noise it was judged far against
-    trace = _drawn_apart("leak_under_bursts", 11159)
-    flagged = _flagged(trace)
-    assert flagged and trace.onset < flagged[0] <= trace.onset + deadline_for(trace.rate)
+    _flagged_in_time(_drawn_apart("leak_under_bursts", 11159))
 
 
 def _on_4gb(
