@@ -51,18 +51,21 @@ class LeakDetector:
     Samples are reduced to one-minute bins. Each window (40 min to 2 h by default, 20 min
     apart, inside the current segment and after its warm-up) is cut into blocks; the floor at
     the end of a block is a low quantile of the bin minima over the block (when sharp drops
-    recur, over two blocks, and a stair's over 1.5 sawtooth periods, else at least its
-    second-lowest bin: one low misread does not move it; where bursts hold the series well
-    above it much of the time, the second-lowest bin): what the service returns to between
-    bursts, GC teeth and noise. A window's floor far above both neighbours' level, whose block
-    fell to that level in a bin or two, is taken at that level: stacked bursts held it up (in
-    the older history also one at its edge, and far against the other floors' steps).
+    recur, over two blocks and over a tooth, and a stair's over 1.5 sawtooth periods, else
+    at least its second-lowest bin: one low misread does not move it; where bursts hold the
+    series well above it much of the time, the second-lowest bin): what the service returns
+    to between bursts, GC teeth and noise. A window's floor far above both neighbours' level,
+    whose block fell to that level in a bin or two, is taken at that level: stacked bursts
+    held it up (in the older history also one at its edge, and far against the other floors'
+    steps).
     A leak is suspected when, in some window, the floors rise
 
     * fast enough: their Theil-Sen slope clears the rate floor and the least rise;
     * steadily: at most one block falls back, the later half still rises (a plateau or a
       load cycle turning over does not), and no two block steps carry most of the rise
-      (a one-off step or a burst does not; a stair of three or more chunks does);
+      (a one-off step or a burst does not; a stair of three or more chunks does; under four
+      sawtooth teeth or fewer, where the floors step once a tooth, two may carry more of it
+      if the troughs rise too);
     * significantly: the slope clears min_sigmas standard errors against both the scatter
       of the floors about their line and the block-to-block noise of the floors;
     * to a new high: above every older floor kept (history_seconds), which must not have
@@ -564,8 +567,8 @@ class LeakDetector:
         assert self._segment_start is not None
         width = max(1, round(span / s.blocks / s.bin_seconds))  # in bins
         reach = max(width, round(s.min_reach_seconds / s.bin_seconds))
-        if period:  # a floor must reach back to a trough between teeth or bursts
-            reach = max(reach, 2 * width)
+        if period:  # a floor must reach back to a trough: over two blocks and over a tooth
+            reach = max(reach, 2 * width, math.ceil(1.1 * period / s.bin_seconds))
         quantile = _second_lowest(reach) if busy else self._quantile(period)
         last = self._bins[-1]
         start = last - s.blocks * width
@@ -591,7 +594,13 @@ class LeakDetector:
             shape = "floors fall back"
         elif (y1 - yh) / (t1 - th) < s.min_late_fraction * (yh - y0) / (th - t0):
             shape = "levelling off"
-        elif top > s.max_top_steps_share:
+        elif top > (
+            # four teeth or fewer: the floors step where a trough falls, two steps of four
+            # carry half a steady rise; so they may carry more where the troughs rise too
+            FEW_TEETH_TOP_STEPS_SHARE
+            if period and span <= FEW_TEETH * period and _rising(troughs, now - span, slope / 2)
+            else s.max_top_steps_share
+        ):
             shape = "one or two steps"
         if shape and not whole:
             return None
@@ -655,6 +664,8 @@ BUSY_MARGIN = 0.02  # a bin minimum this far above the floor, as a fraction of i
 BUSY_SHARE = 0.3  # the median share of busy bins in a group that makes a series busy
 RESTART_REFERENCE_SECONDS = 1800.0  # the floor a restart falls far below is this recent
 LEVEL_SECONDS = 1800.0  # the level a forecast starts from: the recent high, as bursts reach it
+FEW_TEETH = 4.5  # a window holding this many sawtooth teeth or fewer has floors one a tooth
+FEW_TEETH_TOP_STEPS_SHARE = 0.85  # the most two of its block steps may carry of the rise
 
 
 def _pace(rising: list[LeakEvidence]) -> LeakEvidence:
@@ -696,6 +707,12 @@ def _period(times: list[float]) -> float | None:
     typical = median(gaps)
     regular = gaps[3 * len(gaps) // 4] - gaps[len(gaps) // 4] <= typical
     return typical if regular else None
+
+
+def _rising(points: list[tuple[float, float]], start: float, slope: float) -> bool:
+    """Whether the points after `start`, three or more, rise at `slope` or faster."""
+    inside = [p for p in points if p[0] > start]
+    return len(inside) >= 3 and _theil_sen(inside) >= slope
 
 
 def _glitch(diffs: list[float], i: int, sharp: float) -> bool:

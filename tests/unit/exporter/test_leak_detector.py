@@ -545,6 +545,29 @@ def test_a_slow_leak_under_teeth_too_long_for_five_in_a_window_is_seen_in_four()
         assert outcome.in_time, f"{series.name}: {outcome}"
 
 
+def test_a_leak_under_four_teeth_a_window_is_seen_on_floors_stepping_once_a_tooth() -> None:
+    # four teeth a window (10-11 min in the 40 min window, 32 min in the 2 h one): the floors
+    # step where a trough falls, so two steps of four carry over 0.75 of a steady rise
+    for seed in (517, 543, 331):  # train seeds, 3-13 min late before
+        series = generate(seed, "deep_sawtooth")
+        outcome = score_flags(series, _flags(series))
+        assert outcome.in_time, f"{series.name}: {outcome}"
+
+
+def test_floors_stepping_up_under_four_teeth_whose_troughs_do_not_are_no_leak() -> None:
+    # drawn apart, two GC sawtooths beating: under four 26 min teeth in 100 min, the floors
+    # climbed 360 MB in three steps, two carrying 0.78 of it; the deep troughs did not climb
+    assert not _flagged(_drawn_apart("gc_sawtooth", 20044))
+
+
+def test_a_floor_under_teeth_longer_than_two_blocks_reaches_back_to_a_trough() -> None:
+    # drawn apart, a leak under 20.5 min teeth: an hour's window's last floor, over two 10 min
+    # blocks, missed a trough and stood 300 MB high, a rise 47 min before the leak's onset
+    trace = _drawn_apart("deep_sawtooth_leak", 11185)
+    flagged = _flagged(trace)
+    assert flagged and flagged[0] > trace.onset, (flagged[:1], trace.onset)
+
+
 def _under_bursts(rate_per_hour: float, bursts: float = 1.2 * HOUR) -> list[tuple[float, float]]:
     """7 h sampled every 30 s on 4 GB: for 42 min from `bursts` on, bursts of 1.5 GB stacked
     on each other, back at the floor for one sample 6, 27 and 35 min in; a leak from 2.5 h."""
