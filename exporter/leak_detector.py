@@ -81,9 +81,10 @@ class LeakDetector:
     window's later half above the top decile of the older ones: where two sawtooths beat,
     the floors, the troughs or the means can climb alone); sharp drops that mostly end or
     start a one-bin glitch are no sawtooth; a stair of big chunks is judged on its own. A
-    window thinned by scrape gaps is judged on four floors of six, its older history on the
-    time it spans. A fall far below the recent floor that the next sample confirms, a long gap
-    or reset() starts a new segment; nothing is suspected within grace_seconds of its start.
+    window thinned by scrape gaps is judged on four floors of six (a block they cut short on a
+    sixth of its bins, where these reach its end), its older history on the time it spans. A
+    fall far below the recent floor that the next sample confirms, a long gap or reset()
+    starts a new segment; nothing is suspected within grace_seconds of its start.
     Memory and cost are bounded by history_seconds / bin_seconds.
     """
 
@@ -321,12 +322,17 @@ class LeakDetector:
 
     def _floor(self, end: int, reach: int, quantile: float) -> float | None:
         """A low quantile of the bin minima in the `reach` bins up to bin `end`; None with
-        under a third of them there. Closed bins never change, so floors are kept."""
+        under a third of them there (a sixth up to its end). Closed bins never change, so
+        floors are kept."""
         key = (end, reach, quantile)
         if key not in self._floor_cache:
             lo, hi = bisect_right(self._bins, end - reach), bisect_right(self._bins, end)
-            floor = None
-            if 3 * (hi - lo) >= reach and hi - lo >= 2:
+            floor, n = None, hi - lo
+            # one a scrape gap cut short: a sixth of them will do where they reach its last
+            # sixth (a floor stands at its end; bins before a gap would misdate it)
+            if (3 * n >= reach and n >= 2) or (
+                6 * n >= reach and n >= 3 and 6 * (end - self._bins[hi - 1]) <= reach
+            ):
                 block = sorted(self._lows[lo:hi])
                 floor = block[int(quantile * (len(block) - 1))]
             self._floor_cache[key] = floor
