@@ -328,8 +328,8 @@ class LeakDetector:
         if key not in self._floor_cache:
             lo, hi = bisect_right(self._bins, end - reach), bisect_right(self._bins, end)
             floor, n = None, hi - lo
-            # one a scrape gap cut short: a sixth of them will do where they reach its last
-            # sixth (a floor stands at its end; bins before a gap would misdate it)
+            # a reach a scrape gap cut short: a sixth of its bins will do where the newest lies
+            # in its last sixth (a floor is dated at its end; bins before a gap would misdate it)
             if (3 * n >= reach and n >= 2) or (
                 6 * n >= reach and n >= 3 and 6 * (end - self._bins[hi - 1]) <= reach
             ):

@@ -181,7 +181,7 @@ def test_scrape_gaps_in_the_older_history_do_not_delay_a_slow_leak() -> None:
 
 
 def test_a_slow_leak_is_seen_through_scrape_gaps_that_cut_most_blocks_short() -> None:
-    # 70 min of scrape gaps in the two hours after the onset (as a sparse_gaps train seed had):
+    # 70 min of scrape gaps in the two hours after the onset (as train seed 143 of sparse_gaps):
     # most blocks of the 2 h window keep under a third of their bins; up to 154 min late when
     # each floor needed a third
     holes = [(12, 21), (36, 62), (68, 87), (90, 106)]  # minutes after the onset at 3 h
