@@ -600,12 +600,13 @@ class LeakDetector:
             shape = "floors fall back"
         elif (y1 - yh) / (t1 - th) < s.min_late_fraction * (yh - y0) / (th - t0):
             shape = "levelling off"
-        elif top > (
+        elif top > s.max_top_steps_share and not (
             # four teeth or fewer: the floors step where a trough falls, two steps of four
             # carry half a steady rise; so they may carry more where the troughs rise too
-            FEW_TEETH_TOP_STEPS_SHARE
-            if period and span <= FEW_TEETH * period and _rising(troughs, now - span, slope / 2)
-            else s.max_top_steps_share
+            top <= FEW_TEETH_TOP_STEPS_SHARE
+            and period
+            and span <= FEW_TEETH * period
+            and _rising(troughs, now - span, slope / 2)
         ):
             shape = "one or two steps"
         if shape and not whole:
