@@ -75,8 +75,9 @@ class LeakDetector:
     and when a majority of the latest confirm_bins bins agree. Under a sawtooth whose deep
     drops recur, the troughs they fall to are judged alike, one a tooth (five or more, four
     where the teeth are too long for five in the longest window), and so are the teeth's mean
-    levels, six or more, which average out a shallower sawtooth that scatters the troughs
-    (a tooth a step lands in is left out: its mean lies between the two levels);
+    levels, six or more (four, over four older, where the teeth are too long for six), which
+    average out a shallower sawtooth that scatters the troughs (a tooth a step lands in is
+    left out: its mean lies between the two levels);
     rising floors, troughs or means must lift both troughs and means (the median of the
     window's later half above the top decile of the older ones: where two sawtooths beat,
     the floors, the troughs or the means can climb alone); sharp drops that mostly end or
@@ -240,12 +241,15 @@ class LeakDetector:
             stair = self._stair(noise, period)
             rising += [stair] if stair else []
         if troughs:
-            # teeth so long that the longest window cannot hold five troughs: four must do
+            # teeth so long that the longest window cannot hold five troughs or six means:
+            # four must do
             gaps = [b[0] - a[0] for a, b in pairwise(troughs)]
-            least = 4 if gaps and 5 * median(gaps) > self._windows[-1] else 5
+            tooth = median(gaps) if gaps else 0.0
+            least = 4 if 5 * tooth > self._windows[-1] else 5
+            means_least = 4 if s.blocks * tooth > self._windows[-1] else s.blocks
             teeth = self._teeth(
                 now, troughs, TROUGHS, least=least, troughs=troughs, means=means
-            ) or self._teeth(now, means, TEETH, least=s.blocks, troughs=troughs, means=means)
+            ) or self._teeth(now, means, TEETH, least=means_least, troughs=troughs, means=means)
             rising += [teeth] if teeth else []
         self._verdicts.append(bool(rising))
         # a majority of the latest verdicts must agree: one odd bin does not tip it
@@ -463,18 +467,19 @@ class LeakDetector:
         means: list[tuple[float, float]],
     ) -> LeakEvidence | None:
         """Under a sawtooth, one point a tooth (its trough, or its mean level): at least
-        `least` in some window and one fewer older (four at most), rising steadily enough that
-        the slope clears min_sigmas standard errors against their scatter, to above every older
-        one, which did not fall back as much before, and both the troughs and the means
-        lifting (where two sawtooths beat, either may wander for hours while the other
-        stays; a leak lifts both)."""
+        `least` in some window and one fewer older (four at most; means four), rising
+        steadily enough that the slope clears min_sigmas standard errors against their
+        scatter, to above every older one, which did not fall back as much before, and both
+        the troughs and the means lifting (where two sawtooths beat, either may wander for
+        hours while the other stays; a leak lifts both)."""
         s = self.settings
         for span in reversed(self._windows):
             inside = [p for p in points if p[0] > now - span]
             older = [p for p in points if p[0] <= now - span]
             if (
                 len(inside) < least
-                or len(older) < min(4, least - 1)
+                # means scatter more than troughs (with the bins a ramp holds): four older
+                or len(older) < (4 if verdict == TEETH else min(4, least - 1))
                 or now - span - older[0][0] < s.min_history_seconds
             ):
                 continue
