@@ -242,14 +242,22 @@ class LeakDetector:
             rising += [stair] if stair else []
         if troughs:
             # teeth so long that the longest window cannot hold five troughs or six means:
-            # four must do
+            # four must do; means scatter more (with the bins a ramp holds): four older
             gaps = [b[0] - a[0] for a, b in pairwise(troughs)]
             tooth = median(gaps) if gaps else 0.0
             least = 4 if 5 * tooth > self._windows[-1] else 5
             means_least = 4 if s.blocks * tooth > self._windows[-1] else s.blocks
             teeth = self._teeth(
-                now, troughs, TROUGHS, least=least, troughs=troughs, means=means
-            ) or self._teeth(now, means, TEETH, least=means_least, troughs=troughs, means=means)
+                now,
+                troughs,
+                TROUGHS,
+                least=least,
+                least_older=least - 1,
+                troughs=troughs,
+                means=means,
+            ) or self._teeth(
+                now, means, TEETH, least=means_least, least_older=4, troughs=troughs, means=means
+            )
             rising += [teeth] if teeth else []
         self._verdicts.append(bool(rising))
         # a majority of the latest verdicts must agree: one odd bin does not tip it
@@ -463,23 +471,23 @@ class LeakDetector:
         verdict: str,
         *,
         least: int,
+        least_older: int,
         troughs: list[tuple[float, float]],
         means: list[tuple[float, float]],
     ) -> LeakEvidence | None:
         """Under a sawtooth, one point a tooth (its trough, or its mean level): at least
-        `least` in some window and one fewer older (four at most; means four), rising
-        steadily enough that the slope clears min_sigmas standard errors against their
-        scatter, to above every older one, which did not fall back as much before, and both
-        the troughs and the means lifting (where two sawtooths beat, either may wander for
-        hours while the other stays; a leak lifts both)."""
+        `least` in some window and `least_older` before it, rising steadily enough that the
+        slope clears min_sigmas standard errors against their scatter, to above every older
+        one, which did not fall back as much before, and both the troughs and the means
+        lifting (where two sawtooths beat, either may wander for hours while the other stays;
+        a leak lifts both)."""
         s = self.settings
         for span in reversed(self._windows):
             inside = [p for p in points if p[0] > now - span]
             older = [p for p in points if p[0] <= now - span]
             if (
                 len(inside) < least
-                # means scatter more than troughs (with the bins a ramp holds): four older
-                or len(older) < (4 if verdict == TEETH else min(4, least - 1))
+                or len(older) < least_older
                 or now - span - older[0][0] < s.min_history_seconds
             ):
                 continue
