@@ -650,7 +650,13 @@ class LeakDetector:
             return verdict(shape)
         if sigmas < s.min_sigmas:
             return verdict("not significant")
-        if above is None or t0 - older[0][0] < s.min_history_seconds:
+        # each older floor sums up the reach before it, but not the warm-up's
+        covered = (
+            t0 - max(older[0][0] - reach * s.bin_seconds, self._segment_start + s.warmup_seconds)
+            if older
+            else 0.0
+        )
+        if above is None or covered < s.min_history_seconds:
             return verdict("too little older history")
         if above < s.min_sigmas / 2 * noise:
             return verdict("not above the older history")

@@ -594,6 +594,14 @@ def test_a_leak_under_teeth_too_long_for_six_means_in_a_window_is_seen_in_four()
     _deep_sawtooth_in_time(179)
 
 
+def test_older_floors_count_the_past_they_reach_back_over() -> None:
+    # under 15-29 min teeth a floor reaches back over a tooth (1.1 of it): counted from the
+    # first older floor's time, the older history the window needs came after the deadline
+    # (seeds 74 and 1140: a leak living on in a process started after its onset; 1165: one
+    # started 17 min before it), 3-5 min late before, now 3-26 min in time
+    _deep_sawtooth_in_time(74, 1140, 1165)  # train seeds
+
+
 def test_a_leak_under_four_teeth_a_window_is_seen_on_floors_stepping_once_a_tooth() -> None:
     # four teeth a window (10-11 min in the 40 min window, 32 min in the 2 h one): the floors
     # step where a trough falls, so two steps of four carry over 0.75 of a steady rise
