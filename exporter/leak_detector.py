@@ -7,7 +7,7 @@ from bisect import bisect_right
 from collections import deque
 from dataclasses import dataclass
 from itertools import combinations, pairwise
-from statistics import median
+from statistics import fmean, median
 
 from glyph_guard.common.config import LeakSettings
 from glyph_guard.exporter.leak_forecast import (
@@ -68,6 +68,11 @@ class LeakDetector:
       if the troughs rise too);
     * significantly: the slope clears min_sigmas standard errors against both the scatter
       of the floors about their line and the block-to-block noise of the floors;
+    * with the level: where each half of the window holds two whole sawtooth teeth or more,
+      the median of its last whole teeth stands above that of as many at its start by half of
+      what the floors climb between them (where two sawtooths beat, the floors, the troughs'
+      lower envelope, climb and the level does not; the median, as crowding bursts lift a mean),
+      or falls by more than twice that (bursts whose drops recur thinning out);
     * to a new high: above every older floor kept (history_seconds), which must not have
       fallen back by as much within a window before (a cycle or a sawtooth coming back is not
       a leak);
@@ -522,6 +527,17 @@ class LeakDetector:
             )
         return None
 
+    def _level_lift(self, now: float, span: float, teeth: float) -> tuple[float, float]:
+        """How much higher the median of the one-minute medians stands over a window's last
+        `teeth` seconds than over as long at its start, and how far apart their times lie."""
+        first = bisect_right(self._ts, now - span)
+        early = slice(first, bisect_right(self._ts, now - span + teeth, first))
+        late = slice(bisect_right(self._ts, now - teeth, first), len(self._ts))
+        if not self._ys[early] or not self._ys[late]:
+            return 0.0, 0.0
+        lift = median(self._ys[late]) - median(self._ys[early])
+        return lift, fmean(self._ts[late]) - fmean(self._ts[early])
+
     def _history(
         self, span: float, *, begin: float, start: int, width: int, reach: int, quantile: float
     ) -> _History:
@@ -650,6 +666,11 @@ class LeakDetector:
             return verdict(shape)
         if sigmas < s.min_sigmas:
             return verdict("not significant")
+        teeth = math.floor(span / 2 / period) if period else 0
+        if period and teeth >= LEVEL_TEETH:
+            lift, apart = self._level_lift(now, span, teeth * period)
+            if -LEVEL_FALL * slope * apart <= lift < LEVEL_LIFT * slope * apart:
+                return verdict("level lags the floors")
         # each older floor sums up the reach before it, but not the warm-up's
         covered = (
             t0 - max(older[0][0] - reach * s.bin_seconds, self._segment_start + s.warmup_seconds)
@@ -692,6 +713,9 @@ RESTART_REFERENCE_SECONDS = 1800.0  # the floor a restart falls far below is thi
 LEVEL_SECONDS = 1800.0  # the level a forecast starts from: the recent high, as bursts reach it
 FEW_TEETH = 4.5  # a window holding this many sawtooth teeth or fewer has floors one a tooth
 FEW_TEETH_TOP_STEPS_SHARE = 0.85  # the most two of its block steps may carry of the rise
+LEVEL_TEETH = 2  # whole teeth a window's half must hold for its level to be compared
+LEVEL_LIFT = 0.5  # the least share of the floors' climb the level must climb too
+LEVEL_FALL = 2.0  # a level falling by more of it is bursts thinning, not sawtooths beating
 
 
 def _pace(rising: list[LeakEvidence]) -> LeakEvidence:

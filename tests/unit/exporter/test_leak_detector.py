@@ -506,6 +506,31 @@ def test_a_slow_leak_under_a_sawtooth_riding_a_deep_one_is_seen_in_its_teeth(see
     _caught_in_time_and_quiet(_riding_sawtooth(220 * MB, seed), _riding_sawtooth(0, seed))
 
 
+@pytest.mark.parametrize("seed", [562, 1515, 1565])
+def test_floors_climbing_as_sawtooths_beat_while_the_level_stays_are_no_leak(seed: int) -> None:
+    # GC sawtooths beating (deep teeth of 10-21 min): the floors climbed 300-520 MB/h over
+    # 80-120 min windows, past 4 standard errors, as the teeth fell into step; over whole
+    # teeth the level (median) stayed, which a leak lifts as much as the floors
+    series = generate(seed, "gc_sawtooth")  # train seeds flagged before
+    flags = _flags(series)
+    assert score_flags(series, flags).false_samples == 0, _where(series, flags)
+
+
+def test_the_level_under_bursts_with_recurring_drops_is_no_mean_and_may_fall() -> None:
+    # where a leak's bursts end in sharp drops often enough to pass for a sawtooth's, fewer of
+    # them in a window's later teeth lower the mean and not the median (train seeds, late
+    # 1-39 min with the mean)
+    for seed in (33, 35, 54, 125):
+        series = generate(seed, "under_bursts")
+        outcome = score_flags(series, _flags(series))
+        assert outcome.in_time, f"{series.name}: {outcome}"
+    # drawn apart, 328 MB/h on 15 GB under stacked bursts covering most of a window's first
+    # teeth: their median stood 2.5-3.5 GB above the last teeth's, a level falling by seven
+    # times the floors' climb, no beat; flagged after 185 min when any level below half of
+    # the climb vetoed the floors
+    _flagged_in_time(_drawn_apart("leak_under_bursts", 23151))
+
+
 @pytest.mark.parametrize("seed", [70, 74, 118])
 def test_a_cache_loaded_inside_a_tooth_does_not_lift_the_teeth(seed: int) -> None:
     # the tooth a step lands in has a mean between the two levels: two teeth look like a ramp
