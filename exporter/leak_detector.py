@@ -666,9 +666,8 @@ class LeakDetector:
             return verdict(shape)
         if sigmas < s.min_sigmas:
             return verdict("not significant")
-        teeth = math.floor(span / 2 / period) if period else 0
-        if period and teeth >= LEVEL_TEETH:
-            lift, apart = self._level_lift(now, span, teeth * period)
+        if period and span / 2 >= LEVEL_TEETH * period:
+            lift, apart = self._level_lift(now, span, span / 2 // period * period)
             if -LEVEL_FALL * slope * apart <= lift < LEVEL_LIFT * slope * apart:
                 return verdict("level lags the floors")
         # each older floor sums up the reach before it, but not the warm-up's
