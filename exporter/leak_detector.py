@@ -73,6 +73,10 @@ class LeakDetector:
       what the floors climb between them (where two sawtooths beat, the floors, the troughs'
       lower envelope, climb and the level does not; the median, as crowding bursts lift a mean),
       or falls by more than twice that (bursts whose drops recur thinning out);
+    * with the ceilings: under a sawtooth, the blocks' ceilings (a high quantile of the bin
+      maxima they reach) do not fall by 0.3 of the floors' climb or more while their median
+      level climbs under half of it (and falls by less than twice it): as two sawtooths' drops
+      fall out of step, the peaks' upper envelope falls as the troughs' lower one climbs;
     * to a new high: above every older floor kept (history_seconds), which must not have
       fallen back by as much within a window before (a cycle or a sawtooth coming back is not
       a leak);
@@ -538,6 +542,21 @@ class LeakDetector:
         lift = median(self._ys[late]) - median(self._ys[early])
         return lift, fmean(self._ts[late]) - fmean(self._ts[early])
 
+    def _ceilings_and_levels(
+        self, ends: range, reach: int, quantile: float
+    ) -> tuple[list[tuple[float, float]], list[tuple[float, float]]]:
+        """(time, ceiling) and (time, level) at each block end: the high quantile of the bin
+        maxima over its reach (the peaks the series climbs to) and their median value."""
+        ceilings, levels = [], []
+        for end in ends:
+            lo, hi = bisect_right(self._bins, end - reach), bisect_right(self._bins, end)
+            if hi - lo >= 2:
+                t = (end + 1) * self.settings.bin_seconds
+                highs = sorted(self._highs[lo:hi])
+                ceilings.append((t, highs[int((1 - quantile) * (len(highs) - 1))]))
+                levels.append((t, median(self._ys[lo:hi])))
+        return ceilings, levels
+
     def _history(
         self, span: float, *, begin: float, start: int, width: int, reach: int, quantile: float
     ) -> _History:
@@ -670,6 +689,14 @@ class LeakDetector:
             lift, apart = self._level_lift(now, span, span / 2 // period * period)
             if -LEVEL_FALL * slope * apart <= lift < LEVEL_LIFT * slope * apart:
                 return verdict("level lags the floors")
+        if period:
+            ceilings, levels = self._ceilings_and_levels(ends, reach, quantile)
+            if (
+                len(ceilings) >= s.blocks - 2
+                and _theil_sen(ceilings) < -CEILING_FALL * slope
+                and -LEVEL_FALL * slope <= _theil_sen(levels) < LEVEL_LIFT * slope
+            ):
+                return verdict("ceilings fall as the floors climb")
         # each older floor sums up the reach before it, but not the warm-up's
         covered = (
             t0 - max(older[0][0] - reach * s.bin_seconds, self._segment_start + s.warmup_seconds)
@@ -715,6 +742,7 @@ FEW_TEETH_TOP_STEPS_SHARE = 0.85  # the most two of its block steps may carry of
 LEVEL_TEETH = 2  # whole teeth a window's half must hold for its level to be compared
 LEVEL_LIFT = 0.5  # the least share of the floors' climb the level must climb too
 LEVEL_FALL = 2.0  # a level falling by more of it is bursts thinning, not sawtooths beating
+CEILING_FALL = 0.3  # ceilings falling by this share of the floors' climb: sawtooths beating
 
 
 def _pace(rising: list[LeakEvidence]) -> LeakEvidence:

@@ -516,6 +516,17 @@ def test_floors_climbing_as_sawtooths_beat_while_the_level_stays_are_no_leak(see
     assert score_flags(series, flags).false_samples == 0, _where(series, flags)
 
 
+@pytest.mark.parametrize("seed", [2161, 2291, 2387, 2606, 3148, 3724])
+def test_floors_climbing_as_the_ceilings_fall_are_sawtooths_beating(seed: int) -> None:
+    # GC sawtooths beating (two or three, 5-40 min teeth): as their drops fall out of step the
+    # troughs' lower envelope climbed 230-2070 MB/h over 40-120 min windows, past 4 standard
+    # errors, and the peaks' upper envelope fell by half as much or more, while the level stayed
+    # below half the climb; a leak lifts all three
+    series = generate(seed, "gc_sawtooth")  # train seeds flagged before
+    flags = _flags(series)
+    assert score_flags(series, flags).false_samples == 0, _where(series, flags)
+
+
 def test_the_level_under_bursts_with_recurring_drops_is_no_mean_and_may_fall() -> None:
     # where a leak's bursts end in sharp drops often enough to pass for a sawtooth's, fewer of
     # them in a window's later teeth lower the mean and not the median (train seeds, late
