@@ -689,14 +689,6 @@ class LeakDetector:
             lift, apart = self._level_lift(now, span, span / 2 // period * period)
             if -LEVEL_FALL * slope * apart <= lift < LEVEL_LIFT * slope * apart:
                 return verdict("level lags the floors")
-        if period:
-            ceilings, levels = self._ceilings_and_levels(ends, reach, quantile)
-            if (
-                len(ceilings) >= s.blocks - 2
-                and _theil_sen(ceilings) < -CEILING_FALL * slope
-                and -LEVEL_FALL * slope <= _theil_sen(levels) < LEVEL_LIFT * slope
-            ):
-                return verdict("ceilings fall as the floors climb")
         # each older floor sums up the reach before it, but not the warm-up's
         covered = (
             t0 - max(older[0][0] - reach * s.bin_seconds, self._segment_start + s.warmup_seconds)
@@ -714,6 +706,14 @@ class LeakDetector:
         fall = max((y - y0 for t, y in reversed(history.levels) if t >= t0 - span), default=0.0)
         if max(history.fall, fall) > s.max_fall_back_fraction * rise:
             return verdict("fell back as much before")
+        if period:
+            ceilings, levels = self._ceilings_and_levels(ends, reach, quantile)
+            if (
+                len(ceilings) >= s.blocks - 2
+                and _theil_sen(ceilings) < -CEILING_FALL * slope
+                and -LEVEL_FALL * slope <= _theil_sen(levels) < LEVEL_LIFT * slope
+            ):
+                return verdict("ceilings fall as the floors climb")
         return verdict(RISING)
 
 
