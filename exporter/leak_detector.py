@@ -545,8 +545,9 @@ class LeakDetector:
     def _ceilings_and_levels(
         self, ends: range, reach: int, quantile: float
     ) -> tuple[list[tuple[float, float]], list[tuple[float, float]]]:
-        """(time, ceiling) and (time, level) at each block end: the high quantile of the bin
-        maxima over its reach (the peaks the series climbs to) and their median value."""
+        """(time, ceiling) and (time, level) at each block end: the quantile of the bin maxima
+        over its reach as high as the floor's is low (the peaks the series climbs to) and the
+        median of its one-minute medians."""
         ceilings, levels = [], []
         for end in ends:
             lo, hi = bisect_right(self._bins, end - reach), bisect_right(self._bins, end)
@@ -687,7 +688,7 @@ class LeakDetector:
             return verdict("not significant")
         if period and span / 2 >= LEVEL_TEETH * period:
             lift, apart = self._level_lift(now, span, span / 2 // period * period)
-            if -LEVEL_FALL * slope * apart <= lift < LEVEL_LIFT * slope * apart:
+            if _lags(lift, slope * apart):
                 return verdict("level lags the floors")
         # each older floor sums up the reach before it, but not the warm-up's
         covered = (
@@ -711,7 +712,7 @@ class LeakDetector:
             if (
                 len(ceilings) >= s.blocks - 2
                 and _theil_sen(ceilings) < -CEILING_FALL * slope
-                and -LEVEL_FALL * slope <= _theil_sen(levels) < LEVEL_LIFT * slope
+                and _lags(_theil_sen(levels), slope)
             ):
                 return verdict("ceilings fall as the floors climb")
         return verdict(RISING)
@@ -743,6 +744,12 @@ LEVEL_TEETH = 2  # whole teeth a window's half must hold for its level to be com
 LEVEL_LIFT = 0.5  # the least share of the floors' climb the level must climb too
 LEVEL_FALL = 2.0  # a level falling by more of it is bursts thinning, not sawtooths beating
 CEILING_FALL = 0.3  # ceilings falling by this share of the floors' climb: sawtooths beating
+
+
+def _lags(lift: float, climb: float) -> bool:
+    """Whether a level lifted by `lift` lags floors that climb by `climb`: under LEVEL_LIFT of
+    it, but not fallen by over LEVEL_FALL of it."""
+    return -LEVEL_FALL * climb <= lift < LEVEL_LIFT * climb
 
 
 def _pace(rising: list[LeakEvidence]) -> LeakEvidence:

@@ -520,7 +520,7 @@ def test_floors_climbing_as_sawtooths_beat_while_the_level_stays_are_no_leak(see
 def test_floors_climbing_as_the_ceilings_fall_are_sawtooths_beating(seed: int) -> None:
     # GC sawtooths beating (two or three, 5-40 min teeth): as their drops fall out of step the
     # troughs' lower envelope climbed 230-2070 MB/h over 40-120 min windows, past 4 standard
-    # errors, and the peaks' upper envelope fell by half as much or more, while the level stayed
+    # errors, and the peaks' upper envelope fell by 0.49-0.95 of that, while the level stayed
     # below half the climb; a leak lifts all three
     series = generate(seed, "gc_sawtooth")  # train seeds flagged before
     flags = _flags(series)
