@@ -553,8 +553,7 @@ class LeakDetector:
             lo, hi = bisect_right(self._bins, end - reach), bisect_right(self._bins, end)
             if hi - lo >= 2:
                 t = (end + 1) * self.settings.bin_seconds
-                highs = sorted(self._highs[lo:hi])
-                ceilings.append((t, highs[int((1 - quantile) * (len(highs) - 1))]))
+                ceilings.append((t, _quantile(self._highs[lo:hi], 1 - quantile)))
                 levels.append((t, median(self._ys[lo:hi])))
         return ceilings, levels
 
