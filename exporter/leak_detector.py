@@ -86,7 +86,9 @@ class LeakDetector:
     where the teeth are too long for five in the longest window), and so are the teeth's mean
     levels, six or more (four, over four older, where the teeth are too long for six), which
     average out a shallower sawtooth that scatters the troughs (a tooth a step lands in is
-    left out: its mean lies between the two levels);
+    left out: its mean lies between the two levels); where as many teeth as the means need
+    outlast a fast leak's deadline (45 min for 1 GB/h), three troughs and three means that
+    both climb at 0.6 GB/h or faster will do;
     rising floors, troughs or means must lift both troughs and means (the median of the
     window's later half above the top decile of the older ones: where two sawtooths beat,
     the floors, the troughs or the means can climb alone); sharp drops that mostly end or
@@ -267,6 +269,24 @@ class LeakDetector:
             ) or self._teeth(
                 now, means, TEETH, least=means_least, least_older=4, troughs=troughs, means=means
             )
+            if not teeth and means_least * tooth > FAST_DEADLINE_SECONDS:
+                # teeth too long for as many within a fast leak's deadline: three troughs
+                # and three means, both climbing at 0.6 of its pace or faster, will do
+                pace = FAST_PACE_SHARE * FAST_RATE_BYTES_PER_SECOND
+                fast = [
+                    self._teeth(
+                        now,
+                        points,
+                        kind,
+                        least=3,
+                        least_older=4,
+                        troughs=troughs,
+                        means=means,
+                        pace=pace,
+                    )
+                    for points, kind in ((troughs, TROUGHS), (means, TEETH))
+                ]
+                teeth = fast[0] if all(fast) else None
             rising += [teeth] if teeth else []
         self._verdicts.append(bool(rising))
         # a majority of the latest verdicts must agree: one odd bin does not tip it
@@ -483,13 +503,14 @@ class LeakDetector:
         least_older: int,
         troughs: list[tuple[float, float]],
         means: list[tuple[float, float]],
+        pace: float = 0.0,
     ) -> LeakEvidence | None:
         """Under a sawtooth, one point a tooth (its trough, or its mean level): at least
-        `least` in some window and `least_older` before it, rising steadily enough that the
-        slope clears min_sigmas standard errors against their scatter, to above every older
-        one, which did not fall back as much before, and both the troughs and the means
-        lifting (where two sawtooths beat, either may wander for hours while the other stays;
-        a leak lifts both)."""
+        `least` in some window and `least_older` before it, rising over the rate floor (and at
+        `pace` or faster) steadily enough that the slope clears min_sigmas standard errors
+        against their scatter, to above every older one, which did not fall back as much
+        before, and both the troughs and the means lifting (where two sawtooths beat, either
+        may wander for hours while the other stays; a leak lifts both)."""
         s = self.settings
         for span in reversed(self._windows):
             inside = [p for p in points if p[0] > now - span]
@@ -504,7 +525,7 @@ class LeakDetector:
             if max(gaps) > 2 * min(gaps):
                 continue  # not one tooth after another: drops of bursts, or teeth missed
             slope = _theil_sen(inside)
-            if slope < s.min_rate_bytes_per_second or slope * span < s.min_rise_bytes:
+            if slope < max(pace, s.min_rate_bytes_per_second) or slope * span < s.min_rise_bytes:
                 continue
             mean = sum(t for t, _ in inside) / len(inside)
             spread = math.sqrt(sum((t - mean) ** 2 for t, _ in inside))
@@ -743,6 +764,9 @@ LEVEL_TEETH = 2  # whole teeth a window's half must hold for its level to be com
 LEVEL_LIFT = 0.5  # the least share of the floors' climb the level must climb too
 LEVEL_FALL = 2.0  # a level falling by more of it is bursts thinning, not sawtooths beating
 CEILING_FALL = 0.3  # ceilings falling by this share of the floors' climb: sawtooths beating
+FAST_RATE_BYTES_PER_SECOND = 1e9 / 3600  # a leak this fast (1 GB/h) is due sooner,
+FAST_DEADLINE_SECONDS = 2700.0  # within 45 min of its onset (the labelled traces' rule)
+FAST_PACE_SHARE = 0.6  # three teeth that straddle its onset climb at over half its pace
 
 
 def _lags(lift: float, climb: float) -> bool:

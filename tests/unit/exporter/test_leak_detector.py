@@ -630,6 +630,16 @@ def test_a_leak_under_teeth_too_long_for_six_means_in_a_window_is_seen_in_four()
     _deep_sawtooth_in_time(179)
 
 
+def test_a_fast_leak_under_long_teeth_is_seen_in_three_troughs_and_three_means() -> None:
+    # drawn apart, 1.41 GB/h under deep teeth of 20 min: 45 min hold two or three, and four
+    # or more were judged; flagged after 60 and 46 min before (45 due)
+    _flagged_in_time(_drawn_apart("deep_sawtooth_leak", 14198))
+    _flagged_in_time(_drawn_apart("deep_sawtooth_leak", 20195))
+    # three means alone climbed 1.3-1.5 GB/h 12 min before the onset of these train seeds;
+    # the troughs did not
+    _deep_sawtooth_in_time(408, 1430)
+
+
 def test_older_floors_count_the_past_they_reach_back_over() -> None:
     # under 15-29 min teeth a floor reaches back over a tooth (1.1 of it): counted from the
     # first older floor's time, the older history the window needs came after the deadline
