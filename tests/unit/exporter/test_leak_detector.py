@@ -640,6 +640,12 @@ def test_a_fast_leak_under_long_teeth_is_seen_in_three_troughs_and_three_means()
     _deep_sawtooth_in_time(408, 1430)
 
 
+def test_three_troughs_climbing_fast_where_the_means_do_not_are_no_fast_leak() -> None:
+    # drawn apart, GC sawtooths of 18 and 33 min beating: three troughs of the deeper teeth
+    # climbed fast, their teeth's means did not
+    assert not _flagged(_drawn_apart("gc_sawtooth", 26052))
+
+
 def test_older_floors_count_the_past_they_reach_back_over() -> None:
     # under 15-29 min teeth a floor reaches back over a tooth (1.1 of it): counted from the
     # first older floor's time, the older history the window needs came after the deadline
