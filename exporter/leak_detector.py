@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import math
-from bisect import bisect_right
+from bisect import bisect_left, bisect_right
 from collections import deque
 from dataclasses import dataclass
 from itertools import combinations, pairwise
@@ -78,8 +78,9 @@ class LeakDetector:
       level climbs under half of it (and falls by less than twice it): as two sawtooths' drops
       fall out of step, the peaks' upper envelope falls as the troughs' lower one climbs;
     * to a new high: above every older floor kept (history_seconds), which must not have
-      fallen back by as much within a window before (a cycle or a sawtooth coming back is not
-      a leak);
+      fallen back by as much within a window before, nor hour-long floors since the warm-up
+      (cycle_seconds back): a cycle or a sawtooth coming back is not a leak, and a load cycle
+      of hours shows its fall on floors an hour long, which bursts do not hold up;
 
     and when a majority of the latest confirm_bins bins agree. Under a sawtooth whose deep
     drops recur, the troughs they fall to are judged alike, one a tooth (five or more, four
@@ -97,13 +98,14 @@ class LeakDetector:
     sixth of its bins, where these reach its end), its older history on the time it spans. A
     fall far below the recent floor that the next sample confirms, a long gap or reset()
     starts a new segment; nothing is suspected within grace_seconds of its start.
-    Memory and cost are bounded by history_seconds / bin_seconds.
+    Memory and cost are bounded by the longer of history_seconds and cycle_seconds, in bins.
     """
 
     def __init__(self, settings: LeakSettings | None = None) -> None:
         self.settings = settings or LeakSettings()
         s = self.settings
-        self._max_bins = math.ceil(s.history_seconds / s.bin_seconds) + 2
+        self._history_bins = math.ceil(s.history_seconds / s.bin_seconds) + 2
+        self._max_bins = max(self._history_bins, math.ceil(s.cycle_seconds / s.bin_seconds) + 2)
         spans = (s.window_seconds * k / s.windows for k in range(1, s.windows + 1))
         self._windows = [span for span in spans if span >= s.min_window_seconds]
         self.reset()
@@ -118,9 +120,10 @@ class LeakDetector:
         self._lows: list[float] = []
         self._highs: list[float] = []
         self._bins: list[int] = []  # the index of each closed bin
+        self._shapes_from = -(1 << 62)  # the first bin the shapes are judged on: none yet
         self._floor_cache: dict[tuple[int, int, float], float | None] = {}
         self._busy_shares: dict[int, float | None] = {}
-        self._histories: dict[float, tuple[tuple[int, int, int, float], _History]] = {}
+        self._histories: dict[tuple[float, bool], tuple[tuple[int, int, int, float], _History]] = {}
         self._stair_steps: (
             tuple[tuple[int, int, int, float, int], list[tuple[float, float]], float] | None
         ) = None
@@ -214,6 +217,8 @@ class LeakDetector:
         since = self._bins[-1] - RESTART_REFERENCE_SECONDS / self.settings.bin_seconds
         lows = self._lows[bisect_right(self._bins, since) :]
         self._recent_floor = _quantile(lows, 0.2) if len(lows) >= 5 else None
+        if len(self._bins) - bisect_left(self._bins, self._shapes_from) > self._history_bins + 32:
+            self._shapes_from = self._bins[-self._history_bins]
         if len(self._ts) > self._max_bins + 32:
             cut = len(self._ts) - self._max_bins
             for seq in (self._ts, self._ys, self._lows, self._highs, self._bins):
@@ -338,12 +343,17 @@ class LeakDetector:
         ]
         return sigma, period, troughs, means
 
+    def _first_bin(self) -> int:
+        """The oldest bin the shapes are judged on: some history_seconds back (only a load
+        cycle's fall is looked for further back, cycle_seconds)."""
+        return max(self._bins[0], self._shapes_from)
+
     def _busy(self) -> bool:
         """Whether requests hold the series well above its floor much of the time (heavy
         bursts): a floor is then the second-lowest bin minimum of its reach, not a quantile."""
         g = BUSY_GROUP_BINS
         shares = []
-        for start in range(g * (self._bins[0] // g + 1), self._bins[-1] - 2 * g + 2, g):
+        for start in range(g * (self._first_bin() // g + 1), self._bins[-1] - 2 * g + 2, g):
             if start not in self._busy_shares:
                 self._busy_shares[start] = self._busy_share(start)
             share = self._busy_shares[start]
@@ -413,10 +423,11 @@ class LeakDetector:
         if not period:  # at least the second-lowest bin: one low misread does not move it
             quantile = max(quantile, _second_lowest(reach))
         last = self._bins[-1]
-        begin = math.ceil((self._segment_start + s.warmup_seconds) / s.bin_seconds) + reach
+        begin = math.ceil((self._segment_start + s.warmup_seconds) / s.bin_seconds)
+        begin = max(begin, self._first_bin()) + reach
         first = reach * math.ceil(begin / reach)  # on a fixed grid: each floor is taken once
-        # the floors change once a block (or when old bins are let go): keep their steps
-        key = (first, reach * (last // reach), reach, quantile, self._bins[0])
+        # the floors change once a block (or as the history moves on): keep their steps
+        key = (first, reach * (last // reach), reach, quantile, self._first_bin())
         if self._stair_steps is None or self._stair_steps[0] != key:
             floors = self._floors(range(first, key[1] + 1, reach), reach, quantile)
             found = [(t, b - a) for (_, a), (t, b) in pairwise(floors)]
@@ -579,13 +590,22 @@ class LeakDetector:
         return ceilings, levels
 
     def _history(
-        self, span: float, *, begin: float, start: int, width: int, reach: int, quantile: float
+        self,
+        span: float,
+        *,
+        begin: float,
+        start: int,
+        width: int,
+        reach: int,
+        quantile: float,
+        cycle: bool = False,
     ) -> _History:
         """The floors older than a window (ending at its start), on a grid of fixed block
-        ends: they change once a block, so what is measured on them is kept until then."""
+        ends: they change once a block, so what is measured on them is kept until then (the
+        `cycle` history's apart from the others)."""
         first = width * math.ceil((begin / self.settings.bin_seconds + reach) / width)
         key = (first, width * math.floor(start / width), reach, quantile)
-        kept = self._histories.get(span)
+        kept = self._histories.get((span, cycle))
         if kept is None or kept[0] != key:
             ends = range(first, key[1] + 1, width)
             floors = self._floors(ends, reach, quantile)
@@ -595,7 +615,7 @@ class LeakDetector:
             history = _History(
                 floors, levels, [b - a for a, b in pairwise(ys)], high, _fall_back(levels, span)
             )
-            kept = self._histories[span] = (key, history)
+            kept = self._histories[span, cycle] = (key, history)
         return kept[1]
 
     def _levels(
@@ -727,6 +747,17 @@ class LeakDetector:
         fall = max((y - y0 for t, y in reversed(history.levels) if t >= t0 - span), default=0.0)
         if max(history.fall, fall) > s.max_fall_back_fraction * rise:
             return verdict("fell back as much before")
+        cycle = self._history(
+            span,
+            begin=max(self._segment_start + s.warmup_seconds, now - s.cycle_seconds),
+            start=start,
+            width=width,
+            reach=max(reach, round(CYCLE_REACH_SECONDS / s.bin_seconds)),
+            quantile=quantile,
+            cycle=True,
+        )
+        if cycle.fall > s.max_fall_back_fraction * rise:
+            return verdict("fell back as far before")
         if period:
             ceilings, levels = self._ceilings_and_levels(ends, reach, quantile)
             if (
@@ -757,6 +788,7 @@ BUSY_GROUP_BINS = 20  # the bins whose minima are judged busy together
 BUSY_MARGIN = 0.02  # a bin minimum this far above the floor, as a fraction of it, is busy
 BUSY_SHARE = 0.3  # the median share of busy bins in a group that makes a series busy
 RESTART_REFERENCE_SECONDS = 1800.0  # the floor a restart falls far below is this recent
+CYCLE_REACH_SECONDS = 3600.0  # a cycle's floors span an hour: bursts do not hold one up
 LEVEL_SECONDS = 1800.0  # the level a forecast starts from: the recent high, as bursts reach it
 FEW_TEETH = 4.5  # a window holding this many sawtooth teeth or fewer has floors one a tooth
 FEW_TEETH_TOP_STEPS_SHARE = 0.85  # the most two of its block steps may carry of the rise

@@ -45,6 +45,10 @@ class LeakSettings(Frozen):
     history_seconds: Positive = Field(
         default=4 * _HOUR, description="how much of the segment is kept (memory and cost)"
     )
+    cycle_seconds: Positive = Field(
+        default=12 * _HOUR,
+        description="how far back a fall of hour-long floors marks a load cycle, not a leak",
+    )
     grace_seconds: Annotated[float, Field(ge=0)] = Field(
         default=_HOUR, description="nothing is suspected this soon after a (re)start"
     )

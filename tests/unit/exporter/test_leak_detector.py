@@ -646,6 +646,19 @@ def test_three_troughs_climbing_fast_where_the_means_do_not_are_no_fast_leak() -
     assert not _flagged(_drawn_apart("gc_sawtooth", 26052))
 
 
+def test_a_load_cycle_whose_floors_fell_as_far_hours_before_is_no_leak() -> None:
+    # drawn apart, load cycles of hours climbing again, each rise well over the rate floor:
+    # the fall before it lay beyond the older history, 4-12 h back
+    assert not _flagged(_drawn_apart("load_cycle", 10091))
+    assert not _flagged(_drawn_apart("load_cycle", 12083))
+
+
+def test_bursts_holding_blocks_up_hours_before_a_leak_are_no_cycle() -> None:
+    # drawn apart, 418 MB/h under bursts on 40 GB: the floors of blocks the bursts held up
+    # fell by more than half the window's rise hours before; floors an hour long did not
+    _flagged_in_time(_drawn_apart("leak_under_bursts", 8159))
+
+
 def test_older_floors_count_the_past_they_reach_back_over() -> None:
     # under 15-29 min teeth a floor reaches back over a tooth (1.1 of it): counted from the
     # first older floor's time, the older history the window needs came after the deadline
@@ -873,10 +886,11 @@ def test_memory_stays_bounded() -> None:
     rng = random.Random(1)
     for k in range(24 * 60 * 4):  # one day at 15 s
         detector.update(15.0 * k, 5 * GB + rng.gauss(0, 10 * MB), LIMIT)
-    limit = LeakSettings().history_seconds / LeakSettings().bin_seconds + 40
+    settings = LeakSettings()
+    limit = max(settings.history_seconds, settings.cycle_seconds) / settings.bin_seconds + 40
     assert len(detector._ts) <= limit
     assert len(detector._recent) <= 64
-    grids = LeakSettings().windows + 1  # each window's floors, and the stair's
+    grids = 2 * settings.windows + 1  # each window's floors and hour floors, and the stair's
     # a window's floors and its blocks' lowest bins
     assert len(detector._floor_cache) <= 2 * grids * (limit + LeakSettings().blocks)
 
@@ -888,6 +902,7 @@ def test_memory_stays_bounded() -> None:
         ({"windows": 0}, "windows"),
         ({"restart_drop_fraction": 1.5}, "restart_drop_fraction"),
         ({"history_seconds": 3600.0, "window_seconds": 7200.0}, "history_seconds"),
+        ({"cycle_seconds": 0}, "cycle_seconds"),
         ({"window_seconds": 600.0}, "two bins per block"),
         ({"min_window_seconds": 9000.0}, "min_window_seconds must be <= window_seconds"),
     ],
