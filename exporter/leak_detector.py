@@ -602,7 +602,7 @@ class LeakDetector:
     ) -> _History:
         """The floors older than a window (ending at its start), on a grid of fixed block
         ends: they change once a block, so what is measured on them is kept until then (the
-        `cycle` history's apart from the others)."""
+        hour-long `cycle` history is kept apart)."""
         first = width * math.ceil((begin / self.settings.bin_seconds + reach) / width)
         key = (first, width * math.floor(start / width), reach, quantile)
         kept = self._histories.get((span, cycle))

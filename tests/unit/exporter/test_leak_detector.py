@@ -65,14 +65,14 @@ def test_healthy_series_raise_no_alarm(family: str) -> None:
 
 
 # Known gap (README, "What no detector can tell apart in time"): a leak under a sawtooth whose
-# teeth are as long as the window's blocks is still flagged late by some seeds (issue 23).
+# teeth are as long as the window's blocks is still flagged late by some seeds.
 LATE_SOMETIMES = {"deep_sawtooth"}
 
 
 @pytest.mark.parametrize(
     "family",
     [
-        pytest.param(f, marks=pytest.mark.xfail(reason="issue 23: slow sawtooth, late at times"))
+        pytest.param(f, marks=pytest.mark.xfail(reason="known gap: teeth as long as the blocks"))
         if f in LATE_SOMETIMES
         else f
         for f in sorted(LEAKS)
